@@ -1,0 +1,106 @@
+// The broker toward local clients: sessions over byte streams, authentication, subscriptions and
+// local fan-out, with peering for everything that crosses proxies. It does no I/O: bytes for
+// clients go to a BrokerHost that only queues them, datagrams for peers go to Peering's outbox.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "mqtt_proxy/broker/topic_tree.hpp"
+#include "mqtt_proxy/metrics/counters.hpp"
+#include "mqtt_proxy/mqtt/codec.hpp"
+#include "mqtt_proxy/peering/peering.hpp"
+#include "mqtt_proxy/util/deadline_queue.hpp"
+#include "mqtt_proxy/util/log.hpp"
+#include "mqtt_proxy/util/time.hpp"
+
+namespace mqtt_proxy::broker {
+
+using ClientHandle = std::uint64_t;
+
+// What the broker needs from the transport. Implementations queue; they never call back into the
+// broker.
+class BrokerHost {
+ public:
+  virtual ~BrokerHost() = default;
+  virtual void send(ClientHandle c, ByteSpan bytes) = 0;
+  // Bytes queued toward the client and not yet acknowledged.
+  virtual std::size_t queued_bytes(ClientHandle c) const = 0;
+  // Close the connection once queued bytes are out (a FIN after them).
+  virtual void close(ClientHandle c) = 0;
+};
+
+struct BrokerConfig {
+  std::optional<std::string> username;  // when set, CONNECT must carry it
+  std::optional<std::string> password;  // when set, CONNECT must carry it
+  std::size_t max_packet_size = 16 * 1024 * 1024;
+  // A subscriber with this much queued toward it loses further QoS 0 messages (counted).
+  std::size_t max_queued_bytes = 4 * 1024 * 1024;
+  Duration connect_timeout = std::chrono::seconds(10);  // from TCP accept to CONNECT
+};
+
+class Broker {
+ public:
+  Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, log::Logger& log,
+         metrics::Counters& counters);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // A transport connection was established; `label` names it in logs ("192.168.1.102:40000").
+  void on_open(ClientHandle c, std::string label, TimePoint now);
+  // In-order bytes from the client.
+  void on_data(ClientHandle c, ByteSpan data, TimePoint now);
+  // The transport ended under us (FIN, RST, timeout). No-op if the broker already closed it.
+  void on_lost(ClientHandle c, std::string_view reason, TimePoint now);
+  // A PUBLISH that came from a peer: local subscribers only.
+  void on_peer_publish(const mqtt::Publish& p, TimePoint now);
+
+  void on_timers(TimePoint now);
+  std::optional<TimePoint> next_deadline() const { return deadlines_.earliest(); }
+
+  // Closes every session (shutdown): no wills, peers are told the filters are gone.
+  void close_all(std::string_view reason, TimePoint now);
+
+  std::size_t session_count() const { return sessions_.size(); }
+  std::size_t connected_count() const { return by_client_id_.size(); }
+  std::size_t local_filter_count() const { return subscriptions_.filter_count(); }
+
+ private:
+  struct Session;
+  enum class Phase { AwaitConnect, Connected };
+
+  void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
+  void handle_connect(Session& s, const mqtt::Connect& c, TimePoint now);
+  void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
+  void handle_subscribe(Session& s, const mqtt::Subscribe& sub);
+  void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
+  void protocol_error(Session& s, std::string_view reason);
+  void deliver_local(std::string_view topic, ByteSpan payload);
+  void publish_will(Session& s, TimePoint now);
+  // Ends a session: subscriptions removed (peers told), optional will, transport closed.
+  void end_session(Session& s, bool publish_will_msg, TimePoint now);
+  void touch(Session& s, TimePoint now);
+  void schedule(Session& s);
+  void send(Session& s, const Bytes& b);
+
+  BrokerConfig cfg_;
+  BrokerHost& host_;
+  peering::Peering& peering_;
+  log::Logger& log_;
+  metrics::Counters& counters_;
+  std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
+  std::unordered_map<std::string, Session*> by_client_id_;
+  TopicTree<Session*> subscriptions_;
+  DeadlineQueue<ClientHandle> deadlines_;
+  std::uint64_t delivery_mark_ = 0;
+  std::uint64_t auto_id_ = 0;
+  Bytes scratch_;
+};
+
+}  // namespace mqtt_proxy::broker

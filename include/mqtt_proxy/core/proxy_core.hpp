@@ -1,0 +1,118 @@
+// The pure core of the proxy: captured frames and peer datagrams in, frames and datagrams out, all
+// driven by the time the event loop passes in. It owns the connection table, the broker and
+// peering.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "mqtt_proxy/broker/broker.hpp"
+#include "mqtt_proxy/core/frame_batch.hpp"
+#include "mqtt_proxy/metrics/counters.hpp"
+#include "mqtt_proxy/peering/peering.hpp"
+#include "mqtt_proxy/tcp/conn_key.hpp"
+#include "mqtt_proxy/tcp/endpoint.hpp"
+#include "mqtt_proxy/tcp/isn.hpp"
+#include "mqtt_proxy/util/deadline_queue.hpp"
+#include "mqtt_proxy/util/log.hpp"
+#include "mqtt_proxy/wire/frame.hpp"
+
+namespace mqtt_proxy::core {
+
+struct InterfaceInfo {
+  std::string name;
+  wire::MacAddress mac;
+  std::vector<wire::Ipv4Address> addresses;
+  std::uint32_t mtu = 1500;
+};
+
+struct CoreConfig {
+  std::uint16_t tcp_port = 1883;
+  std::vector<InterfaceInfo> interfaces;  // frames name their interface by index into this
+  tcp::EndpointConfig tcp;                // local_mss is derived from each interface's MTU
+  std::size_t max_connections = 100000;
+  // pcap cannot tell a checksum the NIC has yet to fill in from a corrupt one (offload), so by
+  // default mismatches are counted, not dropped. Turn on where transmit offload is off on the
+  // clients' links.
+  bool verify_checksums = false;
+  SipKey secret{};  // ISNs and connection-table hashing; from a random source
+  broker::BrokerConfig broker;
+  peering::PeeringConfig peering;
+};
+
+class ProxyCore final : private broker::BrokerHost {
+ public:
+  ProxyCore(CoreConfig cfg, log::Logger& log);
+  ~ProxyCore() override;
+
+  void start(TimePoint now);
+  void on_frame(std::size_t iface, ByteSpan frame, TimePoint now);
+  void on_peer_datagram(wire::Ipv4Address src, ByteSpan data, TimePoint now);
+  void on_timers(TimePoint now);
+  // Hands received bytes to the broker, then lets every touched connection send: one ACK per
+  // connection per batch, data coalesced into full segments.
+  void flush(TimePoint now);
+  std::optional<TimePoint> next_deadline() const;
+
+  // Closes every client connection gracefully (FIN); the loop keeps running until they are gone or
+  // a grace period ends.
+  void shutdown(TimePoint now);
+
+  FrameBatch& frames() { return frames_; }
+  std::vector<peering::Datagram>& datagrams() { return peering_.outbox(); }
+
+  // Counters including those still held by live connections.
+  metrics::Counters counters() const;
+  std::size_t connection_count() const { return conns_.size(); }
+  // Connections not yet fully closed on our side (TIME-WAIT and CLOSED excluded).
+  std::size_t open_connection_count() const;
+  const broker::Broker& broker() const { return broker_; }
+  const peering::Peering& peering() const { return peering_; }
+  const tcp::Endpoint* find_endpoint(const tcp::ConnKey& k) const;
+
+  // Tests pin initial sequence numbers (for example near 2^32) through this.
+  void set_isn_function(std::function<tcp::Seq(const tcp::ConnKey&, TimePoint)> fn) {
+    isn_fn_ = std::move(fn);
+  }
+
+ private:
+  struct Connection;
+  class ConnOutbox;
+
+  // BrokerHost
+  void send(broker::ClientHandle c, ByteSpan bytes) override;
+  std::size_t queued_bytes(broker::ClientHandle c) const override;
+  void close(broker::ClientHandle c) override;
+
+  Connection* find(std::uint64_t id) const;
+  void mark_dirty(Connection& c);
+  void handle_events(Connection& c, TimePoint now);
+  void reschedule(Connection& c);
+  void erase(Connection& c);
+  void send_stateless_reset(std::size_t iface, const wire::EthernetView& eth,
+                            const wire::Ipv4View& ip, const wire::TcpView& tcp);
+  void emit_frame(std::size_t iface, const wire::TcpFrameSpec& spec);
+  bool is_local_address(std::size_t iface, wire::Ipv4Address a) const;
+
+  CoreConfig cfg_;
+  log::Logger& log_;
+  metrics::Counters counters_;
+  peering::Peering peering_;
+  broker::Broker broker_;
+  tcp::IsnGenerator isn_;
+  std::function<tcp::Seq(const tcp::ConnKey&, TimePoint)> isn_fn_;
+  std::unordered_map<tcp::ConnKey, std::uint64_t, tcp::ConnKeyHash> by_key_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> conns_;
+  std::vector<std::uint64_t> dirty_;
+  DeadlineQueue<std::uint64_t> timers_;
+  FrameBatch frames_;
+  std::uint64_t next_id_ = 1;
+  std::uint16_t ip_id_ = 0;
+  std::uint64_t limit_log_suppressed_ = 0;
+};
+
+}  // namespace mqtt_proxy::core

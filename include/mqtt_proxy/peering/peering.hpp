@@ -1,0 +1,89 @@
+// The peer protocol: MQTT control packets in UDP datagrams (docs/peering.md).
+//
+// Outbound: SUBSCRIBE to every peer when the first local subscriber of a filter appears,
+// UNSUBSCRIBE when the last one goes, PUBLISH only to peers that subscribed to a matching filter.
+// Inbound: SUBSCRIBE and UNSUBSCRIBE (type 10, or the prototype's type 11) update what each peer
+// wants; a PUBLISH is handed back for local delivery and never sent on to other peers, so a full
+// mesh has no loops.
+#pragma once
+
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "mqtt_proxy/broker/topic_tree.hpp"
+#include "mqtt_proxy/metrics/counters.hpp"
+#include "mqtt_proxy/mqtt/packet.hpp"
+#include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/util/log.hpp"
+#include "mqtt_proxy/util/time.hpp"
+#include "mqtt_proxy/wire/address.hpp"
+
+namespace mqtt_proxy::peering {
+
+struct Datagram {
+  wire::Ipv4Address dst;
+  Bytes bytes;
+};
+
+struct PeeringConfig {
+  std::vector<wire::Ipv4Address> peers;
+  // Largest datagram we send or accept; a PUBLISH beyond it is not forwarded (and counted).
+  std::size_t max_datagram = 65507;
+  // Resend SUBSCRIBE for every local filter this often, so a peer that restarted learns our
+  // interest again. Plain SUBSCRIBEs, so peers that know nothing of it are unaffected. Zero: off.
+  Duration refresh_interval{0};
+};
+
+class Peering {
+ public:
+  Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters);
+
+  bool is_peer(wire::Ipv4Address a) const { return index_.contains(a); }
+  const std::vector<wire::Ipv4Address>& peers() const { return cfg_.peers; }
+
+  // Local interest changes, as the broker's topic tree reports them.
+  void local_filter_added(std::string_view filter);
+  void local_filter_removed(std::string_view filter);
+
+  // A PUBLISH from a local client: one datagram to each peer with a matching filter.
+  void forward_publish(std::string_view topic, ByteSpan payload, bool retain);
+
+  // A datagram from `src`. Returns the PUBLISH to deliver locally (views into `data`), if it is
+  // one.
+  std::optional<mqtt::Publish> on_datagram(wire::Ipv4Address src, ByteSpan data);
+
+  void on_timers(TimePoint now);
+  std::optional<TimePoint> next_deadline() const { return next_refresh_; }
+  void start(TimePoint now);
+
+  // Datagrams produced since the last call.
+  std::vector<Datagram>& outbox() { return outbox_; }
+
+  bool peer_wants(wire::Ipv4Address peer, std::string_view topic) const;
+  std::size_t peer_filter_count(wire::Ipv4Address peer) const;
+  const std::set<std::string, std::less<>>& local_filters() const { return local_filters_; }
+
+ private:
+  void send_to_all(const Bytes& packet);
+  std::uint16_t next_packet_id();
+  void peer_subscribe(std::size_t peer, std::string_view filter);
+  void peer_unsubscribe(std::size_t peer, std::string_view filter);
+
+  PeeringConfig cfg_;
+  log::Logger& log_;
+  metrics::Counters& counters_;
+  std::unordered_map<wire::Ipv4Address, std::size_t> index_;
+  broker::TopicTree<std::size_t> remote_;  // filters peers subscribed to -> peer index
+  std::vector<std::unordered_set<std::string>> remote_filters_;
+  std::set<std::string, std::less<>> local_filters_;
+  std::uint16_t packet_id_ = 0;
+  std::optional<TimePoint> next_refresh_;
+  std::vector<Datagram> outbox_;
+};
+
+}  // namespace mqtt_proxy::peering

@@ -1,0 +1,54 @@
+// The kernel UDP socket of the peer protocol. Being bound, it also keeps the kernel from answering
+// peers with ICMP port unreachable.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mqtt_proxy/peering/peering.hpp"
+#include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/wire/address.hpp"
+
+namespace mqtt_proxy::udp {
+
+class UdpSocket {
+ public:
+  UdpSocket() = default;
+  ~UdpSocket();
+  UdpSocket(const UdpSocket&) = delete;
+  UdpSocket& operator=(const UdpSocket&) = delete;
+
+  bool open(std::uint16_t port, std::string& error);
+  int fd() const { return fd_; }
+
+  // Calls fn(source address, datagram) for every datagram waiting now; returns how many.
+  template <typename Fn>
+  int drain(Fn&& fn) {
+    int total = 0;
+    for (;;) {
+      const int n = receive_batch();
+      if (n <= 0) return total;
+      for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+        fn(rx_src_[i], ByteSpan{rx_buf_[i].data(), rx_len_[i]});
+      }
+      total += n;
+    }
+  }
+
+  // Sends each datagram to its peer at `port`. Returns the number that failed.
+  std::size_t send(const std::vector<peering::Datagram>& datagrams, std::uint16_t port);
+  const std::string& last_error() const { return last_error_; }
+
+ private:
+  int receive_batch();
+
+  static constexpr std::size_t kBatch = 32;
+  int fd_ = -1;
+  std::vector<Bytes> rx_buf_;
+  std::vector<std::size_t> rx_len_;
+  std::vector<wire::Ipv4Address> rx_src_;
+  std::string last_error_;
+};
+
+}  // namespace mqtt_proxy::udp

@@ -1,0 +1,48 @@
+// MAC and IPv4 addresses as small value types.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "mqtt_proxy/util/bytes.hpp"
+
+namespace mqtt_proxy::wire {
+
+struct MacAddress {
+  std::array<std::uint8_t, 6> octets{};
+
+  static MacAddress from(ByteSpan b, std::size_t off) {
+    MacAddress m;
+    for (std::size_t i = 0; i < 6; ++i) m.octets[i] = load_u8(b, off + i);
+    return m;
+  }
+  bool is_broadcast() const {
+    for (auto o : octets)
+      if (o != 0xff) return false;
+    return true;
+  }
+  std::string to_string() const;
+  friend bool operator==(const MacAddress&, const MacAddress&) = default;
+};
+
+// Stored in host byte order; `value` 0xC0A80165 is 192.168.1.101.
+struct Ipv4Address {
+  std::uint32_t value = 0;
+
+  static std::optional<Ipv4Address> parse(std::string_view dotted);
+  std::string to_string() const;
+  friend auto operator<=>(const Ipv4Address&, const Ipv4Address&) = default;
+};
+
+}  // namespace mqtt_proxy::wire
+
+template <>
+struct std::hash<mqtt_proxy::wire::Ipv4Address> {
+  std::size_t operator()(const mqtt_proxy::wire::Ipv4Address& a) const noexcept {
+    return std::hash<std::uint32_t>{}(a.value);
+  }
+};

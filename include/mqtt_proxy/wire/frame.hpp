@@ -1,0 +1,133 @@
+// Non-owning views of captured frames: Ethernet II, IPv4 and TCP. parse() checks lengths once;
+// accessors then read by offset and cannot fail. Nothing here trusts the bytes beyond what parse
+// checked.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "mqtt_proxy/tcp/seq.hpp"
+#include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/wire/address.hpp"
+
+namespace mqtt_proxy::wire {
+
+inline constexpr std::uint16_t kEtherTypeIpv4 = 0x0800;
+inline constexpr std::uint8_t kIpProtoTcp = 6;
+inline constexpr std::size_t kEthernetHeaderLen = 14;
+inline constexpr std::size_t kIpv4MinHeaderLen = 20;
+inline constexpr std::size_t kTcpMinHeaderLen = 20;
+
+class EthernetView {
+ public:
+  static std::optional<EthernetView> parse(ByteSpan b) {
+    if (b.size() < kEthernetHeaderLen) return std::nullopt;
+    return EthernetView{b};
+  }
+  MacAddress dst() const { return MacAddress::from(bytes_, 0); }
+  MacAddress src() const { return MacAddress::from(bytes_, 6); }
+  std::uint16_t ether_type() const { return load_be16(bytes_, 12); }
+  ByteSpan payload() const { return bytes_.subspan(kEthernetHeaderLen); }
+
+ private:
+  explicit EthernetView(ByteSpan b) : bytes_(b) {}
+  ByteSpan bytes_;
+};
+
+class Ipv4View {
+ public:
+  // Accepts total length 0 (a TSO/GSO frame larger than 64 KiB) as "up to the end of the capture";
+  // rejects a total length beyond the captured bytes (a truncated datagram must not look whole).
+  static std::optional<Ipv4View> parse(ByteSpan b);
+
+  std::size_t header_len() const { return header_len_; }
+  std::uint8_t protocol() const { return load_u8(bytes_, 9); }
+  std::uint8_t ttl() const { return load_u8(bytes_, 8); }
+  Ipv4Address src() const { return Ipv4Address{load_be32(bytes_, 12)}; }
+  Ipv4Address dst() const { return Ipv4Address{load_be32(bytes_, 16)}; }
+  // More-fragments set or a non-zero offset: TCP inside must not be parsed from this piece alone.
+  bool is_fragment() const { return (load_be16(bytes_, 6) & 0x3fff) != 0; }
+  bool header_checksum_ok() const;
+  ByteSpan payload() const { return bytes_.subspan(header_len_); }
+
+ private:
+  Ipv4View(ByteSpan b, std::size_t h) : bytes_(b), header_len_(h) {}
+  ByteSpan bytes_;
+  std::size_t header_len_;
+};
+
+namespace tcp_flags {
+inline constexpr std::uint8_t kFin = 0x01;
+inline constexpr std::uint8_t kSyn = 0x02;
+inline constexpr std::uint8_t kRst = 0x04;
+inline constexpr std::uint8_t kPsh = 0x08;
+inline constexpr std::uint8_t kAck = 0x10;
+inline constexpr std::uint8_t kUrg = 0x20;
+}  // namespace tcp_flags
+
+// The options a server side cares about. `malformed` is set when parsing stopped early (a length
+// below 2 or past the header); what was read before that point is kept.
+struct TcpOptions {
+  std::optional<std::uint16_t> mss;
+  std::optional<std::uint8_t> window_scale;
+  bool sack_permitted = false;
+  std::optional<std::uint32_t> timestamp_value;
+  std::optional<std::uint32_t> timestamp_echo;
+  bool malformed = false;
+
+  static TcpOptions parse(ByteSpan options);
+};
+
+class TcpView {
+ public:
+  static std::optional<TcpView> parse(ByteSpan b) {
+    if (b.size() < kTcpMinHeaderLen) return std::nullopt;
+    const auto hlen = std::size_t(load_u8(b, 12) >> 4) * 4;
+    if (hlen < kTcpMinHeaderLen || hlen > b.size()) return std::nullopt;
+    return TcpView{b, hlen};
+  }
+  std::uint16_t src_port() const { return load_be16(bytes_, 0); }
+  std::uint16_t dst_port() const { return load_be16(bytes_, 2); }
+  tcp::Seq seq() const { return tcp::Seq{load_be32(bytes_, 4)}; }
+  tcp::Seq ack() const { return tcp::Seq{load_be32(bytes_, 8)}; }
+  std::uint8_t flags() const { return load_u8(bytes_, 13); }
+  bool has(std::uint8_t flag_mask) const { return (flags() & flag_mask) == flag_mask; }
+  std::uint16_t window() const { return load_be16(bytes_, 14); }
+  std::uint16_t checksum() const { return load_be16(bytes_, 16); }
+  std::size_t header_len() const { return header_len_; }
+  ByteSpan options_bytes() const { return bytes_.subspan(kTcpMinHeaderLen, header_len_ - 20); }
+  TcpOptions options() const { return TcpOptions::parse(options_bytes()); }
+  ByteSpan payload() const { return bytes_.subspan(header_len_); }
+  ByteSpan segment() const { return bytes_; }
+  // Verifies the checksum over the pseudo-header and the whole segment.
+  bool checksum_ok(Ipv4Address src, Ipv4Address dst) const;
+
+ private:
+  TcpView(ByteSpan b, std::size_t h) : bytes_(b), header_len_(h) {}
+  ByteSpan bytes_;
+  std::size_t header_len_;
+};
+
+// Everything needed to emit one Ethernet/IPv4/TCP frame with correct checksums.
+struct TcpFrameSpec {
+  MacAddress src_mac;
+  MacAddress dst_mac;
+  Ipv4Address src_ip;
+  Ipv4Address dst_ip;
+  std::uint16_t src_port = 0;
+  std::uint16_t dst_port = 0;
+  tcp::Seq seq;
+  tcp::Seq ack;
+  std::uint8_t flags = 0;
+  std::uint16_t window = 0;
+  std::uint16_t ip_id = 0;
+  std::optional<std::uint16_t> mss;          // SYN-ACK only
+  std::optional<std::uint8_t> window_scale;  // SYN-ACK only
+  ByteSpan payload;
+};
+
+std::size_t tcp_frame_size(const TcpFrameSpec& s);
+// Writes the frame into `out`, which must be exactly tcp_frame_size(s) bytes.
+void emit_tcp_frame(const TcpFrameSpec& s, MutableByteSpan out);
+
+}  // namespace mqtt_proxy::wire

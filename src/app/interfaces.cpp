@@ -1,0 +1,87 @@
+#include "mqtt_proxy/app/interfaces.hpp"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <linux/ethtool.h>
+#include <linux/if_packet.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+namespace mqtt_proxy::app {
+
+std::vector<SystemInterface> list_interfaces(std::string& error) {
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) < 0) {
+    error = std::string("getifaddrs: ") + std::strerror(errno);
+    return {};
+  }
+  std::map<std::string, SystemInterface> by_name;
+  for (ifaddrs* a = list; a; a = a->ifa_next) {
+    if (!a->ifa_name) continue;
+    auto& i = by_name[a->ifa_name];
+    i.name = a->ifa_name;
+    i.up = (a->ifa_flags & IFF_UP) && (a->ifa_flags & IFF_RUNNING);
+    i.loopback = a->ifa_flags & IFF_LOOPBACK;
+    if (!a->ifa_addr) continue;
+    if (a->ifa_addr->sa_family == AF_INET) {
+      const auto* sin = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
+      i.addresses.push_back(wire::Ipv4Address{ntohl(sin->sin_addr.s_addr)});
+    } else if (a->ifa_addr->sa_family == AF_PACKET) {
+      const auto* sll = reinterpret_cast<const sockaddr_ll*>(a->ifa_addr);
+      if (sll->sll_halen == 6) {
+        std::copy(sll->sll_addr, sll->sll_addr + 6, i.mac.octets.begin());
+        i.ethernet = true;
+      }
+    }
+  }
+  ::freeifaddrs(list);
+
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  std::vector<SystemInterface> out;
+  for (auto& [name, i] : by_name) {
+    i.ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
+    if (fd >= 0) {
+      ifreq req{};
+      std::strncpy(req.ifr_name, name.c_str(), IFNAMSIZ - 1);
+      if (::ioctl(fd, SIOCGIFMTU, &req) == 0 && req.ifr_mtu > 0) {
+        i.mtu = static_cast<std::uint32_t>(req.ifr_mtu);
+      }
+    }
+    if (i.loopback) i.ethernet = true;  // lo carries Ethernet headers with zero MACs
+    out.push_back(std::move(i));
+  }
+  if (fd >= 0) ::close(fd);
+  return out;
+}
+
+std::vector<std::string> enabled_offloads(const std::string& iface) {
+  std::vector<std::string> on;
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return on;
+  const std::pair<std::uint32_t, const char*> queries[] = {
+      {ETHTOOL_GTXCSUM, "tx-checksumming"},
+      {ETHTOOL_GTSO, "tcp-segmentation-offload"},
+      {ETHTOOL_GGSO, "generic-segmentation-offload"},
+      {ETHTOOL_GGRO, "generic-receive-offload"},
+  };
+  for (const auto& [cmd, name] : queries) {
+    ethtool_value v{};
+    v.cmd = cmd;
+    ifreq req{};
+    std::strncpy(req.ifr_name, iface.c_str(), IFNAMSIZ - 1);
+    req.ifr_data = reinterpret_cast<char*>(&v);
+    if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && v.data) on.emplace_back(name);
+  }
+  ::close(fd);
+  return on;
+}
+
+}  // namespace mqtt_proxy::app

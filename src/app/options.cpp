@@ -1,0 +1,137 @@
+#include "mqtt_proxy/app/options.hpp"
+
+#include <boost/program_options.hpp>
+#include <sstream>
+
+namespace mqtt_proxy::app {
+
+namespace po = boost::program_options;
+
+namespace {
+constexpr const char* kVersion = "mqtt_proxy 0.1.0";
+
+bool to_port(unsigned v, std::uint16_t& out) {
+  if (v == 0 || v > 65535) return false;
+  out = static_cast<std::uint16_t>(v);
+  return true;
+}
+}  // namespace
+
+ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std::string& message) {
+  unsigned tcp_port = 1883;
+  unsigned udp_port = 1883;
+  std::vector<std::string> forwarders;
+  std::string level = "info";
+  std::string verify = "off";
+  std::size_t capture_mib = 16;
+  po::options_description desc(
+      "Usage: mqtt_proxy [options]\n"
+      "MQTT edge proxy: terminates clients' TCP in user space from captured frames, acts as a QoS "
+      "0\n"
+      "broker toward them, and exchanges SUBSCRIBE/UNSUBSCRIBE/PUBLISH with peer proxies over "
+      "UDP.\n\n"
+      "Options");
+  // clang-format off
+  desc.add_options()
+    ("help,h", "show this help and exit")
+    ("version", "show the version and exit")
+    ("tcpport,t", po::value<unsigned>(&tcp_port)->default_value(1883), "MQTT TCP port to serve")
+    ("username,u", po::value<std::string>(), "username clients must present (default: anonymous allowed)")
+    ("password,p", po::value<std::string>(), "password clients must present (needs --username)")
+    ("forwarder,F", po::value<std::vector<std::string>>(&forwarders)->composing(),
+     "a peer proxy's IPv4 address; repeatable")
+    ("udpport,U", po::value<unsigned>(&udp_port)->default_value(1883),
+     "UDP port of the peer protocol, ours and the peers'")
+    ("iface,i", po::value<std::vector<std::string>>(&out.ifaces)->composing(),
+     "interface to capture on; repeatable (default: every up, non-loopback IPv4 interface)")
+    ("log-level", po::value<std::string>(&level)->default_value("info"),
+     "trace, debug, info, warn, error or off")
+    ("no-firewall", po::bool_switch(), "do not install the iptables rule that keeps the kernel "
+     "from answering the MQTT port (install an equivalent yourself)")
+    ("verify-checksums", po::value<std::string>(&verify)->default_value("off"),
+     "on: drop segments whose TCP checksum is wrong; off: count them only (pcap cannot tell an "
+     "offloaded checksum from a corrupt one)")
+    ("max-connections", po::value<std::size_t>(&out.max_connections)->default_value(100000),
+     "connections held at once; further SYNs are refused with RST")
+    ("max-packet-size", po::value<std::size_t>(&out.max_packet_size)->default_value(16 * 1024 * 1024),
+     "largest MQTT packet accepted from a client, in bytes")
+    ("max-queued-bytes", po::value<std::size_t>(&out.max_queued_bytes)->default_value(4 * 1024 * 1024),
+     "bytes queued toward one client beyond which further messages to it are dropped")
+    ("capture-buffer", po::value<std::size_t>(&capture_mib)->default_value(16),
+     "capture ring size per interface, in MiB")
+    ("peer-refresh", po::value<unsigned>(&out.peer_refresh_seconds)->default_value(0),
+     "resend SUBSCRIBE for every local filter to every peer this often, in seconds (0: off)")
+    ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(0),
+     "log all counters this often, in seconds (0: only at exit)");
+  // clang-format on
+
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    message = e.what();
+    return ParseOutcome::Error;
+  }
+  if (vm.count("help")) {
+    std::ostringstream s;
+    s << desc << "\nExample (the prototype's launch line):\n"
+      << "  mqtt_proxy -t 1883 -u jorge -p passwd -F 192.168.1.104 -U 1883\n";
+    message = s.str();
+    return ParseOutcome::Exit0;
+  }
+  if (vm.count("version")) {
+    message = std::string(kVersion) + "\n";
+    return ParseOutcome::Exit0;
+  }
+  if (!to_port(tcp_port, out.tcp_port)) {
+    message = "--tcpport must be 1..65535, not " + std::to_string(tcp_port);
+    return ParseOutcome::Error;
+  }
+  if (!to_port(udp_port, out.udp_port)) {
+    message = "--udpport must be 1..65535, not " + std::to_string(udp_port);
+    return ParseOutcome::Error;
+  }
+  if (vm.count("username")) out.username = vm["username"].as<std::string>();
+  if (vm.count("password")) out.password = vm["password"].as<std::string>();
+  if (out.password && !out.username) {
+    message = "--password needs --username";
+    return ParseOutcome::Error;
+  }
+  for (const auto& f : forwarders) {
+    const auto a = wire::Ipv4Address::parse(f);
+    if (!a) {
+      message = "--forwarder: not an IPv4 address: " + f;
+      return ParseOutcome::Error;
+    }
+    out.forwarders.push_back(*a);
+  }
+  const auto lvl = log::parse_level(level);
+  if (!lvl) {
+    message = "--log-level: unknown level " + level;
+    return ParseOutcome::Error;
+  }
+  out.log_level = *lvl;
+  if (verify != "on" && verify != "off") {
+    message = "--verify-checksums must be on or off, not " + verify;
+    return ParseOutcome::Error;
+  }
+  out.verify_checksums = verify == "on";
+  out.firewall = !vm["no-firewall"].as<bool>();
+  if (out.max_connections == 0) {
+    message = "--max-connections must be at least 1";
+    return ParseOutcome::Error;
+  }
+  if (out.max_packet_size < 2 || out.max_packet_size > 268435460) {
+    message = "--max-packet-size must be 2..268435460 bytes";
+    return ParseOutcome::Error;
+  }
+  if (capture_mib == 0 || capture_mib > 1024) {
+    message = "--capture-buffer must be 1..1024 MiB";
+    return ParseOutcome::Error;
+  }
+  out.capture_buffer_bytes = capture_mib * 1024 * 1024;
+  return ParseOutcome::Run;
+}
+
+}  // namespace mqtt_proxy::app

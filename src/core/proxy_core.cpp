@@ -1,0 +1,378 @@
+#include "mqtt_proxy/core/proxy_core.hpp"
+
+#include <algorithm>
+
+namespace mqtt_proxy::core {
+
+using namespace wire::tcp_flags;
+
+namespace {
+constexpr std::string_view kLog = "tcp";
+
+void add_endpoint_stats(metrics::Counters& c, const tcp::EndpointStats& s) {
+  c.tcp_retransmits += s.segments_retransmitted;
+  c.tcp_out_of_order += s.out_of_order_segments;
+  c.tcp_challenge_acks += s.challenge_acks;
+}
+}  // namespace
+
+struct ProxyCore::Connection {
+  std::uint64_t id = 0;
+  tcp::ConnKey key;
+  std::size_t iface = 0;
+  wire::MacAddress peer_mac;
+  tcp::Endpoint ep;
+  std::string label;
+  bool dirty = false;
+  bool broker_open = false;  // the broker has a session for it
+  std::optional<TimePoint> scheduled_at;
+
+  Connection(const tcp::EndpointConfig& cfg, const tcp::SegmentIn& syn, tcp::Seq iss, TimePoint now)
+      : ep(cfg, syn, iss, now) {}
+};
+
+class ProxyCore::ConnOutbox final : public tcp::Outbox {
+ public:
+  ConnOutbox(ProxyCore& core, const Connection& c) : core_(core), c_(c) {}
+  void emit(const tcp::SegmentOut& s) override {
+    const auto& ifc = core_.cfg_.interfaces[c_.iface];
+    wire::TcpFrameSpec spec;
+    spec.src_mac = ifc.mac;
+    spec.dst_mac = c_.peer_mac;
+    spec.src_ip = c_.key.local_ip;
+    spec.dst_ip = c_.key.remote_ip;
+    spec.src_port = c_.key.local_port;
+    spec.dst_port = c_.key.remote_port;
+    spec.seq = s.seq;
+    spec.ack = s.ack;
+    spec.flags = s.flags;
+    spec.window = s.window;
+    spec.mss = s.mss;
+    spec.payload = s.payload;
+    core_.emit_frame(c_.iface, spec);
+    if (s.flags & kRst) core_.log_.debug(kLog, "RST sent to {}", c_.label);
+  }
+
+ private:
+  ProxyCore& core_;
+  const Connection& c_;
+};
+
+ProxyCore::ProxyCore(CoreConfig cfg, log::Logger& log)
+    : cfg_(std::move(cfg)),
+      log_(log),
+      peering_(cfg_.peering, log, counters_),
+      broker_(cfg_.broker, *this, peering_, log, counters_),
+      isn_(cfg_.secret),
+      by_key_(64, tcp::ConnKeyHash{cfg_.secret}) {}
+
+ProxyCore::~ProxyCore() = default;
+
+void ProxyCore::start(TimePoint now) {
+  peering_.start(now);
+}
+
+ProxyCore::Connection* ProxyCore::find(std::uint64_t id) const {
+  auto it = conns_.find(id);
+  return it == conns_.end() ? nullptr : it->second.get();
+}
+
+const tcp::Endpoint* ProxyCore::find_endpoint(const tcp::ConnKey& k) const {
+  auto it = by_key_.find(k);
+  if (it == by_key_.end()) return nullptr;
+  const Connection* c = find(it->second);
+  return c ? &c->ep : nullptr;
+}
+
+void ProxyCore::mark_dirty(Connection& c) {
+  if (c.dirty) return;
+  c.dirty = true;
+  dirty_.push_back(c.id);
+}
+
+bool ProxyCore::is_local_address(std::size_t iface, wire::Ipv4Address a) const {
+  const auto& addrs = cfg_.interfaces[iface].addresses;
+  return std::find(addrs.begin(), addrs.end(), a) != addrs.end();
+}
+
+void ProxyCore::emit_frame(std::size_t iface, const wire::TcpFrameSpec& spec) {
+  wire::TcpFrameSpec s = spec;
+  s.ip_id = ip_id_++;
+  auto buf = frames_.add(iface, wire::tcp_frame_size(s));
+  wire::emit_tcp_frame(s, buf);
+  ++counters_.tcp_segments_out;
+}
+
+void ProxyCore::send_stateless_reset(std::size_t iface, const wire::EthernetView& eth,
+                                     const wire::Ipv4View& ip, const wire::TcpView& tcp) {
+  // RFC 9293 3.10.7.1 (CLOSED): with ACK set, <SEQ=SEG.ACK><CTL=RST>; without ACK,
+  // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+  wire::TcpFrameSpec s;
+  s.src_mac = cfg_.interfaces[iface].mac;
+  s.dst_mac = eth.src();
+  s.src_ip = ip.dst();
+  s.dst_ip = ip.src();
+  s.src_port = tcp.dst_port();
+  s.dst_port = tcp.src_port();
+  if (tcp.flags() & kAck) {
+    s.seq = tcp.ack();
+    s.flags = kRst;
+  } else {
+    const auto len = static_cast<std::uint32_t>(tcp.payload().size()) +
+                     ((tcp.flags() & kSyn) ? 1u : 0u) + ((tcp.flags() & kFin) ? 1u : 0u);
+    s.ack = tcp.seq() + len;
+    s.flags = kRst | kAck;
+  }
+  emit_frame(iface, s);
+  ++counters_.tcp_resets_sent;
+}
+
+void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
+  ++counters_.frames_received;
+  if (iface >= cfg_.interfaces.size()) return;
+  const auto eth = wire::EthernetView::parse(frame);
+  if (!eth) {
+    ++counters_.frames_malformed;
+    return;
+  }
+  // A learning switch floods unknown unicast, so frames for other hosts do reach us.
+  if (eth->ether_type() != wire::kEtherTypeIpv4 || eth->dst() != cfg_.interfaces[iface].mac) {
+    ++counters_.frames_not_for_us;
+    return;
+  }
+  const auto ip = wire::Ipv4View::parse(eth->payload());
+  if (!ip) {
+    ++counters_.frames_malformed;
+    return;
+  }
+  if (ip->protocol() != wire::kIpProtoTcp || !is_local_address(iface, ip->dst())) {
+    ++counters_.frames_not_for_us;
+    return;
+  }
+  if (ip->is_fragment()) {
+    ++counters_.ip_fragments_dropped;
+    return;
+  }
+  const auto tcp = wire::TcpView::parse(ip->payload());
+  if (!tcp) {
+    ++counters_.frames_malformed;
+    return;
+  }
+  if (tcp->dst_port() != cfg_.tcp_port) {
+    ++counters_.frames_not_for_us;
+    return;
+  }
+  if (!tcp->checksum_ok(ip->src(), ip->dst())) {
+    ++counters_.tcp_checksum_mismatch;
+    if (cfg_.verify_checksums) return;
+  }
+  ++counters_.tcp_segments_in;
+
+  const tcp::ConnKey key{ip->src(), tcp->src_port(), ip->dst(), tcp->dst_port()};
+  const std::uint8_t flags = tcp->flags();
+  tcp::SegmentIn seg;
+  seg.seq = tcp->seq();
+  seg.ack = tcp->ack();
+  seg.flags = flags;
+  seg.window = tcp->window();
+  seg.payload = tcp->payload();
+  const bool pure_syn = (flags & (kSyn | kAck | kRst | kFin)) == kSyn;
+  if (pure_syn) seg.mss = tcp->options().mss;
+
+  Connection* c = nullptr;
+  if (auto it = by_key_.find(key); it != by_key_.end()) c = find(it->second);
+
+  // A new SYN on a 4-tuple in TIME-WAIT starts a new connection when it is beyond the old one.
+  if (c && pure_syn && c->ep.state() == tcp::State::TimeWait && seg.seq > c->ep.rcv_nxt()) {
+    log_.debug(kLog, "{}: SYN reuses a connection in TIME-WAIT", c->label);
+    erase(*c);
+    c = nullptr;
+  }
+
+  if (!c) {
+    if (flags & kRst) return;
+    if (!pure_syn) {
+      if (flags & kAck) send_stateless_reset(iface, *eth, *ip, *tcp);
+      return;
+    }
+    if (conns_.size() >= cfg_.max_connections) {
+      ++counters_.tcp_connection_limit_hits;
+      if (limit_log_suppressed_++ % 1000 == 0) {
+        log_.warn(kLog, "connection limit {} reached: refusing {} ({} refused so far)",
+                  cfg_.max_connections, key.remote_to_string(),
+                  counters_.tcp_connection_limit_hits);
+      }
+      send_stateless_reset(iface, *eth, *ip, *tcp);
+      return;
+    }
+    const tcp::Seq iss = isn_fn_ ? isn_fn_(key, now) : isn_.generate(key, now);
+    tcp::EndpointConfig ecfg = cfg_.tcp;
+    const auto mtu = cfg_.interfaces[iface].mtu;
+    ecfg.local_mss = static_cast<std::uint16_t>(std::clamp<std::uint32_t>(mtu, 576, 65535) - 40);
+    auto conn = std::make_unique<Connection>(ecfg, seg, iss, now);
+    conn->id = next_id_++;
+    conn->key = key;
+    conn->iface = iface;
+    conn->peer_mac = eth->src();
+    conn->label = key.remote_to_string();
+    c = conn.get();
+    by_key_.emplace(key, c->id);
+    conns_.emplace(c->id, std::move(conn));
+    log_.debug(kLog, "{}: SYN, new connection (mss {} -> {})", c->label, seg.mss.value_or(0),
+               c->ep.effective_mss());
+    mark_dirty(*c);
+    return;
+  }
+
+  ConnOutbox out(*this, *c);
+  c->ep.on_segment(seg, now, out);
+  mark_dirty(*c);
+}
+
+void ProxyCore::on_peer_datagram(wire::Ipv4Address src, ByteSpan data, TimePoint now) {
+  if (auto p = peering_.on_datagram(src, data)) broker_.on_peer_publish(*p, now);
+}
+
+void ProxyCore::on_timers(TimePoint now) {
+  timers_.pop_due(now, [&](TimePoint t, std::uint64_t id) {
+    Connection* c = find(id);
+    if (!c || !c->scheduled_at || *c->scheduled_at != t) return;
+    c->scheduled_at.reset();
+    ConnOutbox out(*this, *c);
+    c->ep.on_timer(now, out);
+    mark_dirty(*c);  // reschedules, and reports events, in flush()
+  });
+  broker_.on_timers(now);
+  peering_.on_timers(now);
+}
+
+void ProxyCore::handle_events(Connection& c, TimePoint now) {
+  const std::uint8_t ev = c.ep.take_events();
+  if (ev == 0) return;
+  if (ev & tcp::event::kEstablished) {
+    ++counters_.tcp_connections_accepted;
+    log_.debug(kLog, "{}: ESTABLISHED", c.label);
+    c.broker_open = true;
+    broker_.on_open(c.id, c.label, now);
+  }
+  if ((ev & tcp::event::kData) && c.broker_open) {
+    const ByteSpan data = c.ep.received();
+    const std::size_t n = data.size();
+    broker_.on_data(c.id, data, now);
+    c.ep.consume(n);
+  } else if (ev & tcp::event::kData) {
+    c.ep.consume(c.ep.received().size());  // the session is gone; nobody reads this any more
+  }
+  std::string_view lost;
+  if (ev & tcp::event::kPeerFin) {
+    log_.debug(kLog, "{}: FIN received", c.label);
+    lost = "client closed the connection";
+    c.ep.close();  // answer the half-close with our FIN once queued data is out
+  }
+  if (ev & tcp::event::kReset) {
+    ++counters_.tcp_resets_received;
+    log_.debug(kLog, "{}: RST received", c.label);
+    lost = "connection reset by client";
+  }
+  if (ev & tcp::event::kTimedOut) {
+    ++counters_.tcp_timeouts;
+    log_.info(kLog, "{}: retransmissions exhausted, connection aborted", c.label);
+    lost = "TCP retransmission timeout";
+  }
+  if ((ev & tcp::event::kClosed) && lost.empty()) lost = "connection closed";
+  if (!lost.empty() && c.broker_open) {
+    c.broker_open = false;
+    broker_.on_lost(c.id, lost, now);
+  }
+}
+
+void ProxyCore::reschedule(Connection& c) {
+  const auto d = c.ep.next_deadline();
+  if (d && (!c.scheduled_at || *d < *c.scheduled_at)) {
+    timers_.push(*d, c.id);
+    c.scheduled_at = d;
+  }
+}
+
+void ProxyCore::erase(Connection& c) {
+  ++counters_.tcp_connections_closed;
+  add_endpoint_stats(counters_, c.ep.stats());
+  log_.debug(kLog, "{}: state freed ({}), {} retransmitted segments", c.label,
+             tcp::state_name(c.ep.state()), c.ep.stats().segments_retransmitted);
+  by_key_.erase(c.key);
+  conns_.erase(c.id);  // destroys c
+}
+
+void ProxyCore::flush(TimePoint now) {
+  // Events first: the broker's reactions may queue bytes on other connections, which then also get
+  // flushed below.
+  for (std::size_t i = 0; i < dirty_.size(); ++i) {
+    if (Connection* c = find(dirty_[i])) handle_events(*c, now);
+  }
+  for (std::size_t i = 0; i < dirty_.size(); ++i) {
+    Connection* c = find(dirty_[i]);
+    if (!c) continue;
+    c->dirty = false;
+    ConnOutbox out(*this, *c);
+    c->ep.flush(now, out);
+    handle_events(*c, now);  // flush itself yields no events; this only catches late ones
+    if (c->ep.is_closed()) {
+      erase(*c);
+      continue;
+    }
+    reschedule(*c);
+  }
+  dirty_.clear();
+}
+
+std::optional<TimePoint> ProxyCore::next_deadline() const {
+  return earliest(earliest(timers_.earliest(), broker_.next_deadline()), peering_.next_deadline());
+}
+
+void ProxyCore::shutdown(TimePoint now) {
+  broker_.close_all("shutting down", now);
+  // Connections the broker never saw (handshake not finished) are simply dropped.
+  for (auto& [id, c] : conns_) {
+    if (!c->broker_open && c->ep.state() == tcp::State::SynReceived) {
+      c->ep.close();
+      mark_dirty(*c);
+    }
+  }
+}
+
+std::size_t ProxyCore::open_connection_count() const {
+  std::size_t n = 0;
+  for (const auto& [id, c] : conns_) {
+    if (c->ep.state() != tcp::State::TimeWait && !c->ep.is_closed()) ++n;
+  }
+  return n;
+}
+
+metrics::Counters ProxyCore::counters() const {
+  metrics::Counters c = counters_;
+  for (const auto& [id, conn] : conns_) add_endpoint_stats(c, conn->ep.stats());
+  return c;
+}
+
+// BrokerHost: queue only.
+void ProxyCore::send(broker::ClientHandle h, ByteSpan bytes) {
+  Connection* c = find(h);
+  if (!c || !c->ep.can_send()) return;
+  c->ep.send(bytes);
+  mark_dirty(*c);
+}
+
+std::size_t ProxyCore::queued_bytes(broker::ClientHandle h) const {
+  const Connection* c = find(h);
+  return c ? c->ep.queued_bytes() : 0;
+}
+
+void ProxyCore::close(broker::ClientHandle h) {
+  Connection* c = find(h);
+  if (!c) return;
+  c->broker_open = false;
+  c->ep.close();
+  mark_dirty(*c);
+}
+
+}  // namespace mqtt_proxy::core

@@ -1,0 +1,196 @@
+#include "mqtt_proxy/peering/peering.hpp"
+
+#include "mqtt_proxy/mqtt/codec.hpp"
+#include "mqtt_proxy/mqtt/topic.hpp"
+
+namespace mqtt_proxy::peering {
+
+namespace {
+constexpr std::string_view kLog = "peering";
+}
+
+Peering::Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters)
+    : cfg_(std::move(cfg)), log_(log), counters_(counters) {
+  for (std::size_t i = 0; i < cfg_.peers.size(); ++i) index_.emplace(cfg_.peers[i], i);
+  remote_filters_.resize(cfg_.peers.size());
+}
+
+void Peering::start(TimePoint now) {
+  if (cfg_.refresh_interval.count() > 0 && !cfg_.peers.empty()) {
+    next_refresh_ = now + cfg_.refresh_interval;
+  }
+}
+
+std::uint16_t Peering::next_packet_id() {
+  if (++packet_id_ == 0) packet_id_ = 1;  // 0 is not a valid packet identifier
+  return packet_id_;
+}
+
+void Peering::send_to_all(const Bytes& packet) {
+  for (const auto& p : cfg_.peers) {
+    outbox_.push_back(Datagram{p, packet});
+    ++counters_.peer_datagrams_out;
+  }
+}
+
+void Peering::local_filter_added(std::string_view filter) {
+  local_filters_.emplace(filter);
+  if (cfg_.peers.empty()) return;
+  Bytes packet;
+  const std::string_view filters[] = {filter};
+  mqtt::encode_subscribe(packet, next_packet_id(), filters);
+  send_to_all(packet);
+  counters_.peer_subscribe_out += cfg_.peers.size();
+  log_.debug(kLog, "SUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
+}
+
+void Peering::local_filter_removed(std::string_view filter) {
+  if (auto it = local_filters_.find(filter); it != local_filters_.end()) local_filters_.erase(it);
+  if (cfg_.peers.empty()) return;
+  Bytes packet;
+  const std::string_view filters[] = {filter};
+  mqtt::encode_unsubscribe(packet, next_packet_id(), filters);
+  send_to_all(packet);
+  counters_.peer_unsubscribe_out += cfg_.peers.size();
+  log_.debug(kLog, "UNSUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
+}
+
+void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain) {
+  if (cfg_.peers.empty()) return;
+  // A peer with several matching filters still gets one datagram.
+  std::vector<bool> wants(cfg_.peers.size(), false);
+  bool any = false;
+  remote_.match(topic, [&](std::size_t peer) {
+    wants[peer] = true;
+    any = true;
+  });
+  if (!any) return;
+  Bytes packet;
+  mqtt::encode_publish(packet, topic, payload, 0, retain, false, 0);
+  if (packet.size() > cfg_.max_datagram) {
+    ++counters_.peer_publish_too_large;
+    log_.warn(kLog, "PUBLISH not forwarded: {} bytes exceed the datagram limit of {} topic={}",
+              packet.size(), cfg_.max_datagram, topic);
+    return;
+  }
+  for (std::size_t i = 0; i < wants.size(); ++i) {
+    if (!wants[i]) continue;
+    outbox_.push_back(Datagram{cfg_.peers[i], packet});
+    ++counters_.peer_datagrams_out;
+    ++counters_.peer_publish_out;
+    log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[i].to_string(),
+               topic, payload.size());
+  }
+}
+
+void Peering::peer_subscribe(std::size_t peer, std::string_view filter) {
+  ++counters_.peer_subscribe_in;
+  if (remote_filters_[peer].emplace(filter).second) remote_.add(filter, peer);
+  log_.debug(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
+}
+
+void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
+  ++counters_.peer_unsubscribe_in;
+  if (auto it = remote_filters_[peer].find(std::string(filter));
+      it != remote_filters_[peer].end()) {
+    remote_filters_[peer].erase(it);
+    remote_.remove(filter, peer);
+  }
+  log_.debug(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
+}
+
+std::optional<mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data) {
+  const auto it = index_.find(src);
+  if (it == index_.end()) {
+    ++counters_.peer_datagrams_unknown_source;
+    log_.debug(kLog, "datagram from {} ignored: not a peer", src.to_string());
+    return std::nullopt;
+  }
+  const std::size_t peer = it->second;
+  ++counters_.peer_datagrams_in;
+
+  auto malformed = [&](std::string_view why) -> std::optional<mqtt::Publish> {
+    ++counters_.peer_datagrams_malformed;
+    log_.warn(kLog, "datagram from peer {} dropped: {}", src.to_string(), why);
+    return std::nullopt;
+  };
+
+  bool need_more = false;
+  mqtt::DecodeError err = mqtt::DecodeError::None;
+  const auto frame = mqtt::parse_frame(data, cfg_.max_datagram, need_more, err);
+  if (!frame) return malformed(need_more ? "truncated packet" : mqtt::decode_error_name(err));
+  if (frame->wire_size != data.size()) return malformed("bytes after the packet");
+
+  // The prototype's unsubscribe: type 11, flags 0, packet id and one length-prefixed filter.
+  if (frame->type() == mqtt::PacketType::Unsuback) {
+    const ByteSpan b = frame->body;
+    if (b.size() < 4 || load_be16(b, 2) + 4u != b.size())
+      return malformed("bad legacy unsubscribe");
+    const std::string_view filter = as_chars(b.subspan(4));
+    if (mqtt::check_utf8(filter) != mqtt::Utf8Status::Ok || filter.empty()) {
+      return malformed("bad topic filter in legacy unsubscribe");
+    }
+    peer_unsubscribe(peer, filter);
+    return std::nullopt;
+  }
+
+  // Peers that build packets by hand have sent SUBSCRIBE with flags 0: accept any flags here.
+  mqtt::ClientPacket packet;
+  err = mqtt::decode_client_packet(*frame, mqtt::ProtocolVersion::V311, packet, true);
+  if (err != mqtt::DecodeError::None) return malformed(mqtt::decode_error_name(err));
+
+  if (auto* p = std::get_if<mqtt::Publish>(&packet)) {
+    ++counters_.peer_publish_in;
+    log_.debug(kLog, "peer {} PUBLISH topic={} bytes={}", src.to_string(), p->topic,
+               p->payload.size());
+    return *p;
+  }
+  if (auto* s = std::get_if<mqtt::Subscribe>(&packet)) {
+    for (const auto& t : s->topics) {
+      if (!t.filter_valid) {
+        log_.warn(kLog, "peer {} SUBSCRIBE with invalid filter ignored: {}", src.to_string(),
+                  t.filter);
+        continue;
+      }
+      peer_subscribe(peer, t.filter);
+    }
+    return std::nullopt;
+  }
+  if (auto* u = std::get_if<mqtt::Unsubscribe>(&packet)) {
+    for (auto f : u->filters) peer_unsubscribe(peer, f);
+    return std::nullopt;
+  }
+  return malformed("packet type not used between peers");
+}
+
+void Peering::on_timers(TimePoint now) {
+  if (!next_refresh_ || now < *next_refresh_) return;
+  next_refresh_ = now + cfg_.refresh_interval;
+  if (local_filters_.empty()) return;
+  std::vector<std::string_view> filters(local_filters_.begin(), local_filters_.end());
+  // One SUBSCRIBE per filter keeps each datagram small and each one meaningful on its own.
+  for (auto f : filters) {
+    Bytes packet;
+    const std::string_view one[] = {f};
+    mqtt::encode_subscribe(packet, next_packet_id(), one);
+    send_to_all(packet);
+    counters_.peer_subscribe_out += cfg_.peers.size();
+  }
+  log_.debug(kLog, "interest refresh: {} filter(s) to {} peer(s)", filters.size(),
+             cfg_.peers.size());
+}
+
+bool Peering::peer_wants(wire::Ipv4Address peer, std::string_view topic) const {
+  const auto it = index_.find(peer);
+  if (it == index_.end()) return false;
+  bool wants = false;
+  remote_.match(topic, [&](std::size_t p) { wants = wants || p == it->second; });
+  return wants;
+}
+
+std::size_t Peering::peer_filter_count(wire::Ipv4Address peer) const {
+  const auto it = index_.find(peer);
+  return it == index_.end() ? 0 : remote_filters_[it->second].size();
+}
+
+}  // namespace mqtt_proxy::peering

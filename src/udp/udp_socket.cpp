@@ -1,0 +1,107 @@
+#include "mqtt_proxy/udp/udp_socket.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+namespace mqtt_proxy::udp {
+
+UdpSocket::~UdpSocket() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool UdpSocket::open(std::uint16_t port, std::string& error) {
+  fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) {
+    error = std::string("UDP socket: ") + std::strerror(errno);
+    return false;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    error = "cannot bind UDP port " + std::to_string(port) + ": " + std::strerror(errno);
+    return false;
+  }
+  const int buf = 4 * 1024 * 1024;
+  (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+  (void)setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  rx_buf_.assign(kBatch, Bytes(65536));
+  rx_len_.assign(kBatch, 0);
+  rx_src_.assign(kBatch, {});
+  return true;
+}
+
+int UdpSocket::receive_batch() {
+  std::array<mmsghdr, kBatch> msgs{};
+  std::array<iovec, kBatch> iovs{};
+  std::array<sockaddr_in, kBatch> addrs{};
+  for (std::size_t i = 0; i < kBatch; ++i) {
+    iovs[i].iov_base = rx_buf_[i].data();
+    iovs[i].iov_len = rx_buf_[i].size();
+    msgs[i].msg_hdr.msg_iov = &iovs[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+    msgs[i].msg_hdr.msg_name = &addrs[i];
+    msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in);
+  }
+  int n;
+  do {
+    n = ::recvmmsg(fd_, msgs.data(), kBatch, 0, nullptr);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK) last_error_ = std::strerror(errno);
+    return 0;
+  }
+  for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+    // A datagram larger than the buffer arrives truncated (MSG_TRUNC); the codec then rejects it.
+    rx_len_[i] = msgs[i].msg_len;
+    rx_src_[i] = wire::Ipv4Address{ntohl(addrs[i].sin_addr.s_addr)};
+  }
+  return n;
+}
+
+std::size_t UdpSocket::send(const std::vector<peering::Datagram>& datagrams, std::uint16_t port) {
+  std::size_t failed = 0;
+  std::size_t i = 0;
+  while (i < datagrams.size()) {
+    const std::size_t n = std::min(kBatch, datagrams.size() - i);
+    std::array<mmsghdr, kBatch> msgs{};
+    std::array<iovec, kBatch> iovs{};
+    std::array<sockaddr_in, kBatch> addrs{};
+    for (std::size_t k = 0; k < n; ++k) {
+      const auto& d = datagrams[i + k];
+      iovs[k].iov_base = const_cast<std::byte*>(d.bytes.data());
+      iovs[k].iov_len = d.bytes.size();
+      addrs[k].sin_family = AF_INET;
+      addrs[k].sin_port = htons(port);
+      addrs[k].sin_addr.s_addr = htonl(d.dst.value);
+      msgs[k].msg_hdr.msg_iov = &iovs[k];
+      msgs[k].msg_hdr.msg_iovlen = 1;
+      msgs[k].msg_hdr.msg_name = &addrs[k];
+      msgs[k].msg_hdr.msg_namelen = sizeof(sockaddr_in);
+    }
+    std::size_t done = 0;
+    while (done < n) {
+      const int rc = ::sendmmsg(fd_, msgs.data() + done, static_cast<unsigned>(n - done), 0);
+      if (rc <= 0) {
+        if (rc < 0 && errno == EINTR) continue;
+        // EAGAIN (socket buffer full) or an ICMP error reported on this socket: drop one, go on.
+        last_error_ = rc < 0 ? std::strerror(errno) : "sendmmsg sent nothing";
+        ++failed;
+        ++done;
+        continue;
+      }
+      done += static_cast<std::size_t>(rc);
+    }
+    i += n;
+  }
+  return failed;
+}
+
+}  // namespace mqtt_proxy::udp

@@ -1,0 +1,41 @@
+#include "mqtt_proxy/wire/address.hpp"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+namespace mqtt_proxy::wire {
+
+std::string MacAddress::to_string() const {
+  return fmt::format("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2],
+                     octets[3], octets[4], octets[5]);
+}
+
+std::optional<Ipv4Address> Ipv4Address::parse(std::string_view s) {
+  std::uint32_t value = 0;
+  const char* p = s.data();
+  const char* end = s.data() + s.size();
+  for (int i = 0; i < 4; ++i) {
+    if (i > 0) {
+      if (p == end || *p != '.') return std::nullopt;
+      ++p;
+    }
+    if (p == end || *p < '0' || *p > '9') return std::nullopt;
+    unsigned octet = 0;
+    const char* start = p;
+    auto [next, ec] = std::from_chars(p, end, octet);
+    if (ec != std::errc{} || octet > 255 || next - start > 3) return std::nullopt;
+    if (next - start > 1 && *start == '0') return std::nullopt;  // no octal-looking octets
+    value = (value << 8) | octet;
+    p = next;
+  }
+  if (p != end) return std::nullopt;
+  return Ipv4Address{value};
+}
+
+std::string Ipv4Address::to_string() const {
+  return fmt::format("{}.{}.{}.{}", value >> 24, (value >> 16) & 0xff, (value >> 8) & 0xff,
+                     value & 0xff);
+}
+
+}  // namespace mqtt_proxy::wire

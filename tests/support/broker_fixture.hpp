@@ -1,0 +1,150 @@
+// A broker with a fake transport: bytes the broker sends are collected per client, closes recorded.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "mqtt_proxy/broker/broker.hpp"
+#include "mqtt_proxy/mqtt/codec.hpp"
+#include "test_util.hpp"
+
+namespace mqtt_proxy::test {
+
+struct OwnedFrame {
+  mqtt::PacketType type;
+  std::uint8_t flags;
+  Bytes body;
+  Bytes wire;
+};
+
+// Splits a byte stream into frames (test side: the stream must be well formed).
+inline std::vector<OwnedFrame> split_frames(ByteSpan stream) {
+  std::vector<OwnedFrame> out;
+  mqtt::FrameSplitter s(SIZE_MAX);
+  s.feed(stream);
+  mqtt::DecodeError err;
+  while (auto f = s.next(err)) {
+    const auto wire = stream.subspan(stream.size() - s.buffered() - f->wire_size, f->wire_size);
+    out.push_back(OwnedFrame{f->type(), f->flags(), Bytes(f->body.begin(), f->body.end()),
+                             Bytes(wire.begin(), wire.end())});
+  }
+  EXPECT_EQ(err, mqtt::DecodeError::None);
+  EXPECT_EQ(s.buffered(), 0u);
+  return out;
+}
+
+class FakeHost : public broker::BrokerHost {
+ public:
+  void send(broker::ClientHandle c, ByteSpan b) override {
+    append(out[c], b);
+    queued[c] += b.size();
+  }
+  std::size_t queued_bytes(broker::ClientHandle c) const override {
+    auto it = queued.find(c);
+    return it == queued.end() ? 0 : it->second;
+  }
+  void close(broker::ClientHandle c) override { closed.insert(c); }
+
+  std::vector<OwnedFrame> take(broker::ClientHandle c) {
+    auto frames = split_frames(out[c]);
+    out[c].clear();
+    return frames;
+  }
+
+  std::map<broker::ClientHandle, Bytes> out;
+  std::map<broker::ClientHandle, std::size_t> queued;
+  std::set<broker::ClientHandle> closed;
+};
+
+class BrokerFixture : public ::testing::Test {
+ protected:
+  explicit BrokerFixture(std::vector<wire::Ipv4Address> peers = {},
+                         broker::BrokerConfig cfg = default_config())
+      : peering_(peering::PeeringConfig{std::move(peers)}, log::null_logger(), counters_),
+        broker_(cfg, host_, peering_, log::null_logger(), counters_) {}
+
+  static broker::BrokerConfig default_config() {
+    broker::BrokerConfig c;
+    c.username = "jorge";
+    c.password = "passwd";
+    return c;
+  }
+
+  void open(broker::ClientHandle c) { broker_.on_open(c, "10.0.0.1:" + std::to_string(c), now_); }
+
+  void feed(broker::ClientHandle c, const Bytes& b) { broker_.on_data(c, b, now_); }
+
+  Bytes connect_bytes(std::string_view id, std::uint16_t keepalive = 60,
+                      std::string_view user = "jorge", std::string_view pass = "passwd",
+                      std::optional<mqtt::Will> will = {}) {
+    mqtt::Connect c;
+    c.client_id = id;
+    c.keepalive = keepalive;
+    if (!user.empty()) c.username = user;
+    pw_ = text(pass);
+    if (!pass.empty()) c.password = ByteSpan{pw_};
+    c.will = will;
+    Bytes b;
+    mqtt::encode_connect(b, c);
+    return b;
+  }
+
+  // Opens and connects a client; asserts CONNACK 0.
+  void connect(broker::ClientHandle c, std::string_view id, std::uint16_t keepalive = 60) {
+    open(c);
+    feed(c, connect_bytes(id, keepalive));
+    const auto f = host_.take(c);
+    ASSERT_EQ(f.size(), 1u);
+    ASSERT_EQ(f[0].type, mqtt::PacketType::Connack);
+    ASSERT_EQ(to_hex(f[0].body), "00 00");
+  }
+
+  void subscribe(broker::ClientHandle c, std::string_view filter, std::uint16_t id = 1) {
+    Bytes b;
+    const std::string_view filters[] = {filter};
+    mqtt::encode_subscribe(b, id, filters);
+    feed(c, b);
+  }
+
+  void unsubscribe(broker::ClientHandle c, std::string_view filter, std::uint16_t id = 2) {
+    Bytes b;
+    const std::string_view filters[] = {filter};
+    mqtt::encode_unsubscribe(b, id, filters);
+    feed(c, b);
+  }
+
+  void publish(broker::ClientHandle c, std::string_view topic, std::string_view payload,
+               std::uint8_t qos = 0, std::uint16_t id = 0, bool dup = false) {
+    Bytes b;
+    mqtt::encode_publish(b, topic, as_bytes(payload), qos, false, dup, id);
+    feed(c, b);
+  }
+
+  // Topics and payloads of the PUBLISH packets sent to `c` since the last call.
+  std::vector<std::string> received(broker::ClientHandle c) {
+    std::vector<std::string> out;
+    for (const auto& f : host_.take(c)) {
+      if (f.type != mqtt::PacketType::Publish) continue;
+      mqtt::ClientPacket p;
+      mqtt::FrameView v{static_cast<std::uint8_t>(0x30 | f.flags), f.body, 0};
+      EXPECT_EQ(mqtt::decode_client_packet(v, mqtt::ProtocolVersion::V311, p),
+                mqtt::DecodeError::None);
+      const auto& pub = std::get<mqtt::Publish>(p);
+      EXPECT_EQ(pub.qos, 0);
+      EXPECT_FALSE(pub.retain);
+      out.push_back(std::string(pub.topic) + "=" + str(pub.payload));
+    }
+    return out;
+  }
+
+  TimePoint now_ = t0();
+  metrics::Counters counters_;
+  FakeHost host_;
+  peering::Peering peering_;
+  broker::Broker broker_;
+  Bytes pw_;
+};
+
+}  // namespace mqtt_proxy::test

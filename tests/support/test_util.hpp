@@ -1,0 +1,28 @@
+// Helpers shared by the unit tests.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/util/time.hpp"
+
+namespace mqtt_proxy::test {
+
+inline Bytes bytes(std::string_view hex) {
+  return from_hex(hex);
+}
+inline Bytes text(std::string_view s) {
+  const auto b = as_bytes(s);
+  return Bytes(b.begin(), b.end());
+}
+inline std::string str(ByteSpan b) {
+  return std::string(as_chars(b));
+}
+
+// Virtual time starts well away from zero so that "now - x" never underflows in tests.
+inline TimePoint t0() {
+  return TimePoint{std::chrono::hours(1)};
+}
+
+}  // namespace mqtt_proxy::test

@@ -1,0 +1,92 @@
+#include "mqtt_proxy/app/options.hpp"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "mqtt_proxy/firewall/firewall_guard.hpp"
+
+namespace mqtt_proxy::app {
+namespace {
+
+ParseOutcome parse(std::vector<const char*> args, Options& o, std::string& msg) {
+  args.insert(args.begin(), "mqtt_proxy");
+  return parse_options(static_cast<int>(args.size()), args.data(), o, msg);
+}
+
+TEST(Options, PrototypeLaunchLine) {
+  Options o;
+  std::string msg;
+  ASSERT_EQ(
+      parse({"-t", "1883", "-u", "jorge", "-p", "passwd", "-F", "192.168.1.104", "-U", "1883"}, o,
+            msg),
+      ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(o.tcp_port, 1883);
+  EXPECT_EQ(o.udp_port, 1883);
+  EXPECT_EQ(*o.username, "jorge");
+  EXPECT_EQ(*o.password, "passwd");
+  ASSERT_EQ(o.forwarders.size(), 1u);
+  EXPECT_EQ(o.forwarders[0].to_string(), "192.168.1.104");
+  EXPECT_TRUE(o.firewall);
+}
+
+TEST(Options, RepeatableForwardersAndInterfaces) {
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({"-F", "10.0.0.1", "--forwarder", "10.0.0.2", "-i", "eth0", "-i", "eth1",
+                   "--no-firewall", "--log-level", "debug"},
+                  o, msg),
+            ParseOutcome::Run);
+  EXPECT_EQ(o.forwarders.size(), 2u);
+  EXPECT_EQ(o.ifaces, (std::vector<std::string>{"eth0", "eth1"}));
+  EXPECT_FALSE(o.firewall);
+  EXPECT_EQ(o.log_level, log::Level::Debug);
+}
+
+TEST(Options, BadValuesAreOneLineErrors) {
+  const std::vector<std::vector<const char*>> bad = {{"-t", "0"},
+                                                     {"-t", "70000"},
+                                                     {"-U", "abc"},
+                                                     {"-F", "300.1.1.1"},
+                                                     {"-p", "secret"},
+                                                     {"--log-level", "loud"},
+                                                     {"--bogus"},
+                                                     {"--verify-checksums", "maybe"},
+                                                     {"--max-connections", "0"},
+                                                     {"-t"}};
+  for (const auto& args : bad) {
+    Options o;
+    std::string msg;
+    EXPECT_EQ(parse(args, o, msg), ParseOutcome::Error) << args[0];
+    EXPECT_FALSE(msg.empty());
+    EXPECT_EQ(msg.find('\n'), std::string::npos);
+  }
+}
+
+TEST(Options, HelpAndVersionExitZero) {
+  Options o;
+  std::string msg;
+  EXPECT_EQ(parse({"-h"}, o, msg), ParseOutcome::Exit0);
+  EXPECT_NE(msg.find("--forwarder"), std::string::npos);
+  EXPECT_EQ(parse({"--version"}, o, msg), ParseOutcome::Exit0);
+  EXPECT_NE(msg.find("mqtt_proxy"), std::string::npos);
+}
+
+TEST(Firewall, RuleKeepsTheKernelAwayFromLocalMqttOnly) {
+  const auto r = firewall::drop_rule("h1-eth0", 1883);
+  const std::vector<std::string> expected = {
+      "-i",         "h1-eth0", "-p", "tcp",     "--dport",   "1883",       "-m", "addrtype",
+      "--dst-type", "LOCAL",   "-m", "comment", "--comment", "mqtt_proxy", "-j", "DROP"};
+  EXPECT_EQ(r, expected);
+}
+
+TEST(Firewall, RunProgramReportsExitStatusAndStderr) {
+  std::string err;
+  EXPECT_EQ(firewall::run_program({"sh", "-c", "echo oops >&2; exit 3"}, err), 3);
+  EXPECT_EQ(err, "oops");
+  EXPECT_EQ(firewall::run_program({"/nonexistent/program"}, err), 127);
+}
+
+}  // namespace
+}  // namespace mqtt_proxy::app

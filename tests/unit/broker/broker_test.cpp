@@ -1,0 +1,428 @@
+#include "mqtt_proxy/broker/broker.hpp"
+
+#include <gtest/gtest.h>
+
+#include "broker_fixture.hpp"
+
+namespace mqtt_proxy::test {
+namespace {
+
+using mqtt::PacketType;
+using namespace std::chrono_literals;
+
+class Broker : public BrokerFixture {};
+
+// --- CONNECT
+// --------------------------------------------------------------------------------------
+
+TEST_F(Broker, AcceptsCorrectCredentials) {
+  connect(1, "c1");
+  EXPECT_EQ(counters_.mqtt_connects, 1u);
+  EXPECT_EQ(broker_.connected_count(), 1u);
+  EXPECT_TRUE(host_.closed.empty());
+}
+
+TEST_F(Broker, WrongPasswordGetsReturnCode5AndIsClosed) {
+  open(1);
+  feed(1, connect_bytes("c1", 60, "jorge", "wrong"));
+  const auto f = host_.take(1);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, PacketType::Connack);
+  EXPECT_EQ(to_hex(f[0].body), "00 05");
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_EQ(broker_.session_count(), 0u);
+}
+
+TEST_F(Broker, MissingOrWrongUsernameIsRefused) {
+  open(1);
+  feed(1, connect_bytes("c1", 60, "", ""));
+  EXPECT_EQ(to_hex(host_.take(1)[0].body), "00 05");
+  open(2);
+  feed(2, connect_bytes("c2", 60, "someone", "passwd"));
+  EXPECT_EQ(to_hex(host_.take(2)[0].body), "00 05");
+  EXPECT_EQ(counters_.mqtt_connects_refused, 2u);
+}
+
+TEST_F(Broker, UnsupportedProtocolLevelGetsReturnCode1) {
+  open(1);
+  feed(1, bytes("10 0c 00 04 4d 51 54 54 05 02 00 3c 00 00 00 00"));
+  const auto f = host_.take(1);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(to_hex(f[0].body), "00 01");
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
+TEST_F(Broker, EmptyClientIdGetsAnIdentifierWithCleanSession) {
+  connect(1, "");
+  EXPECT_EQ(broker_.connected_count(), 1u);
+}
+
+TEST_F(Broker, EmptyClientIdWithoutCleanSessionIsRejected) {
+  open(1);
+  mqtt::Connect c;
+  c.clean_session = false;
+  c.username = "jorge";
+  const auto pw = text("passwd");
+  c.password = ByteSpan{pw};
+  Bytes b;
+  mqtt::encode_connect(b, c);
+  feed(1, b);
+  EXPECT_EQ(to_hex(host_.take(1)[0].body), "00 02");
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
+TEST_F(Broker, FirstPacketMustBeConnect) {
+  open(1);
+  subscribe(1, "a");
+  EXPECT_TRUE(host_.take(1).empty());
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_EQ(counters_.mqtt_protocol_errors, 1u);
+}
+
+TEST_F(Broker, SecondConnectIsAViolation) {
+  connect(1, "c1");
+  feed(1, connect_bytes("c1"));
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
+TEST_F(Broker, SameClientIdTakesOverTheOldSession) {
+  connect(1, "same");
+  subscribe(1, "t");
+  host_.take(1);
+  connect(2, "same");
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_FALSE(host_.closed.contains(2));
+  EXPECT_EQ(counters_.mqtt_sessions_taken_over, 1u);
+  connect(3, "pub");
+  publish(3, "t", "x");
+  EXPECT_TRUE(received(1).empty());  // the old session's subscription went with it
+}
+
+TEST_F(Broker, NoConnectWithinTheTimeoutCloses) {
+  open(1);
+  broker_.on_timers(now_ + 9s);
+  EXPECT_FALSE(host_.closed.contains(1));
+  broker_.on_timers(now_ + 10s);
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
+// --- Subscribe and publish
+// ------------------------------------------------------------------------
+
+TEST_F(Broker, SubackGrantsQos0ForEveryFilterAndFailsInvalidOnes) {
+  connect(1, "c1");
+  feed(1, bytes("82 12 00 0a 00 03 61 2f 23 01 00 03 61 23 62 00 00 01 2b 02"));
+  const auto f = host_.take(1);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, PacketType::Suback);
+  EXPECT_EQ(to_hex(f[0].body), "00 0a 00 80 00");
+}
+
+TEST_F(Broker, DeliversToMatchingSubscribersOnly) {
+  connect(1, "sub-exact");
+  connect(2, "sub-wild");
+  connect(3, "sub-other");
+  connect(4, "pub");
+  subscribe(1, "sensors/kitchen/temp");
+  subscribe(2, "sensors/+/temp");
+  subscribe(3, "actuators/#");
+  for (int c = 1; c <= 3; ++c) host_.take(static_cast<broker::ClientHandle>(c));
+  publish(4, "sensors/kitchen/temp", "21.5");
+  EXPECT_EQ(received(1), (std::vector<std::string>{"sensors/kitchen/temp=21.5"}));
+  EXPECT_EQ(received(2), (std::vector<std::string>{"sensors/kitchen/temp=21.5"}));
+  EXPECT_TRUE(received(3).empty());
+  EXPECT_TRUE(received(4).empty());
+  EXPECT_EQ(counters_.mqtt_publish_delivered, 2u);
+}
+
+TEST_F(Broker, OverlappingFiltersDeliverOneCopy) {
+  connect(1, "sub");
+  subscribe(1, "a/#", 1);
+  subscribe(1, "a/+", 2);
+  subscribe(1, "a/b", 3);
+  host_.take(1);
+  connect(2, "pub");
+  publish(2, "a/b", "once");
+  EXPECT_EQ(received(1).size(), 1u);
+}
+
+TEST_F(Broker, PublisherReceivesItsOwnMessageWhenSubscribed) {
+  connect(1, "echo");
+  subscribe(1, "loop");
+  host_.take(1);
+  publish(1, "loop", "me");
+  EXPECT_EQ(received(1), (std::vector<std::string>{"loop=me"}));
+}
+
+TEST_F(Broker, DollarTopicsAreNotDeliveredToLeadingWildcards) {
+  connect(1, "all");
+  subscribe(1, "#");
+  host_.take(1);
+  connect(2, "pub");
+  publish(2, "$SYS/x", "hidden");
+  EXPECT_TRUE(received(1).empty());
+}
+
+TEST_F(Broker, UnsubscribeStopsDeliveryAndIsAcknowledged) {
+  connect(1, "sub");
+  subscribe(1, "t");
+  host_.take(1);
+  unsubscribe(1, "t", 9);
+  const auto f = host_.take(1);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, PacketType::Unsuback);
+  EXPECT_EQ(to_hex(f[0].body), "00 09");
+  connect(2, "pub");
+  publish(2, "t", "x");
+  EXPECT_TRUE(received(1).empty());
+}
+
+TEST_F(Broker, RetainFlagIsClearedOnLiveDelivery) {
+  connect(1, "sub");
+  subscribe(1, "r");
+  host_.take(1);
+  connect(2, "pub");
+  Bytes b;
+  mqtt::encode_publish(b, "r", as_bytes("v"), 0, true, false, 0);
+  feed(2, b);
+  EXPECT_EQ(received(1), (std::vector<std::string>{"r=v"}));  // received() checks retain == 0
+}
+
+TEST_F(Broker, Qos1PublishIsAcknowledgedAndDeliveredAtQos0) {
+  connect(1, "sub");
+  subscribe(1, "q");
+  host_.take(1);
+  connect(2, "pub");
+  publish(2, "q", "one", 1, 77);
+  const auto acks = host_.take(2);
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].type, PacketType::Puback);
+  EXPECT_EQ(to_hex(acks[0].body), "00 4d");
+  EXPECT_EQ(received(1), (std::vector<std::string>{"q=one"}));
+}
+
+TEST_F(Broker, Qos2IsDeliveredExactlyOnce) {
+  connect(1, "sub");
+  subscribe(1, "q2");
+  host_.take(1);
+  connect(2, "pub");
+  publish(2, "q2", "two", 2, 5);
+  publish(2, "q2", "two", 2, 5, /*dup=*/true);  // PUBREC was lost; the client resends
+  auto f = host_.take(2);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(f[0].type, PacketType::Pubrec);
+  EXPECT_EQ(f[1].type, PacketType::Pubrec);
+  EXPECT_EQ(received(1).size(), 1u);
+  feed(2, bytes("62 02 00 05"));  // PUBREL
+  f = host_.take(2);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, PacketType::Pubcomp);
+  EXPECT_EQ(to_hex(f[0].body), "00 05");
+  publish(2, "q2", "two again", 2, 5);  // the id is free again: a new message
+  EXPECT_EQ(received(1).size(), 1u);
+}
+
+TEST_F(Broker, PingreqGetsPingresp) {
+  connect(1, "c");
+  feed(1, bytes("c0 00"));
+  const auto f = host_.take(1);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, PacketType::Pingresp);
+}
+
+TEST_F(Broker, ManyPacketsInOneChunk) {
+  connect(1, "sub");
+  subscribe(1, "m");
+  host_.take(1);
+  connect(2, "pub");
+  Bytes chunk;
+  for (int i = 0; i < 50; ++i) {
+    mqtt::encode_publish(chunk, "m", as_bytes(std::to_string(i)), 0, false, false, 0);
+  }
+  mqtt::encode_pingreq(chunk);
+  feed(2, chunk);
+  const auto got = received(1);
+  ASSERT_EQ(got.size(), 50u);
+  EXPECT_EQ(got.front(), "m=0");
+  EXPECT_EQ(got.back(), "m=49");
+}
+
+// --- Ending sessions
+// --------------------------------------------------------------------------------
+
+TEST_F(Broker, KeepaliveExpiresAfterOneAndAHalfPeriods) {
+  connect(1, "sleepy", 2);
+  broker_.on_timers(now_ + 2999ms);
+  EXPECT_FALSE(host_.closed.contains(1));
+  broker_.on_timers(now_ + 3s);
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_EQ(counters_.mqtt_keepalive_expired, 1u);
+}
+
+TEST_F(Broker, AnyPacketRestartsTheKeepalive) {
+  connect(1, "alive", 2);
+  now_ += 2s;
+  feed(1, bytes("c0 00"));
+  broker_.on_timers(now_ + 2999ms);
+  EXPECT_FALSE(host_.closed.contains(1));
+  broker_.on_timers(now_ + 3s);
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
+TEST_F(Broker, KeepaliveZeroNeverExpires) {
+  connect(1, "forever", 0);
+  broker_.on_timers(now_ + std::chrono::hours(24));
+  EXPECT_FALSE(host_.closed.contains(1));
+}
+
+TEST_F(Broker, MalformedPacketClosesOnlyThatClient) {
+  connect(1, "good");
+  subscribe(1, "t");
+  host_.take(1);
+  connect(2, "bad");
+  feed(2, bytes("30 02 00 00"));  // PUBLISH with an empty topic
+  EXPECT_TRUE(host_.closed.contains(2));
+  EXPECT_FALSE(host_.closed.contains(1));
+  connect(3, "pub");
+  publish(3, "t", "still here");
+  EXPECT_EQ(received(1).size(), 1u);
+}
+
+TEST_F(Broker, OversizedPacketClosesTheClient) {
+  connect(1, "big");
+  feed(1, bytes("30 ff ff ff 7f"));
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
+TEST_F(Broker, WillIsPublishedWhenTheConnectionIsLost) {
+  connect(1, "watcher");
+  subscribe(1, "status/#");
+  host_.take(1);
+  open(2);
+  mqtt::Will w{"status/dev", as_bytes("offline"), 0, false};
+  feed(2, connect_bytes("dev", 60, "jorge", "passwd", w));
+  host_.take(2);
+  broker_.on_lost(2, "reset", now_);
+  EXPECT_EQ(received(1), (std::vector<std::string>{"status/dev=offline"}));
+  EXPECT_EQ(counters_.mqtt_wills_published, 1u);
+}
+
+TEST_F(Broker, WillIsDiscardedOnDisconnect) {
+  connect(1, "watcher");
+  subscribe(1, "status/#");
+  host_.take(1);
+  open(2);
+  mqtt::Will w{"status/dev", as_bytes("offline"), 0, false};
+  feed(2, connect_bytes("dev", 60, "jorge", "passwd", w));
+  feed(2, bytes("e0 00"));
+  EXPECT_TRUE(host_.closed.contains(2));
+  broker_.on_lost(2, "closed", now_);  // the transport reports the close afterwards: a no-op
+  EXPECT_TRUE(received(1).empty());
+}
+
+TEST_F(Broker, SlowSubscriberLosesMessagesOthersDoNot) {
+  connect(1, "slow");
+  connect(2, "fast");
+  subscribe(1, "s");
+  subscribe(2, "s");
+  host_.take(1);
+  host_.take(2);
+  host_.queued[1] = BrokerFixture::default_config().max_queued_bytes;  // nothing acknowledged
+  connect(3, "pub");
+  publish(3, "s", "x");
+  EXPECT_TRUE(received(1).empty());
+  EXPECT_EQ(received(2).size(), 1u);
+  EXPECT_EQ(counters_.mqtt_publish_dropped_slow, 1u);
+}
+
+TEST_F(Broker, AnonymousAccessWhenNoUsernameIsConfigured) {
+  metrics::Counters counters;
+  FakeHost host;
+  peering::Peering peering({}, log::null_logger(), counters);
+  broker::Broker open_broker({}, host, peering, log::null_logger(), counters);
+  open_broker.on_open(1, "x", now_);
+  Bytes b;
+  mqtt::Connect c;
+  c.client_id = "anon";
+  mqtt::encode_connect(b, c);
+  open_broker.on_data(1, b, now_);
+  EXPECT_EQ(to_hex(host.take(1)[0].body), "00 00");
+}
+
+// --- Peering interplay
+// ------------------------------------------------------------------------------
+
+class BrokerWithPeers : public BrokerFixture {
+ protected:
+  BrokerWithPeers() : BrokerFixture({*wire::Ipv4Address::parse("192.168.1.104")}) {}
+
+  std::vector<std::string> datagram_types() {
+    std::vector<std::string> out;
+    for (const auto& d : peering_.outbox()) {
+      out.push_back(
+          mqtt::packet_type_name(static_cast<PacketType>(std::to_integer<int>(d.bytes[0]) >> 4)));
+    }
+    peering_.outbox().clear();
+    return out;
+  }
+};
+
+TEST_F(BrokerWithPeers, FirstSubscriberSubscribesAtPeersLastOneUnsubscribes) {
+  connect(1, "a");
+  connect(2, "b");
+  subscribe(1, "topic1");
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"SUBSCRIBE"}));
+  subscribe(2, "topic1");
+  EXPECT_TRUE(datagram_types().empty());
+  unsubscribe(1, "topic1");
+  EXPECT_TRUE(datagram_types().empty());
+  unsubscribe(2, "topic1");
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
+}
+
+TEST_F(BrokerWithPeers, LostConnectionAndKeepaliveExpiryUnsubscribeAtPeers) {
+  connect(1, "lost");
+  subscribe(1, "x");
+  connect(2, "expired", 1);
+  subscribe(2, "y");
+  datagram_types();
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
+  broker_.on_timers(now_ + 1500ms);
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
+  EXPECT_EQ(peering_.local_filters().size(), 0u);
+}
+
+TEST_F(BrokerWithPeers, PublishGoesToPeerOnlyWhenThePeerSubscribed) {
+  connect(1, "pub");
+  publish(1, "t", "nobody");
+  EXPECT_TRUE(datagram_types().empty());
+  Bytes sub;
+  const std::string_view f[] = {"t"};
+  mqtt::encode_subscribe(sub, 1, f);
+  peering_.on_datagram(*wire::Ipv4Address::parse("192.168.1.104"), sub);
+  publish(1, "t", "somebody");
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"PUBLISH"}));
+}
+
+TEST_F(BrokerWithPeers, PublishFromAPeerIsDeliveredLocallyButNotForwarded) {
+  connect(1, "sub");
+  subscribe(1, "t");
+  host_.take(1);
+  const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
+  Bytes sub;
+  const std::string_view f[] = {"t"};
+  mqtt::encode_subscribe(sub, 1, f);
+  peering_.on_datagram(peer, sub);  // the peer is interested in "t" too
+  datagram_types();
+  Bytes pub;
+  mqtt::encode_publish(pub, "t", as_bytes("from afar"), 0, false, false, 0);
+  const auto p = peering_.on_datagram(peer, pub);
+  ASSERT_TRUE(p);
+  broker_.on_peer_publish(*p, now_);
+  EXPECT_EQ(received(1), (std::vector<std::string>{"t=from afar"}));
+  EXPECT_TRUE(datagram_types().empty());  // no loop back to the peer
+}
+
+}  // namespace
+}  // namespace mqtt_proxy::test

@@ -1,0 +1,448 @@
+// The whole core, frame in and frame out: Ethernet/IPv4/TCP carrying MQTT from simulated clients,
+// and the peer datagrams it produces.
+#include "mqtt_proxy/core/proxy_core.hpp"
+
+#include <gtest/gtest.h>
+
+#include <utility>
+
+#include "broker_fixture.hpp"
+#include "mqtt_proxy/mqtt/codec.hpp"
+#include "test_util.hpp"
+
+namespace mqtt_proxy::test {
+namespace {
+
+using namespace wire;
+using namespace wire::tcp_flags;
+using namespace std::chrono_literals;
+using tcp::Seq;
+
+const MacAddress kProxyMac{{0x02, 0, 0, 0, 0, 0x01}};
+const Ipv4Address kProxyIp = *Ipv4Address::parse("192.168.1.101");
+const Ipv4Address kPeer = *Ipv4Address::parse("192.168.1.104");
+
+struct OutSegment {
+  MacAddress dst_mac;
+  Ipv4Address dst_ip;
+  std::uint16_t dst_port = 0;
+  Seq seq;
+  Seq ack;
+  std::uint8_t flags = 0;
+  std::optional<std::uint16_t> mss;
+  Bytes payload;
+};
+
+// One simulated client with just enough TCP to talk to the core.
+struct Client {
+  MacAddress mac;
+  Ipv4Address ip;
+  std::uint16_t port;
+  Seq snd_nxt{1000};
+  Seq rcv_nxt;
+  Bytes stream;  // in-order bytes received from the proxy
+
+  Bytes frame(std::uint8_t flags, ByteSpan payload = {}, std::optional<Seq> seq = {},
+              MacAddress dst_mac = kProxyMac, Ipv4Address dst_ip = kProxyIp,
+              std::uint16_t dst_port = 1883) const {
+    TcpFrameSpec s;
+    s.src_mac = mac;
+    s.dst_mac = dst_mac;
+    s.src_ip = ip;
+    s.dst_ip = dst_ip;
+    s.src_port = port;
+    s.dst_port = dst_port;
+    s.seq = seq.value_or(snd_nxt);
+    s.ack = rcv_nxt;
+    s.flags = flags;
+    s.window = 65535;
+    if (flags & kSyn) s.mss = 1460;
+    s.payload = payload;
+    Bytes f(tcp_frame_size(s));
+    emit_tcp_frame(s, f);
+    return f;
+  }
+};
+
+class ProxyCoreTest : public ::testing::Test {
+ protected:
+  ProxyCoreTest() { make_core(); }
+
+  void make_core(std::size_t max_connections = 1000) {
+    core::CoreConfig cfg;
+    cfg.interfaces.push_back(core::InterfaceInfo{"eth0", kProxyMac, {kProxyIp}, 1500});
+    cfg.broker.username = "jorge";
+    cfg.broker.password = "passwd";
+    cfg.peering.peers = {kPeer};
+    cfg.max_connections = max_connections;
+    cfg.verify_checksums = true;
+    core_ = std::make_unique<core::ProxyCore>(cfg, log::null_logger());
+    core_->start(now_);
+  }
+
+  void inject(const Bytes& frame) {
+    core_->on_frame(0, frame, now_);
+    core_->flush(now_);
+  }
+
+  // Moves the frames the core sent into pending_, parsed and checksum-verified.
+  void collect() {
+    for (const auto& e : core_->frames().entries()) {
+      const auto f = core_->frames().frame(e);
+      const auto eth = EthernetView::parse(f);
+      const auto ip = Ipv4View::parse(eth->payload());
+      const auto tcp = TcpView::parse(ip->payload());
+      EXPECT_TRUE(ip->header_checksum_ok());
+      EXPECT_TRUE(tcp->checksum_ok(ip->src(), ip->dst()));
+      EXPECT_EQ(eth->src(), kProxyMac);
+      EXPECT_EQ(ip->src(), kProxyIp);
+      EXPECT_EQ(tcp->src_port(), 1883);
+      pending_.push_back(OutSegment{eth->dst(), ip->dst(), tcp->dst_port(), tcp->seq(), tcp->ack(),
+                                    tcp->flags(), tcp->options().mss,
+                                    Bytes(tcp->payload().begin(), tcp->payload().end())});
+    }
+    core_->frames().clear();
+  }
+
+  // Every segment sent and not yet received by a client.
+  std::vector<OutSegment> drain() {
+    collect();
+    return std::exchange(pending_, {});
+  }
+
+  // Delivers what the proxy sent to `c` into its stream and acknowledges it; segments for other
+  // clients stay pending.
+  void receive(Client& c) {
+    collect();
+    std::vector<OutSegment> others;
+    bool got = false;
+    for (auto& s : pending_) {
+      if (s.dst_port != c.port) {
+        others.push_back(std::move(s));
+        continue;
+      }
+      got = true;
+      if (s.seq == c.rcv_nxt) {
+        append(c.stream, s.payload);
+        c.rcv_nxt =
+            c.rcv_nxt + static_cast<std::uint32_t>(s.payload.size()) + ((s.flags & kFin) ? 1u : 0u);
+      }
+    }
+    pending_ = std::move(others);
+    if (!got) return;
+    inject(c.frame(kAck));
+    collect();
+  }
+
+  void handshake(Client& c) {
+    inject(c.frame(kSyn));
+    const auto synack = drain();
+    ASSERT_EQ(synack.size(), 1u);
+    ASSERT_EQ(synack[0].flags, kSyn | kAck);
+    ASSERT_EQ(synack[0].dst_mac, c.mac);
+    ASSERT_EQ(synack[0].ack, c.snd_nxt + 1);
+    ASSERT_EQ(synack[0].mss, 1460);
+    c.snd_nxt = c.snd_nxt + 1;
+    c.rcv_nxt = synack[0].seq + 1;
+    inject(c.frame(kAck));
+    EXPECT_TRUE(drain().empty());
+  }
+
+  void send_mqtt(Client& c, const Bytes& packet) {
+    inject(c.frame(kAck | kPsh, packet));
+    c.snd_nxt = c.snd_nxt + static_cast<std::uint32_t>(packet.size());
+    receive(c);
+  }
+
+  std::vector<OwnedFrame> take_mqtt(Client& c) {
+    auto frames = split_frames(c.stream);
+    c.stream.clear();
+    return frames;
+  }
+
+  void connect(Client& c, std::string_view id, std::uint16_t keepalive = 60) {
+    handshake(c);
+    mqtt::Connect m;
+    m.client_id = id;
+    m.keepalive = keepalive;
+    m.username = "jorge";
+    const auto pw = text("passwd");
+    m.password = ByteSpan{pw};
+    Bytes b;
+    mqtt::encode_connect(b, m);
+    send_mqtt(c, b);
+    const auto f = take_mqtt(c);
+    ASSERT_EQ(f.size(), 1u);
+    ASSERT_EQ(f[0].type, mqtt::PacketType::Connack);
+    ASSERT_EQ(to_hex(f[0].body), "00 00");
+  }
+
+  Bytes publish_bytes(std::string_view topic, std::string_view payload) {
+    Bytes b;
+    mqtt::encode_publish(b, topic, as_bytes(payload), 0, false, false, 0);
+    return b;
+  }
+
+  Bytes subscribe_bytes(std::string_view filter) {
+    Bytes b;
+    const std::string_view f[] = {filter};
+    mqtt::encode_subscribe(b, 1, f);
+    return b;
+  }
+
+  std::vector<std::string> datagram_types() {
+    std::vector<std::string> out;
+    for (const auto& d : core_->datagrams()) {
+      EXPECT_EQ(d.dst, kPeer);
+      out.push_back(mqtt::packet_type_name(
+          static_cast<mqtt::PacketType>(std::to_integer<int>(d.bytes[0]) >> 4)));
+    }
+    core_->datagrams().clear();
+    return out;
+  }
+
+  Client client(std::uint8_t n, std::uint16_t port) {
+    return Client{MacAddress{{0x02, 0, 0, 0, 0, static_cast<std::uint8_t>(0x10 + n)}},
+                  Ipv4Address{0xc0a80100u + n},
+                  port,
+                  Seq{1000u * n},
+                  Seq{},
+                  {}};
+  }
+
+  TimePoint now_ = t0();
+  std::unique_ptr<core::ProxyCore> core_;
+  std::vector<OutSegment> pending_;
+};
+
+TEST_F(ProxyCoreTest, SubscriberReceivesAnotherClientsPublish) {
+  Client sub = client(2, 40001);
+  Client pub = client(3, 40002);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_bytes("topic1"));
+  ASSERT_EQ(take_mqtt(sub)[0].type, mqtt::PacketType::Suback);
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"SUBSCRIBE"}));
+
+  connect(pub, "pub");
+  inject(pub.frame(kAck | kPsh, publish_bytes("topic1", "message1")));
+  const auto out = drain();
+  // The ACK to the publisher and the PUBLISH to the subscriber, in one batch.
+  ASSERT_EQ(out.size(), 2u);
+  const auto& to_sub = out[0].dst_port == sub.port ? out[0] : out[1];
+  EXPECT_EQ(to_hex(to_sub.payload), to_hex(publish_bytes("topic1", "message1")));
+  EXPECT_EQ(to_sub.seq, sub.rcv_nxt);
+  EXPECT_TRUE(datagram_types().empty());  // the peer never subscribed to topic1
+}
+
+TEST_F(ProxyCoreTest, ManyMqttPacketsInOneSegmentAndOneSplitOverThree) {
+  Client sub = client(2, 40001);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_bytes("t"));
+  take_mqtt(sub);
+  Client pub = client(3, 40002);
+  connect(pub, "pub");
+  Bytes batch;
+  for (int i = 0; i < 10; ++i) append(batch, publish_bytes("t", std::to_string(i)));
+  send_mqtt(pub, batch);
+  const Bytes big = publish_bytes("t", std::string(3000, 'z'));
+  for (std::size_t off = 0; off < big.size(); off += 1200) {
+    const auto piece = ByteSpan{big}.subspan(off, std::min<std::size_t>(1200, big.size() - off));
+    inject(pub.frame(kAck, piece));
+    pub.snd_nxt = pub.snd_nxt + static_cast<std::uint32_t>(piece.size());
+  }
+  // The subscriber gets the 10 small messages and the big one, segmented to its MSS.
+  receive(sub);
+  const auto frames = take_mqtt(sub);
+  ASSERT_EQ(frames.size(), 11u);
+  EXPECT_EQ(frames.back().wire, big);
+}
+
+TEST_F(ProxyCoreTest, PeerPublishReachesLocalSubscriber) {
+  Client sub = client(2, 40001);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_bytes("sensors/#"));
+  take_mqtt(sub);
+  core_->on_peer_datagram(kPeer, publish_bytes("sensors/a", "42"), now_);
+  core_->flush(now_);
+  receive(sub);
+  const auto f = take_mqtt(sub);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].wire, publish_bytes("sensors/a", "42"));
+}
+
+TEST_F(ProxyCoreTest, LocalPublishIsForwardedToAnInterestedPeer) {
+  Bytes sub;
+  const std::string_view f[] = {"up/#"};
+  mqtt::encode_subscribe(sub, 1, f);
+  core_->on_peer_datagram(kPeer, sub, now_);
+  Client pub = client(3, 40002);
+  connect(pub, "pub");
+  send_mqtt(pub, publish_bytes("up/x", "hi"));
+  ASSERT_EQ(core_->datagrams().size(), 1u);
+  EXPECT_EQ(core_->datagrams()[0].bytes, publish_bytes("up/x", "hi"));
+}
+
+TEST_F(ProxyCoreTest, ResetFromSubscriberUnsubscribesAtPeers) {
+  Client sub = client(2, 40001);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_bytes("t"));
+  datagram_types();
+  inject(sub.frame(kRst));
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
+  EXPECT_EQ(core_->connection_count(), 0u);
+}
+
+TEST_F(ProxyCoreTest, KeepaliveExpiryClosesWithFinAndUnsubscribes) {
+  Client sub = client(2, 40001);
+  connect(sub, "sub", 1);
+  send_mqtt(sub, subscribe_bytes("t"));
+  datagram_types();
+  core_->on_timers(now_ + 1499ms);
+  core_->flush(now_ + 1499ms);
+  EXPECT_TRUE(drain().empty());
+  now_ += 1500ms;
+  core_->on_timers(now_);
+  core_->flush(now_);
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].flags & kFin);
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
+}
+
+TEST_F(ProxyCoreTest, ClientFinIsAnsweredAndTheStateFreed) {
+  Client c = client(2, 40001);
+  connect(c, "c");
+  inject(c.frame(kAck | kFin));
+  c.snd_nxt = c.snd_nxt + 1;
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].flags, kFin | kAck);
+  EXPECT_EQ(out[0].ack, c.snd_nxt);
+  c.rcv_nxt = out[0].seq + 1;
+  inject(c.frame(kAck));
+  EXPECT_EQ(core_->connection_count(), 0u);
+}
+
+TEST_F(ProxyCoreTest, DisconnectThenCloseLeavesTimeWaitAndANewSynReusesThePorts) {
+  Client c = client(2, 40001);
+  connect(c, "c");
+  Bytes d;
+  mqtt::encode_disconnect(d);
+  send_mqtt(c, d);  // we close first: our FIN arrives, the client ACKs it in receive()
+  inject(c.frame(kAck | kFin));
+  c.snd_nxt = c.snd_nxt + 1;
+  drain();
+  ASSERT_EQ(core_->connection_count(), 1u);
+  EXPECT_EQ(core_->open_connection_count(), 0u);  // TIME-WAIT
+  Client again = c;
+  again.snd_nxt = c.snd_nxt + 100000;
+  again.rcv_nxt = Seq{};
+  connect(again, "c-again");
+  EXPECT_EQ(core_->open_connection_count(), 1u);
+}
+
+TEST_F(ProxyCoreTest, SegmentWithoutConnectionGetsReset) {
+  Client c = client(2, 40001);
+  inject(c.frame(kAck | kPsh, text("junk"), Seq{555}));
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].flags, kRst);
+  EXPECT_EQ(out[0].seq, c.rcv_nxt);  // SEQ = the segment's ACK
+  inject(c.frame(kRst, {}, Seq{555}));
+  EXPECT_TRUE(drain().empty());  // never answer a RST
+  EXPECT_EQ(core_->counters().tcp_resets_sent, 1u);
+}
+
+TEST_F(ProxyCoreTest, FramesForOtherHostsPortsOrMacsAreIgnored) {
+  Client c = client(2, 40001);
+  const MacAddress other_mac{{0x02, 0, 0, 0, 0, 0x99}};
+  inject(c.frame(kSyn, {}, {}, other_mac));                                      // flooded unicast
+  inject(c.frame(kSyn, {}, {}, kProxyMac, *Ipv4Address::parse("192.168.1.9")));  // not our address
+  inject(c.frame(kSyn, {}, {}, kProxyMac, kProxyIp, 80));                        // not our port
+  EXPECT_TRUE(drain().empty());
+  EXPECT_EQ(core_->connection_count(), 0u);
+  EXPECT_EQ(core_->counters().frames_not_for_us, 3u);
+}
+
+TEST_F(ProxyCoreTest, BadChecksumIsDroppedWhenVerifying) {
+  Client c = client(2, 40001);
+  auto f = c.frame(kSyn);
+  f[f.size() - 1] ^= std::byte{0xff};  // corrupt the last option byte
+  inject(f);
+  EXPECT_TRUE(drain().empty());
+  EXPECT_EQ(core_->counters().tcp_checksum_mismatch, 1u);
+}
+
+TEST_F(ProxyCoreTest, GarbageFramesAreCountedNotFatal) {
+  for (const char* hex : {"00", "02 00 00 00 00 01 02 00 00 00 00 02 08 00 45",
+                          "02 00 00 00 00 01 02 00 00 00 00 02 08 00 45 00 00 14 00 00 00 00 40 06"
+                          " 00 00 c0 a8 01 02 c0 a8 01 65"}) {
+    inject(bytes(hex));
+  }
+  EXPECT_TRUE(drain().empty());
+  EXPECT_EQ(core_->counters().frames_malformed, 3u);
+}
+
+TEST_F(ProxyCoreTest, ConnectionLimitRefusesWithReset) {
+  make_core(1);
+  Client a = client(2, 40001);
+  handshake(a);
+  Client b = client(3, 40002);
+  inject(b.frame(kSyn));
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].flags, kRst | kAck);
+  EXPECT_EQ(core_->counters().tcp_connection_limit_hits, 1u);
+}
+
+TEST_F(ProxyCoreTest, WorksWithSequenceNumbersAcrossTheWrap) {
+  core_->set_isn_function([](const tcp::ConnKey&, TimePoint) { return Seq{0xfffffff0u}; });
+  Client sub = client(2, 40001);
+  sub.snd_nxt = Seq{0xfffffffau};
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_bytes("w"));
+  take_mqtt(sub);
+  Client pub = client(3, 40002);
+  connect(pub, "pub");
+  for (int i = 0; i < 20; ++i) {
+    send_mqtt(pub, publish_bytes("w", "payload-" + std::to_string(i)));
+    receive(sub);
+  }
+  const auto frames = take_mqtt(sub);
+  ASSERT_EQ(frames.size(), 20u);
+  EXPECT_EQ(frames[19].wire, publish_bytes("w", "payload-19"));
+}
+
+TEST_F(ProxyCoreTest, LostSegmentToSubscriberIsRetransmitted) {
+  Client sub = client(2, 40001);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_bytes("t"));
+  take_mqtt(sub);
+  core_->on_peer_datagram(kPeer, publish_bytes("t", "again"), now_);
+  core_->flush(now_);
+  EXPECT_EQ(drain().size(), 1u);  // "lost" on the way
+  now_ += 5s;
+  core_->on_timers(now_);
+  core_->flush(now_);
+  receive(sub);
+  const auto f = take_mqtt(sub);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].wire, publish_bytes("t", "again"));
+  EXPECT_EQ(core_->counters().tcp_retransmits, 1u);
+}
+
+TEST_F(ProxyCoreTest, ShutdownClosesEveryClient) {
+  Client a = client(2, 40001);
+  Client b = client(3, 40002);
+  connect(a, "a");
+  connect(b, "b");
+  core_->shutdown(now_);
+  core_->flush(now_);
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_TRUE(out[0].flags & kFin);
+  EXPECT_TRUE(out[1].flags & kFin);
+}
+
+}  // namespace
+}  // namespace mqtt_proxy::test

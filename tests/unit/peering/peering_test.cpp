@@ -1,0 +1,161 @@
+#include "mqtt_proxy/peering/peering.hpp"
+
+#include <gtest/gtest.h>
+
+#include "mqtt_proxy/mqtt/codec.hpp"
+#include "test_util.hpp"
+
+namespace mqtt_proxy::test {
+namespace {
+
+using wire::Ipv4Address;
+using namespace std::chrono_literals;
+
+const Ipv4Address kPeerA = *Ipv4Address::parse("192.168.1.104");
+const Ipv4Address kPeerB = *Ipv4Address::parse("192.168.1.103");
+const Ipv4Address kStranger = *Ipv4Address::parse("10.9.9.9");
+
+class Peering : public ::testing::Test {
+ protected:
+  Peering() : p_(peering::PeeringConfig{{kPeerA, kPeerB}}, log::null_logger(), c_) {}
+
+  Bytes subscribe(std::string_view filter) {
+    Bytes b;
+    const std::string_view f[] = {filter};
+    mqtt::encode_subscribe(b, 1, f);
+    return b;
+  }
+
+  metrics::Counters c_;
+  peering::Peering p_;
+};
+
+TEST_F(Peering, LocalInterestIsAnnouncedToEveryPeerAsPlainMqtt) {
+  p_.local_filter_added("topic1");
+  auto& out = p_.outbox();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].dst, kPeerA);
+  EXPECT_EQ(out[1].dst, kPeerB);
+  EXPECT_EQ(to_hex(out[0].bytes), "82 0b 00 01 00 06 74 6f 70 69 63 31 00");
+  out.clear();
+  p_.local_filter_removed("topic1");
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(to_hex(out[0].bytes), "a2 0a 00 02 00 06 74 6f 70 69 63 31");
+}
+
+TEST_F(Peering, PublishGoesOnlyToPeersWithAMatchingFilter) {
+  p_.on_datagram(kPeerA, subscribe("sensors/#"));
+  p_.on_datagram(kPeerB, subscribe("other"));
+  p_.forward_publish("sensors/t", as_bytes("21"), false);
+  ASSERT_EQ(p_.outbox().size(), 1u);
+  EXPECT_EQ(p_.outbox()[0].dst, kPeerA);
+  EXPECT_EQ(to_hex(p_.outbox()[0].bytes),
+            to_hex(bytes("30 0d 00 09 73 65 6e 73 6f 72 73 2f 74 32 31")));
+  EXPECT_EQ(c_.peer_publish_out, 1u);
+}
+
+TEST_F(Peering, OnePeerWithSeveralMatchingFiltersGetsOneDatagram) {
+  p_.on_datagram(kPeerA, subscribe("a/#"));
+  p_.on_datagram(kPeerA, subscribe("a/+"));
+  p_.forward_publish("a/b", as_bytes("x"), false);
+  EXPECT_EQ(p_.outbox().size(), 1u);
+}
+
+TEST_F(Peering, StandardUnsubscribeRemovesInterest) {
+  p_.on_datagram(kPeerA, subscribe("t"));
+  EXPECT_TRUE(p_.peer_wants(kPeerA, "t"));
+  Bytes u;
+  const std::string_view f[] = {"t"};
+  mqtt::encode_unsubscribe(u, 3, f);
+  p_.on_datagram(kPeerA, u);
+  EXPECT_FALSE(p_.peer_wants(kPeerA, "t"));
+  p_.forward_publish("t", as_bytes("x"), false);
+  EXPECT_TRUE(p_.outbox().empty());
+}
+
+TEST_F(Peering, PrototypeType11UnsubscribeIsAccepted) {
+  p_.on_datagram(kPeerA, subscribe("topic1"));
+  // Type 11, flags 0, packet id 1, one length-prefixed topic: what the Scapy prototype sends.
+  p_.on_datagram(kPeerA, bytes("b0 0a 00 01 00 06 74 6f 70 69 63 31"));
+  EXPECT_FALSE(p_.peer_wants(kPeerA, "topic1"));
+  EXPECT_EQ(c_.peer_unsubscribe_in, 1u);
+}
+
+TEST_F(Peering, SubscribeWithFlagsZeroFromHandBuiltPeersIsAccepted) {
+  p_.on_datagram(kPeerA, bytes("80 0b 00 01 00 06 74 6f 70 69 63 31 00"));
+  EXPECT_TRUE(p_.peer_wants(kPeerA, "topic1"));
+}
+
+TEST_F(Peering, RepeatedSubscribeIsIdempotent) {
+  p_.on_datagram(kPeerA, subscribe("t"));
+  p_.on_datagram(kPeerA, subscribe("t"));
+  EXPECT_EQ(p_.peer_filter_count(kPeerA), 1u);
+  Bytes u;
+  const std::string_view f[] = {"t"};
+  mqtt::encode_unsubscribe(u, 3, f);
+  p_.on_datagram(kPeerA, u);
+  EXPECT_EQ(p_.peer_filter_count(kPeerA), 0u);
+}
+
+TEST_F(Peering, PeerPublishIsReturnedForLocalDelivery) {
+  Bytes pub;
+  mqtt::encode_publish(pub, "x/y", as_bytes("data"), 1, false, false, 42);  // QoS accepted, ignored
+  const auto got = p_.on_datagram(kPeerB, pub);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(got->topic, "x/y");
+  EXPECT_EQ(str(got->payload), "data");
+  EXPECT_TRUE(p_.outbox().empty());  // no acknowledgement on the peer channel
+}
+
+TEST_F(Peering, DatagramsFromStrangersAreIgnoredAndCounted) {
+  Bytes pub;
+  mqtt::encode_publish(pub, "t", as_bytes("spoof"), 0, false, false, 0);
+  EXPECT_FALSE(p_.on_datagram(kStranger, pub));
+  EXPECT_FALSE(p_.on_datagram(kStranger, subscribe("#")));
+  EXPECT_EQ(c_.peer_datagrams_unknown_source, 2u);
+  p_.forward_publish("t", as_bytes("x"), false);
+  EXPECT_TRUE(p_.outbox().empty());
+}
+
+TEST_F(Peering, MalformedDatagramsAreDroppedAndCounted) {
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30")));                 // truncated header
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 05 00 01 74")));     // shorter than announced
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 03 00 01 74 ff")));  // bytes after the packet
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 03 00 01 23")));     // wildcard topic
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("c0 00")));              // PINGREQ: not used
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("b0 03 00 01 00")));     // bad legacy unsubscribe
+  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 ff ff ff ff 01")));  // five length bytes
+  EXPECT_EQ(c_.peer_datagrams_malformed, 7u);
+}
+
+TEST_F(Peering, InvalidFilterInPeerSubscribeIsSkipped) {
+  p_.on_datagram(kPeerA, bytes("82 0c 00 01 00 03 61 23 62 00 00 01 63 00"));  // "a#b", then "c"
+  EXPECT_EQ(p_.peer_filter_count(kPeerA), 1u);
+  EXPECT_TRUE(p_.peer_wants(kPeerA, "c"));
+}
+
+TEST_F(Peering, OversizedPublishIsNotForwarded) {
+  metrics::Counters c;
+  peering::Peering small({{kPeerA}, 100}, log::null_logger(), c);
+  small.on_datagram(kPeerA, subscribe("t"));
+  small.forward_publish("t", as_bytes(std::string(200, 'x')), false);
+  EXPECT_TRUE(small.outbox().empty());
+  EXPECT_EQ(c.peer_publish_too_large, 1u);
+}
+
+TEST_F(Peering, RefreshResendsLocalInterest) {
+  metrics::Counters c;
+  peering::Peering r({{kPeerA}, 65507, 30s}, log::null_logger(), c);
+  r.start(t0());
+  r.local_filter_added("a");
+  r.local_filter_added("b");
+  r.outbox().clear();
+  r.on_timers(t0() + 29s);
+  EXPECT_TRUE(r.outbox().empty());
+  r.on_timers(t0() + 30s);
+  EXPECT_EQ(r.outbox().size(), 2u);
+  EXPECT_EQ(*r.next_deadline(), t0() + 60s);
+}
+
+}  // namespace
+}  // namespace mqtt_proxy::test
