@@ -80,6 +80,14 @@ std::vector<std::string> enabled_offloads(const std::string& iface) {
     req.ifr_data = reinterpret_cast<char*>(&v);
     if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && v.data) on.emplace_back(name);
   }
+  ethtool_value flags{};
+  flags.cmd = ETHTOOL_GFLAGS;
+  ifreq req{};
+  std::strncpy(req.ifr_name, iface.c_str(), IFNAMSIZ - 1);
+  req.ifr_data = reinterpret_cast<char*>(&flags);
+  if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && (flags.data & ETH_FLAG_LRO)) {
+    on.emplace_back("large-receive-offload");
+  }
   ::close(fd);
   return on;
 }

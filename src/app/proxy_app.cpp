@@ -137,9 +137,16 @@ int run_proxy(const Options& opt) {
   std::vector<std::unique_ptr<capture::PcapCapture>> captures;
   inject::PacketInjector injector;
   for (const auto& i : chosen) {
+    auto offloads = enabled_offloads(i.name);
+    const bool merges = std::find_if(offloads.begin(), offloads.end(), [](const std::string& o) {
+                          return o == "generic-receive-offload" || o == "large-receive-offload";
+                        }) != offloads.end();
     capture::CaptureConfig cc;
     cc.iface = i.name;
     cc.buffer_bytes = static_cast<int>(opt.capture_buffer_bytes);
+    // Frames are at most MTU-sized unless this interface merges what it receives (GRO/LRO); a
+    // sender's TSO super-frame would arrive truncated, be counted, and be retransmitted by TCP.
+    cc.snaplen = merges ? 262144 : static_cast<int>(i.mtu) + 14 + 4;
     cc.filter = fmt::format("tcp dst port {} and (", opt.tcp_port);
     for (std::size_t k = 0; k < i.addresses.size(); ++k) {
       cc.filter += fmt::format("{}dst host {}", k ? " or " : "", i.addresses[k].to_string());
@@ -157,7 +164,9 @@ int run_proxy(const Options& opt) {
     if (!injector.add_interface(i.ifindex, err)) {
       return fail("cannot send on " + i.name + ": " + err);
     }
-    const auto offloads = enabled_offloads(i.name);
+    // GSO alone is harmless here: without transmit checksum offload, segments are checksummed in
+    // software before they leave the sender.
+    std::erase(offloads, "generic-segmentation-offload");
     if (!offloads.empty()) {
       std::string names;
       for (const auto& o : offloads) names += (names.empty() ? "" : ", ") + o;
@@ -166,6 +175,8 @@ int run_proxy(const Options& opt) {
                "MTU; for testbeds turn them off (ethtool -K {} tx off tso off gso off gro off)",
                i.name, names, i.name);
     }
+    log.debug(kLog, "{}: capture snap length {}, ring {} MiB, filter \"{}\"", i.name, cc.snaplen,
+              opt.capture_buffer_bytes >> 20, cc.filter);
     captures.push_back(std::move(c));
   }
 
@@ -248,10 +259,18 @@ int run_proxy(const Options& opt) {
       switch (t) {
         case kCapture: {
           auto& cap = *captures[index];
+          const auto truncated_before = cap.truncated();
           const int got = cap.drain([&](ByteSpan frame) { core.on_frame(index, frame, now); });
           if (got < 0) {
             log.error(kLog, "capture on {} failed: {}", cap.iface(), cap.last_error());
             capture_failed = true;
+          }
+          if (truncated_before == 0 && cap.truncated() > 0) {
+            log.warn(kLog,
+                     "{}: frames longer than the MTU arrive (a client's TSO/GSO): they are cut, "
+                     "counted and left to TCP retransmission; turn offloads off on the clients' "
+                     "links",
+                     cap.iface());
           }
           break;
         }
@@ -304,8 +323,8 @@ int run_proxy(const Options& opt) {
 
   for (const auto& c : captures) {
     const auto s = c->stats();
-    log.info(kLog, "capture {}: received={} dropped={} if_dropped={}", c->iface(), s.received,
-             s.dropped, s.if_dropped);
+    log.info(kLog, "capture {}: received={} dropped={} if_dropped={} truncated={}", c->iface(),
+             s.received, s.dropped, s.if_dropped, s.truncated);
   }
   const auto& is = injector.stats();
   log.info(kLog, "inject: frames_sent={} frames_failed={} send_calls={}{}", is.frames_sent,

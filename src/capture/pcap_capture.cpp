@@ -75,7 +75,7 @@ PcapCapture::~PcapCapture() {
 CaptureStats PcapCapture::stats() const {
   pcap_stat s{};
   if (pcap_stats(handle_, &s) < 0) return {};
-  return CaptureStats{s.ps_recv, s.ps_drop, s.ps_ifdrop};
+  return CaptureStats{s.ps_recv, s.ps_drop, s.ps_ifdrop, truncated_};
 }
 
 std::string PcapCapture::last_error() const {

@@ -41,7 +41,7 @@ void Peering::local_filter_added(std::string_view filter) {
   mqtt::encode_subscribe(packet, next_packet_id(), filters);
   send_to_all(packet);
   counters_.peer_subscribe_out += cfg_.peers.size();
-  log_.debug(kLog, "SUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
+  log_.info(kLog, "SUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
 }
 
 void Peering::local_filter_removed(std::string_view filter) {
@@ -52,7 +52,7 @@ void Peering::local_filter_removed(std::string_view filter) {
   mqtt::encode_unsubscribe(packet, next_packet_id(), filters);
   send_to_all(packet);
   counters_.peer_unsubscribe_out += cfg_.peers.size();
-  log_.debug(kLog, "UNSUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
+  log_.info(kLog, "UNSUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
 }
 
 void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain) {
@@ -86,7 +86,7 @@ void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool ret
 void Peering::peer_subscribe(std::size_t peer, std::string_view filter) {
   ++counters_.peer_subscribe_in;
   if (remote_filters_[peer].emplace(filter).second) remote_.add(filter, peer);
-  log_.debug(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
+  log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
 }
 
 void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
@@ -96,7 +96,7 @@ void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
     remote_filters_[peer].erase(it);
     remote_.remove(filter, peer);
   }
-  log_.debug(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
+  log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
 }
 
 std::optional<mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data) {

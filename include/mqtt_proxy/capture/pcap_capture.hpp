@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #include "mqtt_proxy/util/bytes.hpp"
 
@@ -15,15 +16,19 @@ namespace mqtt_proxy::capture {
 
 struct CaptureConfig {
   std::string iface;
-  std::string filter;  // BPF, e.g. "tcp dst port 1883 and dst host 192.168.1.101"
+  std::string filter;  // BPF, e.g. "tcp dst port 1883 and (dst host 192.168.1.101)"
   int buffer_bytes = 16 * 1024 * 1024;
-  int snaplen = 262144;  // whole TSO/GRO super-frames, not just 64 KiB
+  // libpcap sizes every ring slot for the snap length (64 KiB+ whenever any offload is on), so a
+  // snap length near the MTU makes the ring hold ~35x more frames. Use 262144 where the receive
+  // path merges frames (GRO/LRO): then super-frames must fit whole.
+  int snaplen = 262144;
 };
 
 struct CaptureStats {
   std::uint64_t received = 0;
   std::uint64_t dropped = 0;  // ring full
   std::uint64_t if_dropped = 0;
+  std::uint64_t truncated = 0;  // longer than the snap length; TCP retransmits what they carried
 };
 
 enum class OpenError { None, PermissionDenied, NoSuchDevice, Other };
@@ -43,15 +48,19 @@ class PcapCapture {
   // capture error (the message is in last_error()).
   template <typename Fn>
   int drain(Fn&& fn) {
+    using F = std::remove_reference_t<Fn>;
+    callback_ = &fn;
     int total = 0;
     for (;;) {
       const int n = pcap_dispatch(
           handle_, -1,
           [](u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
-            (*reinterpret_cast<Fn*>(user))(
+            auto* self = reinterpret_cast<PcapCapture*>(user);
+            if (h->caplen < h->len) ++self->truncated_;
+            (*static_cast<F*>(self->callback_))(
                 ByteSpan{reinterpret_cast<const std::byte*>(bytes), h->caplen});
           },
-          reinterpret_cast<u_char*>(&fn));
+          reinterpret_cast<u_char*>(this));
       if (n < 0) return -1;
       if (n == 0) return total;
       total += n;
@@ -59,11 +68,14 @@ class PcapCapture {
   }
 
   CaptureStats stats() const;
+  std::uint64_t truncated() const { return truncated_; }
   std::string last_error() const;
 
  private:
   PcapCapture() = default;
   pcap_t* handle_ = nullptr;
+  void* callback_ = nullptr;  // the functor of the drain() in progress
+  std::uint64_t truncated_ = 0;
   int fd_ = -1;
   std::string iface_;
 };
