@@ -1,0 +1,312 @@
+#!/usr/bin/python3
+"""End-to-end tests of mqtt_proxy in the reference Mininet testbed, with stock clients.
+
+Proxies run on h1 and h4, each naming the other as its peer; subscribers are on h2 (via h1), publishers
+on h3 (via h4) unless a test says otherwise. tcpdump records h1-eth0 and h4-eth0 for the whole run, so
+tests can check which datagrams crossed between the proxies. On failure the proxies' logs and the pcaps
+stay in the artifacts directory.
+
+Exit status 77 (ctest: skipped) when not root or when Mininet / Open vSwitch are missing.
+"""
+
+import argparse
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+SKIP = 77
+ARGS = None
+H1, H4 = "192.168.1.101", "192.168.1.104"
+
+
+class Lines:
+    """Reads a process's stdout line by line in the background."""
+
+    def __init__(self, stream):
+        self.q = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for raw in iter(stream.readline, b""):
+            self.q.put(raw.decode(errors="replace").rstrip("\n"))
+        self.q.put(None)
+
+    def next(self, timeout=10):
+        try:
+            line = self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no output within %ss (seen so far: %s)" % (timeout, self.seen))
+        if line is None:
+            raise AssertionError("process ended (seen so far: %s)" % self.seen)
+        self.seen.append(line)
+        return line
+
+    def expect(self, prefix, timeout=10):
+        deadline = time.time() + timeout
+        while True:
+            line = self.next(max(0.01, deadline - time.time()))
+            if line.startswith(prefix):
+                return line
+
+    def quiet_for(self, seconds):
+        """True when nothing is printed for `seconds`."""
+        try:
+            line = self.q.get(timeout=seconds)
+        except queue.Empty:
+            return True
+        self.seen.append(line)
+        return False
+
+
+class EndToEnd(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        import testbed  # Mininet is importable only under /usr/bin/python3, as root
+
+        cls.testbed_mod = testbed
+        cls.tb = testbed.Testbed(ARGS.artifacts, proxy_binary=ARGS.proxy)
+        cls.tb.start()
+        try:
+            cls.cap_h1 = cls.tb.capture("h1")
+            cls.cap_h4 = cls.tb.capture("h4")
+            debug = ["--log-level", "debug"]
+            cls.h1 = cls.tb.start_proxy("h1", peers=[H4], extra=debug)
+            cls.h4 = cls.tb.start_proxy("h4", peers=[H1], extra=debug)
+        except BaseException:
+            cls.tb.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tb.stop()
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def auth(self, password=None):
+        return ["-u", self.testbed_mod.USER, "-P", password or self.testbed_mod.PASSWORD]
+
+    def subscriber(self, host, broker, topics, count, keepalive=60):
+        args = ["mosquitto_sub", "-h", broker, "-k", str(keepalive), "-v", "-C", str(count),
+                "-W", "60"] + self.auth()
+        for t in topics:
+            args += ["-t", t]
+        p = self.tb.popen(host, args)
+        return p, Lines(p.stdout)
+
+    def publish(self, host, broker, topic, message=None, lines=None, qos=0, timeout=30):
+        args = ["mosquitto_pub", "-h", broker, "-t", topic, "-q", str(qos)] + self.auth()
+        if lines is not None:
+            args.append("-l")
+            rc, out, err = self.tb.run(host, args, timeout, input_text="\n".join(lines) + "\n")
+        else:
+            rc, out, err = self.tb.run(host, args + ["-m", message], timeout)
+        self.assertEqual(rc, 0, "mosquitto_pub failed: %s %s" % (out, err))
+
+    def wait_peer_interest(self, proxy, topic, subscribed=True, count=1, timeout=10):
+        """Waits until `proxy` logged the `count`-th peer (UN)SUBSCRIBE for `topic`."""
+        verb = "SUBSCRIBE" if subscribed else "UNSUBSCRIBE"
+        peer = H1 if proxy is self.h4 else H4
+        needle = "peer %s %s topic=%s\n" % (peer, verb, topic)
+        ok = self.testbed_mod.wait_for(lambda: proxy.log().count(needle) >= count, timeout)
+        self.assertTrue(ok, "%s never saw the peer's %s %s" % (proxy.host.name, verb, topic))
+
+    def datagrams(self, capture, src, dst, kind, topic):
+        """How many datagrams of `kind` about `topic` went from src to dst."""
+        n = 0
+        for _, s, d, payload in self.testbed_mod.read_udp_datagrams(capture.path):
+            if s != src or d != dst or not payload:
+                continue
+            k, what = self.testbed_mod.mqtt_packet_summary(payload)
+            if k == kind and (what == topic or (isinstance(what, list) and topic in what)):
+                n += 1
+        return n
+
+    def received(self, lines, n, timeout=20):
+        return [lines.next(timeout) for _ in range(n)]
+
+    # -- tests -----------------------------------------------------------------------------------
+
+    def test_01_hundred_messages_cross_the_proxies_in_order(self):
+        sub, lines = self.subscriber("h2", H1, ["e2e/order"], 100)
+        self.wait_peer_interest(self.h4, "e2e/order")
+        msgs = ["msg-%03d" % i for i in range(100)]
+        self.publish("h3", H4, "e2e/order", lines=msgs)  # one connection, 100 PUBLISH packets
+        got = self.received(lines, 100)
+        self.assertEqual(got, ["e2e/order " + m for m in msgs])
+        self.assertEqual(sub.wait(10), 0)
+        self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/order"), 100)
+
+    def test_02_same_proxy_delivery_stays_local(self):
+        sub, lines = self.subscriber("h2", H1, ["e2e/local"], 3)
+        self.wait_peer_interest(self.h4, "e2e/local")  # h1 announced it; h4 never subscribes back
+        for i in range(3):
+            self.publish("h2", H1, "e2e/local", "local-%d" % i)
+        self.assertEqual(self.received(lines, 3), ["e2e/local local-%d" % i for i in range(3)])
+        self.assertEqual(self.datagrams(self.cap_h1, H1, H4, "PUBLISH", "e2e/local"), 0)
+
+    def test_03_wildcard_subscriptions(self):
+        sub, lines = self.subscriber("h2", H1, ["e2e/wild/+/temp", "e2e/hash/#"], 3)
+        self.wait_peer_interest(self.h4, "e2e/wild/+/temp")
+        self.wait_peer_interest(self.h4, "e2e/hash/#")
+        self.publish("h3", H4, "e2e/wild/kitchen/humidity", "no")  # must not arrive
+        self.publish("h3", H4, "e2e/wild/kitchen/temp", "t1")
+        self.publish("h3", H4, "e2e/hash", "h0")  # '#' matches the parent level too
+        self.publish("h3", H4, "e2e/hash/a/b", "h2")
+        self.assertEqual(self.received(lines, 3),
+                         ["e2e/wild/kitchen/temp t1", "e2e/hash h0", "e2e/hash/a/b h2"])
+        self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/wild/kitchen/humidity"),
+                         0)
+
+    def test_04_wrong_password_is_refused(self):
+        args = ["mosquitto_pub", "-h", H4, "-t", "e2e/x", "-m", "x"] + self.auth("wrong")
+        rc, out, err = self.tb.run("h3", args)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("not authori", (out + err).lower())
+        rc, out, err = self.tb.run("h2", ["mosquitto_sub", "-h", H1, "-t", "e2e/x", "-C", "1",
+                                          "-W", "5", "-u", "nobody", "-P", "nothing"])
+        self.assertNotEqual(rc, 0)
+        self.assertIn("not authori", (out + err).lower())
+
+    def test_05_paho_unsubscribe_stops_publish_datagrams(self):
+        p, lines, command = self.paho("h2", H1, "paho-unsub")
+        command("sub e2e/unsub")
+        self.assertEqual(lines.expect("SUBACK"), "SUBACK 0")
+        self.wait_peer_interest(self.h4, "e2e/unsub")
+        self.publish("h3", H4, "e2e/unsub", "before")
+        self.assertEqual(lines.expect("MSG"), "MSG e2e/unsub before")
+        command("unsub e2e/unsub")
+        lines.expect("UNSUBACK")
+        self.wait_peer_interest(self.h4, "e2e/unsub", subscribed=False)
+        for i in range(3):
+            self.publish("h3", H4, "e2e/unsub", "after-%d" % i)
+        self.assertTrue(lines.quiet_for(1.0), "messages after UNSUBSCRIBE: %s" % lines.seen)
+        self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/unsub"), 1)
+        self.assertEqual(self.datagrams(self.cap_h1, H1, H4, "UNSUBSCRIBE", "e2e/unsub"), 1)
+        command("quit")
+        self.assertEqual(p.wait(10), 0)
+
+    def paho(self, host, broker, client_id, keepalive=60):
+        """A Paho client process driven by commands; returns (process, lines, send)."""
+        p = self.tb.popen(host, ["/usr/bin/python3", os.path.join(HERE, "clients", "paho_client.py"),
+                                 "--host", broker, "--user", self.testbed_mod.USER, "--password",
+                                 self.testbed_mod.PASSWORD, "--id", client_id, "--keepalive",
+                                 str(keepalive)], stdin=subprocess.PIPE)
+        lines = Lines(p.stdout)
+
+        def command(c):
+            p.stdin.write((c + "\n").encode())
+            p.stdin.flush()
+
+        self.assertEqual(lines.expect("CONNACK"), "CONNACK 0")
+        return p, lines, command
+
+    def test_06_subscriber_gone_silently_loses_interest_after_keepalive(self):
+        # The subscriber's host drops its own packets, then the subscriber is killed: no DISCONNECT,
+        # no FIN reaches the proxy. Only keepalive expiry (1.5 x 2 s) can notice.
+        sub, lines, command = self.paho("h2", H1, "paho-keepalive", keepalive=2)
+        command("sub e2e/ka")
+        self.assertEqual(lines.expect("SUBACK"), "SUBACK 0")
+        self.wait_peer_interest(self.h4, "e2e/ka")
+        self.publish("h3", H4, "e2e/ka", "alive")
+        self.assertEqual(lines.expect("MSG"), "MSG e2e/ka alive")
+        block = ["iptables", "-I", "OUTPUT", "-p", "tcp", "--dport", "1883", "-j", "DROP"]
+        self.assertEqual(self.tb.run("h2", block)[0], 0)
+        try:
+            started = time.time()
+            sub.send_signal(signal.SIGKILL)
+            sub.wait(5)
+            self.wait_peer_interest(self.h4, "e2e/ka", subscribed=False, timeout=10)
+            elapsed = time.time() - started
+            self.assertIn("id=paho-keepalive: keepalive expired", self.h1.log())
+            self.assertLess(elapsed, 4.0)  # expiry 3 s after the last packet, at the latest
+            self.publish("h3", H4, "e2e/ka", "gone")
+            time.sleep(0.5)
+            self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/ka"), 1)
+        finally:
+            block[1] = "-D"
+            self.tb.run("h2", block)
+
+    def test_07_killed_subscriber_loses_interest_at_once(self):
+        sub, lines = self.subscriber("h2", H1, ["e2e/kill"], 10)
+        self.wait_peer_interest(self.h4, "e2e/kill")
+        sub.send_signal(signal.SIGKILL)  # the kernel still closes the socket: a FIN
+        sub.wait(5)
+        self.wait_peer_interest(self.h4, "e2e/kill", subscribed=False, timeout=5)
+
+    def test_08_qos1_and_qos2_publish_complete(self):
+        sub, lines = self.subscriber("h2", H1, ["e2e/qos"], 2)
+        self.wait_peer_interest(self.h4, "e2e/qos")
+        self.publish("h3", H4, "e2e/qos", "q1", qos=1, timeout=10)  # waits for PUBACK
+        self.publish("h3", H4, "e2e/qos", "q2", qos=2, timeout=10)  # PUBREC/PUBREL/PUBCOMP
+        self.assertEqual(self.received(lines, 2), ["e2e/qos q1", "e2e/qos q2"])
+
+    def test_09_large_message_spans_many_segments(self):
+        sub, lines = self.subscriber("h2", H1, ["e2e/big"], 1)
+        self.wait_peer_interest(self.h4, "e2e/big")
+        payload = "".join(chr(ord("a") + i % 26) for i in range(30000))  # ~21 MSS-sized segments
+        self.publish("h3", H1, "e2e/big", payload)  # same proxy: larger than a UDP datagram allows
+        self.assertEqual(lines.next(20), "e2e/big " + payload)
+
+    def test_99_sigterm_exits_zero_and_removes_rules(self):
+        for name, proxy in (("h1", self.h1), ("h4", self.h4)):
+            self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)
+            self.assertEqual(proxy.stop(), 0, proxy.log()[-2000:])
+            self.assertEqual(self.tb.raw_prerouting_rules(name), [])
+            counters = proxy.final_counters()
+            self.assertEqual(counters.get("peer_datagrams_unknown_source", 0), 0)
+            self.assertEqual(counters.get("peer_datagrams_malformed", 0), 0)
+            self.assertEqual(counters.get("mqtt_protocol_errors", 0), 0)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--proxy", default=os.path.join(os.path.dirname(HERE), "build", "mqtt_proxy"))
+    ap.add_argument("--artifacts", default=os.path.join(os.path.dirname(HERE), "build",
+                                                        "e2e-artifacts"))
+    ap.add_argument("-k", dest="pattern", default=None, help="run only tests matching this")
+    ARGS = ap.parse_args()
+
+    if os.geteuid() != 0:
+        print("e2e: skipped: needs root", file=sys.stderr)
+        return SKIP
+    try:
+        import mininet.net  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        print("e2e: skipped: Mininet is not installed (scripts/setup.sh)", file=sys.stderr)
+        return SKIP
+    if shutil.which("ovs-vsctl") is None or shutil.which("mosquitto_pub") is None:
+        print("e2e: skipped: openvswitch-switch or mosquitto-clients missing", file=sys.stderr)
+        return SKIP
+    if not os.access(ARGS.proxy, os.X_OK):
+        print("e2e: %s is not built" % ARGS.proxy, file=sys.stderr)
+        return 1
+
+    shutil.rmtree(ARGS.artifacts, ignore_errors=True)
+    os.makedirs(ARGS.artifacts)
+    loader = unittest.TestLoader()
+    if ARGS.pattern:
+        loader.testNamePatterns = ["*%s*" % ARGS.pattern]
+    suite = loader.loadTestsFromTestCase(EndToEnd)
+    started = time.time()
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    print("e2e: %d tests in %.1f s" % (result.testsRun, time.time() - started))
+    if result.wasSuccessful():
+        shutil.rmtree(ARGS.artifacts, ignore_errors=True)
+        return 0
+    print("e2e: proxy logs and pcaps kept in %s" % ARGS.artifacts)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
