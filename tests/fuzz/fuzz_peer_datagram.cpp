@@ -1,0 +1,31 @@
+// Fuzzes the peer protocol: one datagram from a configured peer, then the local delivery it causes.
+#include <cstddef>
+#include <cstdint>
+
+#include "mqtt_proxy/broker/broker.hpp"
+#include "mqtt_proxy/peering/peering.hpp"
+
+using namespace mqtt_proxy;
+
+namespace {
+class NullHost : public broker::BrokerHost {
+ public:
+  void send(broker::ClientHandle, ByteSpan) override {}
+  std::size_t queued_bytes(broker::ClientHandle) const override { return 0; }
+  void close(broker::ClientHandle) override {}
+};
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const wire::Ipv4Address peer{0xc0a80168};
+  metrics::Counters counters;
+  NullHost host;
+  peering::Peering peering({{peer}}, log::null_logger(), counters);
+  broker::Broker b({}, host, peering, log::null_logger(), counters);
+  const TimePoint now{std::chrono::hours(1)};
+  const ByteSpan d{reinterpret_cast<const std::byte*>(data), size};
+  if (auto p = peering.on_datagram(peer, d)) b.on_peer_publish(*p, now);
+  // Whatever interest the datagram left behind must be safe to match against.
+  peering.forward_publish("a/b", d.first(std::min<std::size_t>(size, 16)), false);
+  return 0;
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets (tests/fuzz/corpus/<target>/). Run from anywhere."""
+
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def rl(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def s(x):
+    x = x.encode() if isinstance(x, str) else x
+    return struct.pack(">H", len(x)) + x
+
+
+def pkt(first, body):
+    return bytes([first]) + rl(len(body)) + body
+
+
+def connect(cid="c1", user=None, pw=None, will=None, keepalive=60, level=4):
+    flags = 0x02
+    payload = s(cid)
+    if will:
+        flags |= 0x04 | 0x08
+        payload += s(will[0]) + s(will[1])
+    if user:
+        flags |= 0x80
+        payload += s(user)
+    if pw:
+        flags |= 0x40
+        payload += s(pw)
+    name = "MQIsdp" if level == 3 else "MQTT"
+    return pkt(0x10, s(name) + bytes([level, flags]) + struct.pack(">H", keepalive) + payload)
+
+
+def publish(topic, payload, qos=0, pid=1, retain=False):
+    body = s(topic) + (struct.pack(">H", pid) if qos else b"") + payload
+    return pkt(0x30 | (qos << 1) | int(retain), body)
+
+
+def subscribe(*filters, pid=1):
+    return pkt(0x82, struct.pack(">H", pid) + b"".join(s(f) + b"\x00" for f in filters))
+
+
+def unsubscribe(*filters, pid=2):
+    return pkt(0xA2, struct.pack(">H", pid) + b"".join(s(f) for f in filters))
+
+
+def write(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def tcp(seq, ack, flags, payload=b"", sport=40000, mss=None):
+    opts = struct.pack(">BBH", 2, 4, mss) if mss else b""
+    doff = (20 + len(opts)) // 4
+    seq, ack = seq % 2**32, ack % 2**32  # the seeds cross the wrap on purpose
+    return struct.pack(">HHIIBBHHH", sport, 1883, seq, ack, doff << 4, flags, 65535, 0, 0) + \
+        opts + payload
+
+
+def record(delay, segment):
+    return bytes([delay]) + struct.pack(">H", len(segment)) + segment
+
+
+# mqtt_codec: [state][split][stream]
+write("mqtt_codec", "connect", b"\x00\x05" + connect(user="jorge", pw="passwd", will=("w", "bye")))
+write("mqtt_codec", "connect31", b"\x00\x00" + connect(cid="old", level=3))
+write("mqtt_codec", "session", b"\x01\x07" + subscribe("a/#", "+/b") + publish("a/b", b"x", 1)
+      + publish("a/c", b"yy", 2, 3) + pkt(0x62, b"\x00\x03") + pkt(0xC0, b"")
+      + unsubscribe("a/#") + pkt(0xE0, b""))
+write("mqtt_codec", "bad", b"\x01\x01" + bytes.fromhex("30ffffffff01"))
+
+# peer_datagram: one datagram
+write("peer_datagram", "subscribe", subscribe("topic1", "sensors/+/t"))
+write("peer_datagram", "unsubscribe", unsubscribe("topic1"))
+write("peer_datagram", "legacy_unsubscribe", pkt(0xB0, struct.pack(">H", 1) + s("topic1")))
+write("peer_datagram", "publish", publish("topic1", b"message1"))
+
+# core_frames: [delay][len][tcp segment]...; the core's ISS is 0xfffff000
+c = 0xFFFFFFF0
+iss = 0xFFFFF000
+conn = connect(user="jorge", pw="passwd")
+sub = subscribe("t")
+pub = publish("t", b"hello")
+write("core_frames", "session",
+      record(0, tcp(c, 0, 0x02, mss=1460))
+      + record(0, tcp(c + 1, iss + 1, 0x10))
+      + record(0, tcp(c + 1, iss + 1, 0x18, conn))
+      + record(1, tcp(c + 1 + len(conn), iss + 5, 0x18, sub + pub))
+      + record(40, tcp(c + 1 + len(conn) + len(sub + pub), iss + 5, 0x11)))
+write("core_frames", "reset", record(0, tcp(c, 0, 0x02, mss=536)) + record(0, tcp(c + 1, 0, 0x04)))
