@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs everything mqtt_proxy needs on Debian 12 and starts Open vSwitch. Idempotent: packages
+# already present are not touched, running daemons are left alone. Needs root.
+set -euo pipefail
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
+  libtins-dev libpcap-dev libboost-program-options-dev libfmt-dev libgtest-dev libgmock-dev
+  # testbed and clients
+  mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping tcpdump
+  mosquitto-clients python3-paho-mqtt
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "setup: needs root (apt-get, Open vSwitch)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# No systemd here: start the OVS daemons directly when they are not running. The kernel has no OVS
+# datapath module; the testbed uses the userspace datapath (environment.md).
+if ! ovs-vsctl show >/dev/null 2>&1; then
+  echo "setup: starting Open vSwitch"
+  /usr/share/openvswitch/scripts/ovs-ctl --system-id=random start >/dev/null 2>&1 || true
+  ovs-vsctl show >/dev/null
+fi
+echo "setup: ok"
