@@ -8,17 +8,30 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
+# Runs ctest quietly; prints everything when it fails, its summary when it passes.
+quiet_ctest() {
+  local log
+  log=$(mktemp)
+  if ! ctest "$@" --output-on-failure >"$log" 2>&1; then
+    cat "$log"
+    rm -f "$log"
+    return 1
+  fi
+  tail -n 3 "$log"
+  rm -f "$log"
+}
+
 bash scripts/setup.sh
 
 echo "=== unit tests under ASan+UBSan"
 cmake --preset asan -G Ninja >/dev/null
 cmake --build build-asan -j "$jobs"
-ctest --test-dir build-asan -L unit -j "$jobs" --output-on-failure | tail -n 3
+quiet_ctest --test-dir build-asan -L unit -j "$jobs"
 
 echo "=== fuzz smoke (${FUZZ_SECONDS:-20} s per target)"
 cmake --preset fuzz -G Ninja >/dev/null
 cmake --build build-fuzz -j "$jobs"
-FUZZ_SECONDS="${FUZZ_SECONDS:-20}" ctest --test-dir build-fuzz -L fuzz-smoke --output-on-failure | tail -n 3
+FUZZ_SECONDS="${FUZZ_SECONDS:-20}" quiet_ctest --test-dir build-fuzz -L fuzz-smoke
 
 echo "=== release build: unit and end-to-end tests"
 bash scripts/build.sh >/dev/null

@@ -19,6 +19,10 @@ struct Isns {
   std::uint32_t server;
 };
 
+void PrintTo(const Isns& i, std::ostream* os) {
+  *os << "client ISN " << i.client << ", server ISS " << i.server;
+}
+
 class TcpEndpoint : public ::testing::TestWithParam<Isns> {
  protected:
   TcpHarness make(tcp::EndpointConfig cfg = TcpHarness::default_config(),
