@@ -26,7 +26,17 @@ std::uint16_t Peering::next_packet_id() {
   return packet_id_;
 }
 
-void Peering::send_to_all(const Bytes& packet) {
+void Peering::announce(mqtt::PacketType type, std::string_view filter) {
+  // One filter per datagram keeps each one meaningful on its own.
+  Bytes packet;
+  const std::string_view filters[] = {filter};
+  if (type == mqtt::PacketType::Subscribe) {
+    mqtt::encode_subscribe(packet, next_packet_id(), filters);
+    counters_.peer_subscribe_out += cfg_.peers.size();
+  } else {
+    mqtt::encode_unsubscribe(packet, next_packet_id(), filters);
+    counters_.peer_unsubscribe_out += cfg_.peers.size();
+  }
   for (const auto& p : cfg_.peers) {
     outbox_.push_back(Datagram{p, packet});
     ++counters_.peer_datagrams_out;
@@ -36,22 +46,14 @@ void Peering::send_to_all(const Bytes& packet) {
 void Peering::local_filter_added(std::string_view filter) {
   local_filters_.emplace(filter);
   if (cfg_.peers.empty()) return;
-  Bytes packet;
-  const std::string_view filters[] = {filter};
-  mqtt::encode_subscribe(packet, next_packet_id(), filters);
-  send_to_all(packet);
-  counters_.peer_subscribe_out += cfg_.peers.size();
+  announce(mqtt::PacketType::Subscribe, filter);
   log_.info(kLog, "SUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
 }
 
 void Peering::local_filter_removed(std::string_view filter) {
   if (auto it = local_filters_.find(filter); it != local_filters_.end()) local_filters_.erase(it);
   if (cfg_.peers.empty()) return;
-  Bytes packet;
-  const std::string_view filters[] = {filter};
-  mqtt::encode_unsubscribe(packet, next_packet_id(), filters);
-  send_to_all(packet);
-  counters_.peer_unsubscribe_out += cfg_.peers.size();
+  announce(mqtt::PacketType::Unsubscribe, filter);
   log_.info(kLog, "UNSUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
 }
 
@@ -167,16 +169,8 @@ void Peering::on_timers(TimePoint now) {
   if (!next_refresh_ || now < *next_refresh_) return;
   next_refresh_ = now + cfg_.refresh_interval;
   if (local_filters_.empty()) return;
-  std::vector<std::string_view> filters(local_filters_.begin(), local_filters_.end());
-  // One SUBSCRIBE per filter keeps each datagram small and each one meaningful on its own.
-  for (auto f : filters) {
-    Bytes packet;
-    const std::string_view one[] = {f};
-    mqtt::encode_subscribe(packet, next_packet_id(), one);
-    send_to_all(packet);
-    counters_.peer_subscribe_out += cfg_.peers.size();
-  }
-  log_.debug(kLog, "interest refresh: {} filter(s) to {} peer(s)", filters.size(),
+  for (const auto& f : local_filters_) announce(mqtt::PacketType::Subscribe, f);
+  log_.debug(kLog, "interest refresh: {} filter(s) to {} peer(s)", local_filters_.size(),
              cfg_.peers.size());
 }
 

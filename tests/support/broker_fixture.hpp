@@ -35,6 +35,43 @@ inline std::vector<OwnedFrame> split_frames(ByteSpan stream) {
   return out;
 }
 
+// Client packets as tests need them.
+inline Bytes connect_packet(std::string_view id, std::uint16_t keepalive = 60,
+                            std::string_view user = "jorge", std::string_view pass = "passwd",
+                            std::optional<mqtt::Will> will = {}, bool clean_session = true) {
+  mqtt::Connect c;
+  c.client_id = id;
+  c.keepalive = keepalive;
+  c.clean_session = clean_session;
+  if (!user.empty()) c.username = user;
+  if (!pass.empty()) c.password = as_bytes(pass);
+  c.will = will;
+  Bytes b;
+  mqtt::encode_connect(b, c);
+  return b;
+}
+
+inline Bytes subscribe_packet(std::string_view filter, std::uint16_t id = 1) {
+  Bytes b;
+  const std::string_view filters[] = {filter};
+  mqtt::encode_subscribe(b, id, filters);
+  return b;
+}
+
+inline Bytes unsubscribe_packet(std::string_view filter, std::uint16_t id = 2) {
+  Bytes b;
+  const std::string_view filters[] = {filter};
+  mqtt::encode_unsubscribe(b, id, filters);
+  return b;
+}
+
+inline Bytes publish_packet(std::string_view topic, std::string_view payload, std::uint8_t qos = 0,
+                            std::uint16_t id = 0, bool dup = false, bool retain = false) {
+  Bytes b;
+  mqtt::encode_publish(b, topic, as_bytes(payload), qos, retain, dup, id);
+  return b;
+}
+
 class FakeHost : public broker::BrokerHost {
  public:
   void send(broker::ClientHandle c, ByteSpan b) override {
@@ -76,25 +113,10 @@ class BrokerFixture : public ::testing::Test {
 
   void feed(broker::ClientHandle c, const Bytes& b) { broker_.on_data(c, b, now_); }
 
-  Bytes connect_bytes(std::string_view id, std::uint16_t keepalive = 60,
-                      std::string_view user = "jorge", std::string_view pass = "passwd",
-                      std::optional<mqtt::Will> will = {}) {
-    mqtt::Connect c;
-    c.client_id = id;
-    c.keepalive = keepalive;
-    if (!user.empty()) c.username = user;
-    pw_ = text(pass);
-    if (!pass.empty()) c.password = ByteSpan{pw_};
-    c.will = will;
-    Bytes b;
-    mqtt::encode_connect(b, c);
-    return b;
-  }
-
   // Opens and connects a client; asserts CONNACK 0.
   void connect(broker::ClientHandle c, std::string_view id, std::uint16_t keepalive = 60) {
     open(c);
-    feed(c, connect_bytes(id, keepalive));
+    feed(c, connect_packet(id, keepalive));
     const auto f = host_.take(c);
     ASSERT_EQ(f.size(), 1u);
     ASSERT_EQ(f[0].type, mqtt::PacketType::Connack);
@@ -102,24 +124,16 @@ class BrokerFixture : public ::testing::Test {
   }
 
   void subscribe(broker::ClientHandle c, std::string_view filter, std::uint16_t id = 1) {
-    Bytes b;
-    const std::string_view filters[] = {filter};
-    mqtt::encode_subscribe(b, id, filters);
-    feed(c, b);
+    feed(c, subscribe_packet(filter, id));
   }
 
   void unsubscribe(broker::ClientHandle c, std::string_view filter, std::uint16_t id = 2) {
-    Bytes b;
-    const std::string_view filters[] = {filter};
-    mqtt::encode_unsubscribe(b, id, filters);
-    feed(c, b);
+    feed(c, unsubscribe_packet(filter, id));
   }
 
   void publish(broker::ClientHandle c, std::string_view topic, std::string_view payload,
                std::uint8_t qos = 0, std::uint16_t id = 0, bool dup = false) {
-    Bytes b;
-    mqtt::encode_publish(b, topic, as_bytes(payload), qos, false, dup, id);
-    feed(c, b);
+    feed(c, publish_packet(topic, payload, qos, id, dup));
   }
 
   // Topics and payloads of the PUBLISH packets sent to `c` since the last call.
@@ -144,7 +158,6 @@ class BrokerFixture : public ::testing::Test {
   FakeHost host_;
   peering::Peering peering_;
   broker::Broker broker_;
-  Bytes pw_;
 };
 
 }  // namespace mqtt_proxy::test

@@ -69,7 +69,8 @@ class Peering {
   const std::set<std::string, std::less<>>& local_filters() const { return local_filters_; }
 
  private:
-  void send_to_all(const Bytes& packet);
+  // SUBSCRIBE or UNSUBSCRIBE for one filter, to every peer.
+  void announce(mqtt::PacketType type, std::string_view filter);
   std::uint16_t next_packet_id();
   void peer_subscribe(std::size_t peer, std::string_view filter);
   void peer_unsubscribe(std::size_t peer, std::string_view filter);

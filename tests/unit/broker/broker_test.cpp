@@ -24,7 +24,7 @@ TEST_F(Broker, AcceptsCorrectCredentials) {
 
 TEST_F(Broker, WrongPasswordGetsReturnCode5AndIsClosed) {
   open(1);
-  feed(1, connect_bytes("c1", 60, "jorge", "wrong"));
+  feed(1, connect_packet("c1", 60, "jorge", "wrong"));
   const auto f = host_.take(1);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].type, PacketType::Connack);
@@ -35,10 +35,10 @@ TEST_F(Broker, WrongPasswordGetsReturnCode5AndIsClosed) {
 
 TEST_F(Broker, MissingOrWrongUsernameIsRefused) {
   open(1);
-  feed(1, connect_bytes("c1", 60, "", ""));
+  feed(1, connect_packet("c1", 60, "", ""));
   EXPECT_EQ(to_hex(host_.take(1)[0].body), "00 05");
   open(2);
-  feed(2, connect_bytes("c2", 60, "someone", "passwd"));
+  feed(2, connect_packet("c2", 60, "someone", "passwd"));
   EXPECT_EQ(to_hex(host_.take(2)[0].body), "00 05");
   EXPECT_EQ(counters_.mqtt_connects_refused, 2u);
 }
@@ -59,14 +59,7 @@ TEST_F(Broker, EmptyClientIdGetsAnIdentifierWithCleanSession) {
 
 TEST_F(Broker, EmptyClientIdWithoutCleanSessionIsRejected) {
   open(1);
-  mqtt::Connect c;
-  c.clean_session = false;
-  c.username = "jorge";
-  const auto pw = text("passwd");
-  c.password = ByteSpan{pw};
-  Bytes b;
-  mqtt::encode_connect(b, c);
-  feed(1, b);
+  feed(1, connect_packet("", 60, "jorge", "passwd", {}, /*clean_session=*/false));
   EXPECT_EQ(to_hex(host_.take(1)[0].body), "00 02");
   EXPECT_TRUE(host_.closed.contains(1));
 }
@@ -81,7 +74,7 @@ TEST_F(Broker, FirstPacketMustBeConnect) {
 
 TEST_F(Broker, SecondConnectIsAViolation) {
   connect(1, "c1");
-  feed(1, connect_bytes("c1"));
+  feed(1, connect_packet("c1"));
   EXPECT_TRUE(host_.closed.contains(1));
 }
 
@@ -182,9 +175,7 @@ TEST_F(Broker, RetainFlagIsClearedOnLiveDelivery) {
   subscribe(1, "r");
   host_.take(1);
   connect(2, "pub");
-  Bytes b;
-  mqtt::encode_publish(b, "r", as_bytes("v"), 0, true, false, 0);
-  feed(2, b);
+  feed(2, publish_packet("r", "v", 0, 0, false, /*retain=*/true));
   EXPECT_EQ(received(1), (std::vector<std::string>{"r=v"}));  // received() checks retain == 0
 }
 
@@ -300,7 +291,7 @@ TEST_F(Broker, WillIsPublishedWhenTheConnectionIsLost) {
   host_.take(1);
   open(2);
   mqtt::Will w{"status/dev", as_bytes("offline"), 0, false};
-  feed(2, connect_bytes("dev", 60, "jorge", "passwd", w));
+  feed(2, connect_packet("dev", 60, "jorge", "passwd", w));
   host_.take(2);
   broker_.on_lost(2, "reset", now_);
   EXPECT_EQ(received(1), (std::vector<std::string>{"status/dev=offline"}));
@@ -313,7 +304,7 @@ TEST_F(Broker, WillIsDiscardedOnDisconnect) {
   host_.take(1);
   open(2);
   mqtt::Will w{"status/dev", as_bytes("offline"), 0, false};
-  feed(2, connect_bytes("dev", 60, "jorge", "passwd", w));
+  feed(2, connect_packet("dev", 60, "jorge", "passwd", w));
   feed(2, bytes("e0 00"));
   EXPECT_TRUE(host_.closed.contains(2));
   broker_.on_lost(2, "closed", now_);  // the transport reports the close afterwards: a no-op
@@ -341,11 +332,7 @@ TEST_F(Broker, AnonymousAccessWhenNoUsernameIsConfigured) {
   peering::Peering peering({}, log::null_logger(), counters);
   broker::Broker open_broker({}, host, peering, log::null_logger(), counters);
   open_broker.on_open(1, "x", now_);
-  Bytes b;
-  mqtt::Connect c;
-  c.client_id = "anon";
-  mqtt::encode_connect(b, c);
-  open_broker.on_data(1, b, now_);
+  open_broker.on_data(1, connect_packet("anon", 60, "", ""), now_);
   EXPECT_EQ(to_hex(host.take(1)[0].body), "00 00");
 }
 
@@ -397,10 +384,7 @@ TEST_F(BrokerWithPeers, PublishGoesToPeerOnlyWhenThePeerSubscribed) {
   connect(1, "pub");
   publish(1, "t", "nobody");
   EXPECT_TRUE(datagram_types().empty());
-  Bytes sub;
-  const std::string_view f[] = {"t"};
-  mqtt::encode_subscribe(sub, 1, f);
-  peering_.on_datagram(*wire::Ipv4Address::parse("192.168.1.104"), sub);
+  peering_.on_datagram(*wire::Ipv4Address::parse("192.168.1.104"), subscribe_packet("t"));
   publish(1, "t", "somebody");
   EXPECT_EQ(datagram_types(), (std::vector<std::string>{"PUBLISH"}));
 }
@@ -410,13 +394,9 @@ TEST_F(BrokerWithPeers, PublishFromAPeerIsDeliveredLocallyButNotForwarded) {
   subscribe(1, "t");
   host_.take(1);
   const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
-  Bytes sub;
-  const std::string_view f[] = {"t"};
-  mqtt::encode_subscribe(sub, 1, f);
-  peering_.on_datagram(peer, sub);  // the peer is interested in "t" too
+  peering_.on_datagram(peer, subscribe_packet("t"));  // the peer is interested in "t" too
   datagram_types();
-  Bytes pub;
-  mqtt::encode_publish(pub, "t", as_bytes("from afar"), 0, false, false, 0);
+  const auto pub = publish_packet("t", "from afar");
   const auto p = peering_.on_datagram(peer, pub);
   ASSERT_TRUE(p);
   broker_.on_peer_publish(*p, now_);

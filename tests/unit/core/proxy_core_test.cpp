@@ -162,32 +162,11 @@ class ProxyCoreTest : public ::testing::Test {
 
   void connect(Client& c, std::string_view id, std::uint16_t keepalive = 60) {
     handshake(c);
-    mqtt::Connect m;
-    m.client_id = id;
-    m.keepalive = keepalive;
-    m.username = "jorge";
-    const auto pw = text("passwd");
-    m.password = ByteSpan{pw};
-    Bytes b;
-    mqtt::encode_connect(b, m);
-    send_mqtt(c, b);
+    send_mqtt(c, connect_packet(id, keepalive));
     const auto f = take_mqtt(c);
     ASSERT_EQ(f.size(), 1u);
     ASSERT_EQ(f[0].type, mqtt::PacketType::Connack);
     ASSERT_EQ(to_hex(f[0].body), "00 00");
-  }
-
-  Bytes publish_bytes(std::string_view topic, std::string_view payload) {
-    Bytes b;
-    mqtt::encode_publish(b, topic, as_bytes(payload), 0, false, false, 0);
-    return b;
-  }
-
-  Bytes subscribe_bytes(std::string_view filter) {
-    Bytes b;
-    const std::string_view f[] = {filter};
-    mqtt::encode_subscribe(b, 1, f);
-    return b;
   }
 
   std::vector<std::string> datagram_types() {
@@ -219,17 +198,17 @@ TEST_F(ProxyCoreTest, SubscriberReceivesAnotherClientsPublish) {
   Client sub = client(2, 40001);
   Client pub = client(3, 40002);
   connect(sub, "sub");
-  send_mqtt(sub, subscribe_bytes("topic1"));
+  send_mqtt(sub, subscribe_packet("topic1"));
   ASSERT_EQ(take_mqtt(sub)[0].type, mqtt::PacketType::Suback);
   EXPECT_EQ(datagram_types(), (std::vector<std::string>{"SUBSCRIBE"}));
 
   connect(pub, "pub");
-  inject(pub.frame(kAck | kPsh, publish_bytes("topic1", "message1")));
+  inject(pub.frame(kAck | kPsh, publish_packet("topic1", "message1")));
   const auto out = drain();
   // The ACK to the publisher and the PUBLISH to the subscriber, in one batch.
   ASSERT_EQ(out.size(), 2u);
   const auto& to_sub = out[0].dst_port == sub.port ? out[0] : out[1];
-  EXPECT_EQ(to_hex(to_sub.payload), to_hex(publish_bytes("topic1", "message1")));
+  EXPECT_EQ(to_hex(to_sub.payload), to_hex(publish_packet("topic1", "message1")));
   EXPECT_EQ(to_sub.seq, sub.rcv_nxt);
   EXPECT_TRUE(datagram_types().empty());  // the peer never subscribed to topic1
 }
@@ -237,14 +216,14 @@ TEST_F(ProxyCoreTest, SubscriberReceivesAnotherClientsPublish) {
 TEST_F(ProxyCoreTest, ManyMqttPacketsInOneSegmentAndOneSplitOverThree) {
   Client sub = client(2, 40001);
   connect(sub, "sub");
-  send_mqtt(sub, subscribe_bytes("t"));
+  send_mqtt(sub, subscribe_packet("t"));
   take_mqtt(sub);
   Client pub = client(3, 40002);
   connect(pub, "pub");
   Bytes batch;
-  for (int i = 0; i < 10; ++i) append(batch, publish_bytes("t", std::to_string(i)));
+  for (int i = 0; i < 10; ++i) append(batch, publish_packet("t", std::to_string(i)));
   send_mqtt(pub, batch);
-  const Bytes big = publish_bytes("t", std::string(3000, 'z'));
+  const Bytes big = publish_packet("t", std::string(3000, 'z'));
   for (std::size_t off = 0; off < big.size(); off += 1200) {
     const auto piece = ByteSpan{big}.subspan(off, std::min<std::size_t>(1200, big.size() - off));
     inject(pub.frame(kAck, piece));
@@ -260,32 +239,29 @@ TEST_F(ProxyCoreTest, ManyMqttPacketsInOneSegmentAndOneSplitOverThree) {
 TEST_F(ProxyCoreTest, PeerPublishReachesLocalSubscriber) {
   Client sub = client(2, 40001);
   connect(sub, "sub");
-  send_mqtt(sub, subscribe_bytes("sensors/#"));
+  send_mqtt(sub, subscribe_packet("sensors/#"));
   take_mqtt(sub);
-  core_->on_peer_datagram(kPeer, publish_bytes("sensors/a", "42"), now_);
+  core_->on_peer_datagram(kPeer, publish_packet("sensors/a", "42"), now_);
   core_->flush(now_);
   receive(sub);
   const auto f = take_mqtt(sub);
   ASSERT_EQ(f.size(), 1u);
-  EXPECT_EQ(f[0].wire, publish_bytes("sensors/a", "42"));
+  EXPECT_EQ(f[0].wire, publish_packet("sensors/a", "42"));
 }
 
 TEST_F(ProxyCoreTest, LocalPublishIsForwardedToAnInterestedPeer) {
-  Bytes sub;
-  const std::string_view f[] = {"up/#"};
-  mqtt::encode_subscribe(sub, 1, f);
-  core_->on_peer_datagram(kPeer, sub, now_);
+  core_->on_peer_datagram(kPeer, subscribe_packet("up/#"), now_);
   Client pub = client(3, 40002);
   connect(pub, "pub");
-  send_mqtt(pub, publish_bytes("up/x", "hi"));
+  send_mqtt(pub, publish_packet("up/x", "hi"));
   ASSERT_EQ(core_->datagrams().size(), 1u);
-  EXPECT_EQ(core_->datagrams()[0].bytes, publish_bytes("up/x", "hi"));
+  EXPECT_EQ(core_->datagrams()[0].bytes, publish_packet("up/x", "hi"));
 }
 
 TEST_F(ProxyCoreTest, ResetFromSubscriberUnsubscribesAtPeers) {
   Client sub = client(2, 40001);
   connect(sub, "sub");
-  send_mqtt(sub, subscribe_bytes("t"));
+  send_mqtt(sub, subscribe_packet("t"));
   datagram_types();
   inject(sub.frame(kRst));
   EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
@@ -295,7 +271,7 @@ TEST_F(ProxyCoreTest, ResetFromSubscriberUnsubscribesAtPeers) {
 TEST_F(ProxyCoreTest, KeepaliveExpiryClosesWithFinAndUnsubscribes) {
   Client sub = client(2, 40001);
   connect(sub, "sub", 1);
-  send_mqtt(sub, subscribe_bytes("t"));
+  send_mqtt(sub, subscribe_packet("t"));
   datagram_types();
   core_->on_timers(now_ + 1499ms);
   core_->flush(now_ + 1499ms);
@@ -400,25 +376,25 @@ TEST_F(ProxyCoreTest, WorksWithSequenceNumbersAcrossTheWrap) {
   Client sub = client(2, 40001);
   sub.snd_nxt = Seq{0xfffffffau};
   connect(sub, "sub");
-  send_mqtt(sub, subscribe_bytes("w"));
+  send_mqtt(sub, subscribe_packet("w"));
   take_mqtt(sub);
   Client pub = client(3, 40002);
   connect(pub, "pub");
   for (int i = 0; i < 20; ++i) {
-    send_mqtt(pub, publish_bytes("w", "payload-" + std::to_string(i)));
+    send_mqtt(pub, publish_packet("w", "payload-" + std::to_string(i)));
     receive(sub);
   }
   const auto frames = take_mqtt(sub);
   ASSERT_EQ(frames.size(), 20u);
-  EXPECT_EQ(frames[19].wire, publish_bytes("w", "payload-19"));
+  EXPECT_EQ(frames[19].wire, publish_packet("w", "payload-19"));
 }
 
 TEST_F(ProxyCoreTest, LostSegmentToSubscriberIsRetransmitted) {
   Client sub = client(2, 40001);
   connect(sub, "sub");
-  send_mqtt(sub, subscribe_bytes("t"));
+  send_mqtt(sub, subscribe_packet("t"));
   take_mqtt(sub);
-  core_->on_peer_datagram(kPeer, publish_bytes("t", "again"), now_);
+  core_->on_peer_datagram(kPeer, publish_packet("t", "again"), now_);
   core_->flush(now_);
   EXPECT_EQ(drain().size(), 1u);  // "lost" on the way
   now_ += 5s;
@@ -427,7 +403,7 @@ TEST_F(ProxyCoreTest, LostSegmentToSubscriberIsRetransmitted) {
   receive(sub);
   const auto f = take_mqtt(sub);
   ASSERT_EQ(f.size(), 1u);
-  EXPECT_EQ(f[0].wire, publish_bytes("t", "again"));
+  EXPECT_EQ(f[0].wire, publish_packet("t", "again"));
   EXPECT_EQ(core_->counters().tcp_retransmits, 1u);
 }
 

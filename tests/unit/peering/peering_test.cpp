@@ -2,8 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "broker_fixture.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
-#include "test_util.hpp"
 
 namespace mqtt_proxy::test {
 namespace {
@@ -18,13 +18,6 @@ const Ipv4Address kStranger = *Ipv4Address::parse("10.9.9.9");
 class Peering : public ::testing::Test {
  protected:
   Peering() : p_(peering::PeeringConfig{{kPeerA, kPeerB}}, log::null_logger(), c_) {}
-
-  Bytes subscribe(std::string_view filter) {
-    Bytes b;
-    const std::string_view f[] = {filter};
-    mqtt::encode_subscribe(b, 1, f);
-    return b;
-  }
 
   metrics::Counters c_;
   peering::Peering p_;
@@ -44,8 +37,8 @@ TEST_F(Peering, LocalInterestIsAnnouncedToEveryPeerAsPlainMqtt) {
 }
 
 TEST_F(Peering, PublishGoesOnlyToPeersWithAMatchingFilter) {
-  p_.on_datagram(kPeerA, subscribe("sensors/#"));
-  p_.on_datagram(kPeerB, subscribe("other"));
+  p_.on_datagram(kPeerA, subscribe_packet("sensors/#"));
+  p_.on_datagram(kPeerB, subscribe_packet("other"));
   p_.forward_publish("sensors/t", as_bytes("21"), false);
   ASSERT_EQ(p_.outbox().size(), 1u);
   EXPECT_EQ(p_.outbox()[0].dst, kPeerA);
@@ -55,26 +48,23 @@ TEST_F(Peering, PublishGoesOnlyToPeersWithAMatchingFilter) {
 }
 
 TEST_F(Peering, OnePeerWithSeveralMatchingFiltersGetsOneDatagram) {
-  p_.on_datagram(kPeerA, subscribe("a/#"));
-  p_.on_datagram(kPeerA, subscribe("a/+"));
+  p_.on_datagram(kPeerA, subscribe_packet("a/#"));
+  p_.on_datagram(kPeerA, subscribe_packet("a/+"));
   p_.forward_publish("a/b", as_bytes("x"), false);
   EXPECT_EQ(p_.outbox().size(), 1u);
 }
 
 TEST_F(Peering, StandardUnsubscribeRemovesInterest) {
-  p_.on_datagram(kPeerA, subscribe("t"));
+  p_.on_datagram(kPeerA, subscribe_packet("t"));
   EXPECT_TRUE(p_.peer_wants(kPeerA, "t"));
-  Bytes u;
-  const std::string_view f[] = {"t"};
-  mqtt::encode_unsubscribe(u, 3, f);
-  p_.on_datagram(kPeerA, u);
+  p_.on_datagram(kPeerA, unsubscribe_packet("t"));
   EXPECT_FALSE(p_.peer_wants(kPeerA, "t"));
   p_.forward_publish("t", as_bytes("x"), false);
   EXPECT_TRUE(p_.outbox().empty());
 }
 
 TEST_F(Peering, PrototypeType11UnsubscribeIsAccepted) {
-  p_.on_datagram(kPeerA, subscribe("topic1"));
+  p_.on_datagram(kPeerA, subscribe_packet("topic1"));
   // Type 11, flags 0, packet id 1, one length-prefixed topic: what the Scapy prototype sends.
   p_.on_datagram(kPeerA, bytes("b0 0a 00 01 00 06 74 6f 70 69 63 31"));
   EXPECT_FALSE(p_.peer_wants(kPeerA, "topic1"));
@@ -87,19 +77,15 @@ TEST_F(Peering, SubscribeWithFlagsZeroFromHandBuiltPeersIsAccepted) {
 }
 
 TEST_F(Peering, RepeatedSubscribeIsIdempotent) {
-  p_.on_datagram(kPeerA, subscribe("t"));
-  p_.on_datagram(kPeerA, subscribe("t"));
+  p_.on_datagram(kPeerA, subscribe_packet("t"));
+  p_.on_datagram(kPeerA, subscribe_packet("t"));
   EXPECT_EQ(p_.peer_filter_count(kPeerA), 1u);
-  Bytes u;
-  const std::string_view f[] = {"t"};
-  mqtt::encode_unsubscribe(u, 3, f);
-  p_.on_datagram(kPeerA, u);
+  p_.on_datagram(kPeerA, unsubscribe_packet("t"));
   EXPECT_EQ(p_.peer_filter_count(kPeerA), 0u);
 }
 
 TEST_F(Peering, PeerPublishIsReturnedForLocalDelivery) {
-  Bytes pub;
-  mqtt::encode_publish(pub, "x/y", as_bytes("data"), 1, false, false, 42);  // QoS accepted, ignored
+  const auto pub = publish_packet("x/y", "data", 1, 42);  // QoS accepted, ignored
   const auto got = p_.on_datagram(kPeerB, pub);
   ASSERT_TRUE(got);
   EXPECT_EQ(got->topic, "x/y");
@@ -108,10 +94,8 @@ TEST_F(Peering, PeerPublishIsReturnedForLocalDelivery) {
 }
 
 TEST_F(Peering, DatagramsFromStrangersAreIgnoredAndCounted) {
-  Bytes pub;
-  mqtt::encode_publish(pub, "t", as_bytes("spoof"), 0, false, false, 0);
-  EXPECT_FALSE(p_.on_datagram(kStranger, pub));
-  EXPECT_FALSE(p_.on_datagram(kStranger, subscribe("#")));
+  EXPECT_FALSE(p_.on_datagram(kStranger, publish_packet("t", "spoof")));
+  EXPECT_FALSE(p_.on_datagram(kStranger, subscribe_packet("#")));
   EXPECT_EQ(c_.peer_datagrams_unknown_source, 2u);
   p_.forward_publish("t", as_bytes("x"), false);
   EXPECT_TRUE(p_.outbox().empty());
@@ -137,7 +121,7 @@ TEST_F(Peering, InvalidFilterInPeerSubscribeIsSkipped) {
 TEST_F(Peering, OversizedPublishIsNotForwarded) {
   metrics::Counters c;
   peering::Peering small({{kPeerA}, 100}, log::null_logger(), c);
-  small.on_datagram(kPeerA, subscribe("t"));
+  small.on_datagram(kPeerA, subscribe_packet("t"));
   small.forward_publish("t", as_bytes(std::string(200, 'x')), false);
   EXPECT_TRUE(small.outbox().empty());
   EXPECT_EQ(c.peer_publish_too_large, 1u);
