@@ -85,7 +85,7 @@ void Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
     mqtt::DecodeError err;
     const auto frame = s.splitter.next(err);
     if (!frame) {
-      if (err != mqtt::DecodeError::None) protocol_error(s, mqtt::decode_error_name(err));
+      if (err != mqtt::DecodeError::None) protocol_error(s, mqtt::decode_error_name(err), now);
       return;
     }
     handle_frame(s, *frame, now);
@@ -95,10 +95,10 @@ void Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
   }
 }
 
-void Broker::protocol_error(Session& s, std::string_view reason) {
+void Broker::protocol_error(Session& s, std::string_view reason, TimePoint now) {
   ++counters_.mqtt_protocol_errors;
   log_.warn(kLog, "closing client={} id={}: {}", s.label, s.client_id, reason);
-  end_session(s, /*publish_will_msg=*/true, TimePoint{});
+  end_session(s, /*publish_will_msg=*/true, now);
 }
 
 void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
@@ -115,12 +115,14 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
     return;
   }
   if (err != mqtt::DecodeError::None) {
-    protocol_error(s, fmt::format("malformed {}: {}", mqtt::packet_type_name(f.type()),
-                                  mqtt::decode_error_name(err)));
+    protocol_error(s,
+                   fmt::format("malformed {}: {}", mqtt::packet_type_name(f.type()),
+                               mqtt::decode_error_name(err)),
+                   now);
     return;
   }
   if (s.phase == Phase::AwaitConnect && !std::holds_alternative<mqtt::Connect>(packet)) {
-    protocol_error(s, fmt::format("{} before CONNECT", mqtt::packet_type_name(f.type())));
+    protocol_error(s, fmt::format("{} before CONNECT", mqtt::packet_type_name(f.type())), now);
     return;
   }
   touch(s, now);
@@ -129,7 +131,7 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
         using T = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<T, mqtt::Connect>) {
           if (s.phase == Phase::Connected) {
-            protocol_error(s, "second CONNECT");  // [MQTT-3.1.0-2]
+            protocol_error(s, "second CONNECT", now);  // [MQTT-3.1.0-2]
           } else {
             handle_connect(s, p, now);
           }

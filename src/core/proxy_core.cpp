@@ -315,7 +315,6 @@ void ProxyCore::flush(TimePoint now) {
     c->dirty = false;
     ConnOutbox out(*this, *c);
     c->ep.flush(now, out);
-    handle_events(*c, now);  // flush itself yields no events; this only catches late ones
     if (c->ep.is_closed()) {
       erase(*c);
       continue;

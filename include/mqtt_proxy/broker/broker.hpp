@@ -80,7 +80,7 @@ class Broker {
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
-  void protocol_error(Session& s, std::string_view reason);
+  void protocol_error(Session& s, std::string_view reason, TimePoint now);
   void deliver_local(std::string_view topic, ByteSpan payload);
   void publish_will(Session& s, TimePoint now);
   // Ends a session: subscriptions removed (peers told), optional will, transport closed.
