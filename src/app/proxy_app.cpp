@@ -7,6 +7,7 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -234,7 +235,10 @@ int run_proxy(const Options& opt) {
   int exit_code = 0;
 
   for (;;) {
-    // Sleep until I/O or the next deadline. libpcap may ask for a poll timeout (a vanished device).
+    // Sleep until I/O or the next deadline (timerfd). A capture that libpcap wants polled shortens
+    // the wait so its error surfaces.
+    const bool poll_captures = std::any_of(captures.begin(), captures.end(),
+                                           [](const auto& c) { return c->needs_polling(); });
     auto deadline = earliest(earliest(core.next_deadline(), shutdown_by), next_stats);
     itimerspec its{};
     if (deadline) {
@@ -245,7 +249,7 @@ int run_proxy(const Options& opt) {
     ::timerfd_settime(tfd.get(), TFD_TIMER_ABSTIME, &its, nullptr);
 
     epoll_event events[64];
-    const int n = ::epoll_wait(ep.get(), events, 64, 1000);
+    const int n = ::epoll_wait(ep.get(), events, 64, poll_captures ? 10 : -1);
     if (n < 0 && errno != EINTR) {
       log.error(kLog, "epoll_wait: {}", std::strerror(errno));
       exit_code = 1;
@@ -297,6 +301,16 @@ int run_proxy(const Options& opt) {
             shutdown_by = now + std::chrono::milliseconds(opt.shutdown_grace_ms);
           }
           break;
+        }
+      }
+    }
+    if (poll_captures) {
+      for (std::uint32_t k = 0; k < captures.size(); ++k) {
+        if (!captures[k]->needs_polling()) continue;
+        if (captures[k]->drain([&](ByteSpan frame) { core.on_frame(k, frame, now); }) < 0) {
+          log.error(kLog, "capture on {} failed: {}", captures[k]->iface(),
+                    captures[k]->last_error());
+          capture_failed = true;
         }
       }
     }

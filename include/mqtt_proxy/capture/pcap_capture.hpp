@@ -69,6 +69,9 @@ class PcapCapture {
 
   CaptureStats stats() const;
   std::uint64_t truncated() const { return truncated_; }
+  // After the interface went down libpcap raises no readiness; it asks to be polled instead, and
+  // the next drain() then reports the error.
+  bool needs_polling() const { return pcap_get_required_select_timeout(handle_) != nullptr; }
   std::string last_error() const;
 
  private:
