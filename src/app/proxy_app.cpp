@@ -257,27 +257,27 @@ int run_proxy(const Options& opt) {
     }
     now = monotonic_now();
     bool capture_failed = false;
+    auto drain_capture = [&](std::uint32_t index) {
+      auto& cap = *captures[index];
+      const auto truncated_before = cap.truncated();
+      if (cap.drain([&](ByteSpan frame) { core.on_frame(index, frame, now); }) < 0) {
+        log.error(kLog, "capture on {} failed: {}", cap.iface(), cap.last_error());
+        capture_failed = true;
+      }
+      if (truncated_before == 0 && cap.truncated() > 0) {
+        log.warn(kLog,
+                 "{}: frames longer than the MTU arrive (a client's TSO/GSO): they are cut, "
+                 "counted and left to TCP retransmission; turn offloads off on the clients' links",
+                 cap.iface());
+      }
+    };
     for (int k = 0; k < n; ++k) {
       const auto t = static_cast<Tag>(events[k].data.u64 >> 32);
       const auto index = static_cast<std::uint32_t>(events[k].data.u64 & 0xffffffffu);
       switch (t) {
-        case kCapture: {
-          auto& cap = *captures[index];
-          const auto truncated_before = cap.truncated();
-          const int got = cap.drain([&](ByteSpan frame) { core.on_frame(index, frame, now); });
-          if (got < 0) {
-            log.error(kLog, "capture on {} failed: {}", cap.iface(), cap.last_error());
-            capture_failed = true;
-          }
-          if (truncated_before == 0 && cap.truncated() > 0) {
-            log.warn(kLog,
-                     "{}: frames longer than the MTU arrive (a client's TSO/GSO): they are cut, "
-                     "counted and left to TCP retransmission; turn offloads off on the clients' "
-                     "links",
-                     cap.iface());
-          }
+        case kCapture:
+          drain_capture(index);
           break;
-        }
         case kUdp:
           udp.drain([&](wire::Ipv4Address src, ByteSpan d) { core.on_peer_datagram(src, d, now); });
           break;
@@ -306,12 +306,7 @@ int run_proxy(const Options& opt) {
     }
     if (poll_captures) {
       for (std::uint32_t k = 0; k < captures.size(); ++k) {
-        if (!captures[k]->needs_polling()) continue;
-        if (captures[k]->drain([&](ByteSpan frame) { core.on_frame(k, frame, now); }) < 0) {
-          log.error(kLog, "capture on {} failed: {}", captures[k]->iface(),
-                    captures[k]->last_error());
-          capture_failed = true;
-        }
+        if (captures[k]->needs_polling()) drain_capture(k);
       }
     }
     core.on_timers(now);
