@@ -66,27 +66,27 @@ std::vector<std::string> enabled_offloads(const std::string& iface) {
   std::vector<std::string> on;
   const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return on;
-  const std::pair<std::uint32_t, const char*> queries[] = {
-      {ETHTOOL_GTXCSUM, "tx-checksumming"},
-      {ETHTOOL_GTSO, "tcp-segmentation-offload"},
-      {ETHTOOL_GGSO, "generic-segmentation-offload"},
-      {ETHTOOL_GGRO, "generic-receive-offload"},
+  // Each query answers a value; an offload is on when the bits in `mask` are set in it. LRO has no
+  // query of its own, only a bit in the flags word.
+  struct Query {
+    std::uint32_t cmd;
+    std::uint32_t mask;
+    const char* name;
   };
-  for (const auto& [cmd, name] : queries) {
+  const Query queries[] = {
+      {ETHTOOL_GTXCSUM, ~0u, "tx-checksumming"},
+      {ETHTOOL_GTSO, ~0u, "tcp-segmentation-offload"},
+      {ETHTOOL_GGSO, ~0u, "generic-segmentation-offload"},
+      {ETHTOOL_GGRO, ~0u, "generic-receive-offload"},
+      {ETHTOOL_GFLAGS, ETH_FLAG_LRO, "large-receive-offload"},
+  };
+  for (const auto& q : queries) {
     ethtool_value v{};
-    v.cmd = cmd;
+    v.cmd = q.cmd;
     ifreq req{};
     std::strncpy(req.ifr_name, iface.c_str(), IFNAMSIZ - 1);
     req.ifr_data = reinterpret_cast<char*>(&v);
-    if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && v.data) on.emplace_back(name);
-  }
-  ethtool_value flags{};
-  flags.cmd = ETHTOOL_GFLAGS;
-  ifreq req{};
-  std::strncpy(req.ifr_name, iface.c_str(), IFNAMSIZ - 1);
-  req.ifr_data = reinterpret_cast<char*>(&flags);
-  if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && (flags.data & ETH_FLAG_LRO)) {
-    on.emplace_back("large-receive-offload");
+    if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && (v.data & q.mask)) on.emplace_back(q.name);
   }
   ::close(fd);
   return on;
