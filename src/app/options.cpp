@@ -53,6 +53,13 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "offloaded checksum from a corrupt one)")
     ("max-connections", po::value<std::size_t>(&out.max_connections)->default_value(100000),
      "connections held at once; further SYNs are refused with RST")
+    ("max-half-open", po::value<std::size_t>(&out.max_half_open)->default_value(1024),
+     "connections in SYN-RECEIVED at once; beyond this SYNs get SYN cookies")
+    ("tcp-rcv-buffer", po::value<std::uint32_t>(&out.tcp_rcv_buffer)->default_value(65535),
+     "receive buffer per connection, in bytes; above 65535 needs the client's window scaling")
+    ("stall-timeout", po::value<unsigned>(&out.stall_timeout_seconds)->default_value(60),
+     "abort a connection whose queued data saw no acknowledgement for this long, in seconds "
+     "(a client that stopped reading; 0: never)")
     ("max-packet-size", po::value<std::size_t>(&out.max_packet_size)->default_value(16 * 1024 * 1024),
      "largest MQTT packet accepted from a client, in bytes")
     ("max-queued-bytes", po::value<std::size_t>(&out.max_queued_bytes)->default_value(4 * 1024 * 1024),
@@ -120,6 +127,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   out.firewall = !vm["no-firewall"].as<bool>();
   if (out.max_connections == 0) {
     message = "--max-connections must be at least 1";
+    return ParseOutcome::Error;
+  }
+  if (out.tcp_rcv_buffer < 1024 || out.tcp_rcv_buffer > (1u << 30)) {
+    message = "--tcp-rcv-buffer must be between 1024 and 1073741824";
     return ParseOutcome::Error;
   }
   if (out.max_packet_size < 2 || out.max_packet_size > 268435460) {

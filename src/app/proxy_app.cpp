@@ -119,6 +119,9 @@ int run_proxy(const Options& opt) {
   core::CoreConfig cfg;
   cfg.tcp_port = opt.tcp_port;
   cfg.max_connections = opt.max_connections;
+  cfg.max_half_open = opt.max_half_open;
+  cfg.tcp.rcv_buffer = opt.tcp_rcv_buffer;
+  cfg.tcp.user_timeout = std::chrono::seconds(opt.stall_timeout_seconds);
   cfg.verify_checksums = opt.verify_checksums;
   if (::getrandom(cfg.secret.data(), cfg.secret.size(), 0) !=
       static_cast<ssize_t>(cfg.secret.size())) {

@@ -35,6 +35,7 @@ struct Broker::Session {
   std::optional<StoredWill> will;
   std::unordered_set<std::uint16_t> qos2_awaiting_pubrel;
   std::uint64_t delivery_mark = 0;
+  std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
   bool closing = false;
 
   explicit Session(std::size_t max_packet) : splitter(max_packet) {}
@@ -263,9 +264,17 @@ void Broker::deliver_local(std::string_view topic, ByteSpan payload) {
     sub->delivery_mark = mark;
     if (host_.queued_bytes(sub->handle) + packet.size() > cfg_.max_queued_bytes) {
       ++counters_.mqtt_publish_dropped_slow;
-      log_.debug(kLog, "PUBLISH dropped for slow client={} id={} topic={}", sub->label,
-                 sub->client_id, topic);
+      if (sub->dropped_in_a_row++ == 0) {
+        log_.warn(kLog,
+                  "client={} id={} is not reading: {} bytes queued, dropping QoS 0 messages to it",
+                  sub->label, sub->client_id, host_.queued_bytes(sub->handle));
+      }
       return;
+    }
+    if (sub->dropped_in_a_row > 0) {
+      log_.info(kLog, "client={} id={} reads again; {} messages to it were dropped", sub->label,
+                sub->client_id, sub->dropped_in_a_row);
+      sub->dropped_in_a_row = 0;
     }
     ++counters_.mqtt_publish_delivered;
     host_.send(sub->handle, packet);

@@ -13,7 +13,11 @@ void add_endpoint_stats(metrics::Counters& c, const tcp::EndpointStats& s) {
   c.tcp_retransmits += s.segments_retransmitted;
   c.tcp_out_of_order += s.out_of_order_segments;
   c.tcp_challenge_acks += s.challenge_acks;
+  c.tcp_zero_window_probes += s.zero_window_probes;
 }
+
+// A cookie answers ACKs for about two 64 s slots; after that no ACK can carry a valid one.
+constexpr Duration kCookieLifetime = std::chrono::seconds(130);
 }  // namespace
 
 struct ProxyCore::Connection {
@@ -25,10 +29,10 @@ struct ProxyCore::Connection {
   std::string label;
   bool dirty = false;
   bool broker_open = false;  // the broker has a session for it
+  bool half_open = false;    // counted in half_open_ until ESTABLISHED or freed
   std::optional<TimePoint> scheduled_at;
 
-  Connection(const tcp::EndpointConfig& cfg, const tcp::SegmentIn& syn, tcp::Seq iss, TimePoint now)
-      : ep(cfg, syn, iss, now) {}
+  explicit Connection(tcp::Endpoint e) : ep(std::move(e)) {}
 };
 
 class ProxyCore::ConnOutbox final : public tcp::Outbox {
@@ -48,6 +52,7 @@ class ProxyCore::ConnOutbox final : public tcp::Outbox {
     spec.flags = s.flags;
     spec.window = s.window;
     spec.mss = s.mss;
+    spec.window_scale = s.wscale;
     spec.payload = s.payload;
     core_.emit_frame(c_.iface, spec);
     if (s.flags & kRst) core_.log_.debug(kLog, "RST sent to {}", c_.label);
@@ -64,6 +69,7 @@ ProxyCore::ProxyCore(CoreConfig cfg, log::Logger& log)
       peering_(cfg_.peering, log, counters_),
       broker_(cfg_.broker, *this, peering_, log, counters_),
       isn_(cfg_.secret),
+      cookies_(cfg_.secret),
       by_key_(64, tcp::ConnKeyHash{cfg_.secret}) {}
 
 ProxyCore::~ProxyCore() = default;
@@ -127,6 +133,65 @@ void ProxyCore::send_stateless_reset(std::size_t iface, const wire::EthernetView
   ++counters_.tcp_resets_sent;
 }
 
+void ProxyCore::send_cookie_synack(std::size_t iface, const wire::EthernetView& eth,
+                                   const wire::Ipv4View& ip, const wire::TcpView& tcp,
+                                   const tcp::ConnKey& key, TimePoint now) {
+  const auto ecfg = endpoint_config(iface);
+  wire::TcpFrameSpec s;
+  s.src_mac = cfg_.interfaces[iface].mac;
+  s.dst_mac = eth.src();
+  s.src_ip = ip.dst();
+  s.dst_ip = ip.src();
+  s.src_port = tcp.dst_port();
+  s.dst_port = tcp.src_port();
+  const std::uint16_t peer_mss = tcp.options().mss.value_or(536);
+  s.seq = cookies_.make(key, tcp.seq(), peer_mss, now);
+  s.ack = tcp.seq() + 1u;
+  s.flags = kSyn | kAck;
+  s.window = static_cast<std::uint16_t>(std::min<std::uint32_t>(ecfg.rcv_buffer, 0xffff));
+  s.mss = ecfg.local_mss;
+  emit_frame(iface, s);
+  ++counters_.tcp_syn_cookies_sent;
+  last_cookie_sent_ = now;
+  if (cookie_log_suppressed_++ % 10000 == 0) {
+    log_.warn(kLog,
+              "half-open connections at the limit {}: answering SYNs with SYN cookies ({} so far)",
+              cfg_.max_half_open, counters_.tcp_syn_cookies_sent);
+  }
+}
+
+tcp::EndpointConfig ProxyCore::endpoint_config(std::size_t iface) const {
+  tcp::EndpointConfig ecfg = cfg_.tcp;
+  const auto mtu = cfg_.interfaces[iface].mtu;
+  ecfg.local_mss = static_cast<std::uint16_t>(std::clamp<std::uint32_t>(mtu, 576, 65535) - 40);
+  return ecfg;
+}
+
+ProxyCore::Connection& ProxyCore::add_connection(tcp::Endpoint ep, const tcp::ConnKey& key,
+                                                 std::size_t iface, const wire::EthernetView& eth) {
+  auto conn = std::make_unique<Connection>(std::move(ep));
+  conn->id = next_id_++;
+  conn->key = key;
+  conn->iface = iface;
+  conn->peer_mac = eth.src();
+  conn->label = key.remote_to_string();
+  Connection& c = *conn;
+  by_key_.emplace(key, c.id);
+  conns_.emplace(c.id, std::move(conn));
+  mark_dirty(c);
+  return c;
+}
+
+bool ProxyCore::refuse_over_limit(const tcp::ConnKey& key) {
+  if (conns_.size() < cfg_.max_connections) return false;
+  ++counters_.tcp_connection_limit_hits;
+  if (limit_log_suppressed_++ % 1000 == 0) {
+    log_.warn(kLog, "connection limit {} reached: refusing {} ({} refused so far)",
+              cfg_.max_connections, key.remote_to_string(), counters_.tcp_connection_limit_hits);
+  }
+  return true;
+}
+
 void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
   ++counters_.frames_received;
   if (iface >= cfg_.interfaces.size()) return;
@@ -177,7 +242,11 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
   seg.window = tcp->window();
   seg.payload = tcp->payload();
   const bool pure_syn = (flags & (kSyn | kAck | kRst | kFin)) == kSyn;
-  if (pure_syn) seg.mss = tcp->options().mss;
+  if (pure_syn) {
+    const auto opts = tcp->options();
+    seg.mss = opts.mss;
+    seg.wscale = opts.window_scale;
+  }
 
   Connection* c = nullptr;
   if (auto it = by_key_.find(key); it != by_key_.end()) c = find(it->second);
@@ -191,37 +260,40 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
 
   if (!c) {
     if (flags & kRst) return;
-    if (!pure_syn) {
+    if (pure_syn) {
+      if (refuse_over_limit(key)) {
+        send_stateless_reset(iface, *eth, *ip, *tcp);
+      } else if (half_open_ >= cfg_.max_half_open) {
+        send_cookie_synack(iface, *eth, *ip, *tcp, key, now);
+      } else {
+        const tcp::Seq iss = isn_fn_ ? isn_fn_(key, now) : isn_.generate(key, now);
+        Connection& n =
+            add_connection(tcp::Endpoint(endpoint_config(iface), seg, iss, now), key, iface, *eth);
+        n.half_open = true;
+        ++half_open_;
+        log_.debug(kLog, "{}: SYN, new connection (mss {} -> {}, wscale {})", n.label,
+                   seg.mss.value_or(0), n.ep.effective_mss(), n.ep.snd_wscale());
+      }
+      return;
+    }
+    if ((flags & (kAck | kSyn)) == kAck && last_cookie_sent_ &&
+        now - *last_cookie_sent_ <= kCookieLifetime) {
+      if (auto mss = cookies_.check(key, seg.seq, seg.ack, now)) {
+        if (refuse_over_limit(key)) {
+          send_stateless_reset(iface, *eth, *ip, *tcp);
+          return;
+        }
+        ++counters_.tcp_syn_cookies_accepted;
+        c = &add_connection(
+            tcp::Endpoint::from_cookie(endpoint_config(iface), seg, seg.ack - 1u, *mss, now), key,
+            iface, *eth);
+        log_.debug(kLog, "{}: connection from a SYN cookie (mss {})", c->label, *mss);
+      }
+    }
+    if (!c) {
       if (flags & kAck) send_stateless_reset(iface, *eth, *ip, *tcp);
       return;
     }
-    if (conns_.size() >= cfg_.max_connections) {
-      ++counters_.tcp_connection_limit_hits;
-      if (limit_log_suppressed_++ % 1000 == 0) {
-        log_.warn(kLog, "connection limit {} reached: refusing {} ({} refused so far)",
-                  cfg_.max_connections, key.remote_to_string(),
-                  counters_.tcp_connection_limit_hits);
-      }
-      send_stateless_reset(iface, *eth, *ip, *tcp);
-      return;
-    }
-    const tcp::Seq iss = isn_fn_ ? isn_fn_(key, now) : isn_.generate(key, now);
-    tcp::EndpointConfig ecfg = cfg_.tcp;
-    const auto mtu = cfg_.interfaces[iface].mtu;
-    ecfg.local_mss = static_cast<std::uint16_t>(std::clamp<std::uint32_t>(mtu, 576, 65535) - 40);
-    auto conn = std::make_unique<Connection>(ecfg, seg, iss, now);
-    conn->id = next_id_++;
-    conn->key = key;
-    conn->iface = iface;
-    conn->peer_mac = eth->src();
-    conn->label = key.remote_to_string();
-    c = conn.get();
-    by_key_.emplace(key, c->id);
-    conns_.emplace(c->id, std::move(conn));
-    log_.debug(kLog, "{}: SYN, new connection (mss {} -> {})", c->label, seg.mss.value_or(0),
-               c->ep.effective_mss());
-    mark_dirty(*c);
-    return;
   }
 
   ConnOutbox out(*this, *c);
@@ -250,6 +322,10 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
   const std::uint8_t ev = c.ep.take_events();
   if (ev == 0) return;
   if (ev & tcp::event::kEstablished) {
+    if (c.half_open) {
+      c.half_open = false;
+      --half_open_;
+    }
     ++counters_.tcp_connections_accepted;
     log_.debug(kLog, "{}: ESTABLISHED", c.label);
     c.broker_open = true;
@@ -279,6 +355,15 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     log_.info(kLog, "{}: retransmissions exhausted, connection aborted", c.label);
     lost = "TCP retransmission timeout";
   }
+  if (ev & tcp::event::kStalled) {
+    ++counters_.tcp_stalls;
+    log_.info(kLog,
+              "{}: queued data unacknowledged for {} s (client not reading or gone), connection "
+              "aborted",
+              c.label,
+              std::chrono::duration_cast<std::chrono::seconds>(cfg_.tcp.user_timeout).count());
+    lost = "no progress sending to the client (stall timeout)";
+  }
   if ((ev & tcp::event::kClosed) && lost.empty()) lost = "connection closed";
   if (!lost.empty() && c.broker_open) {
     c.broker_open = false;
@@ -295,6 +380,7 @@ void ProxyCore::reschedule(Connection& c) {
 }
 
 void ProxyCore::erase(Connection& c) {
+  if (c.half_open) --half_open_;
   ++counters_.tcp_connections_closed;
   add_endpoint_stats(counters_, c.ep.stats());
   log_.debug(kLog, "{}: state freed ({}), {} retransmitted segments", c.label,

@@ -5,9 +5,8 @@
 // in-window attacks: challenge ACKs), RFC 6528 (ISN, see isn.cpp), RFC 1122 4.2.2.17 (zero-window
 // probing).
 //
-// Not negotiated, on purpose: window scaling, SACK and timestamps (the SYN-ACK carries only MSS, so
-// by RFC 7323 neither side scales and PAWS does not apply). The receive window is therefore at most
-// 65535.
+// Window scaling (RFC 7323) is used when the client offers it. Not negotiated, on purpose: SACK and
+// timestamps (so PAWS does not apply; TIME-WAIT and the ISN generator keep old segments out).
 
 #include "mqtt_proxy/tcp/endpoint.hpp"
 
@@ -43,9 +42,23 @@ const char* state_name(State s) {
   return "?";
 }
 
+std::uint8_t window_scale_for(std::uint32_t buffer) {
+  std::uint8_t shift = 0;
+  while (shift < 14 && (buffer >> shift) > 0xffff) ++shift;
+  return shift;
+}
+
 Endpoint::Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, TimePoint now)
     : cfg_(cfg), rto_(cfg.rto_initial) {
   (void)now;
+  if (syn.wscale) {
+    wscale_ok_ = true;
+    // RFC 7323 2.3: a shift above 14 is used as 14.
+    snd_wscale_ = std::min<std::uint8_t>(*syn.wscale, 14);
+    rcv_wscale_ = window_scale_for(cfg_.rcv_buffer);
+  } else if (cfg_.rcv_buffer > 0xffff) {
+    cfg_.rcv_buffer = 0xffff;  // no scaling: a window the field cannot carry would go unused
+  }
   iss_ = iss;
   snd_una_ = iss;
   snd_nxt_ = iss;
@@ -64,6 +77,21 @@ Endpoint::Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, Tim
   cwnd_ = 10u * eff_mss_;  // RFC 6928 initial window
 }
 
+Endpoint Endpoint::from_cookie(const EndpointConfig& cfg, const SegmentIn& ack, Seq iss,
+                               std::uint16_t peer_mss, TimePoint now) {
+  SegmentIn syn;
+  syn.seq = ack.seq - 1;
+  syn.flags = kSyn;
+  syn.window = ack.window;
+  syn.mss = peer_mss;
+  Endpoint ep(cfg, syn, iss, now);
+  ep.synack_due_ = false;
+  ep.snd_nxt_ = iss + 1;
+  ep.snd_max_ = iss + 1;
+  // on_segment() then takes `ack` as the handshake's completion in SYN-RECEIVED.
+  return ep;
+}
+
 // Out-of-order bytes lie inside the window already offered, so only unread in-order bytes shrink
 // it; counting the others would move the right edge left (RFC 9293 3.8.6.2.2 says not to).
 std::uint32_t Endpoint::rcv_wnd() const {
@@ -72,7 +100,7 @@ std::uint32_t Endpoint::rcv_wnd() const {
 }
 
 std::uint16_t Endpoint::advertised_window() const {
-  return static_cast<std::uint16_t>(std::min<std::uint32_t>(rcv_wnd(), 0xffff));
+  return static_cast<std::uint16_t>(std::min<std::uint32_t>(rcv_wnd() >> rcv_wscale_, 0xffff));
 }
 
 void Endpoint::emit(Outbox& out, Seq seq, std::uint8_t flags, ByteSpan payload) {
@@ -85,7 +113,7 @@ void Endpoint::emit(Outbox& out, Seq seq, std::uint8_t flags, ByteSpan payload) 
   }
   s.window = advertised_window();
   s.payload = payload;
-  last_window_sent_ = s.window;
+  last_window_sent_ = std::uint32_t{s.window} << rcv_wscale_;
   out.emit(s);
 }
 
@@ -94,8 +122,9 @@ void Endpoint::emit_synack(TimePoint now, Outbox& out) {
   s.seq = iss_;
   s.ack = rcv_nxt_;
   s.flags = kSyn | kAck;
-  s.window = advertised_window();
+  s.window = static_cast<std::uint16_t>(std::min<std::uint32_t>(rcv_wnd(), 0xffff));  // unscaled
   s.mss = cfg_.local_mss;
+  if (wscale_ok_) s.wscale = rcv_wscale_;
   out.emit(s);
   ack_pending_ = false;
   synack_due_ = false;
@@ -222,7 +251,8 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
     return false;
   }
 
-  const bool window_unchanged = s.window == snd_wnd_;
+  const std::uint32_t seg_wnd = std::uint32_t{s.window} << snd_wscale_;
+  const bool window_unchanged = seg_wnd == snd_wnd_;
   if (s.ack > snd_una_) {
     const std::uint32_t acked = s.ack - snd_una_;
     if (s.ack > tx_base_) {
@@ -231,6 +261,7 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
       tx_base_ += static_cast<std::uint32_t>(n);
     }
     snd_una_ = s.ack;
+    if (stalled_since_) stalled_since_ = now;
     if (snd_nxt_ < snd_una_) snd_nxt_ = snd_una_;
     if (rtt_active_ && s.ack > rtt_seq_) {
       rtt_active_ = false;
@@ -269,7 +300,7 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
   // RFC 9293 3.10.7.4: update the send window only from segments that are not older than the last
   // one.
   if (snd_wl1_ < s.seq || (snd_wl1_ == s.seq && snd_wl2_ <= s.ack)) {
-    snd_wnd_ = s.window;
+    snd_wnd_ = seg_wnd;
     snd_wl1_ = s.seq;
     snd_wl2_ = s.ack;
     max_snd_wnd_ = std::max(max_snd_wnd_, snd_wnd_);
@@ -386,6 +417,7 @@ void Endpoint::set_state(State next, TimePoint now) {
       linger_until_ = now + cfg_.time_wait;
       rto_at_.reset();
       persist_at_.reset();
+      stalled_since_.reset();
       tx_.clear();
       ooo_.clear();
       break;
@@ -393,6 +425,7 @@ void Endpoint::set_state(State next, TimePoint now) {
       events_ |= event::kClosed;
       rto_at_.reset();
       persist_at_.reset();
+      stalled_since_.reset();
       linger_until_.reset();
       tx_.clear();
       ooo_.clear();
@@ -498,6 +531,11 @@ void Endpoint::flush(TimePoint now, Outbox& out) {
     if (synack_due_) emit_synack(now, out);
     return;
   }
+  if (tx_.empty()) {
+    stalled_since_.reset();
+  } else if (!stalled_since_) {
+    stalled_since_ = now;
+  }
   if (state_ != State::TimeWait) {
     send_data(now, out);
     // A FIN needs no window; send it once all data went out.
@@ -526,6 +564,14 @@ void Endpoint::flush(TimePoint now, Outbox& out) {
 void Endpoint::on_timer(TimePoint now, Outbox& out) {
   if (state_ == State::Closed) return;
   if (linger_until_ && *linger_until_ <= now) {
+    set_state(State::Closed, now);
+    return;
+  }
+  if (stalled_since_ && cfg_.user_timeout > Duration::zero() &&
+      *stalled_since_ + cfg_.user_timeout <= now) {
+    ++stats_.stalls;
+    emit(out, snd_nxt_, kRst | kAck);
+    events_ |= event::kStalled;
     set_state(State::Closed, now);
     return;
   }
@@ -569,6 +615,7 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
       // A probe with an old sequence number draws an ACK carrying the current window and puts no
       // data beyond the window. It never counts as a retransmission.
       emit(out, snd_una_ - 1, kAck);
+      ++stats_.zero_window_probes;
       persist_backoff_ = std::min(persist_backoff_ + 1, 6);
       persist_at_ = now + std::min(rto_ * (1 << persist_backoff_), cfg_.rto_max);
     }
@@ -577,7 +624,11 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
 
 std::optional<TimePoint> Endpoint::next_deadline() const {
   if (state_ == State::Closed) return std::nullopt;
-  return earliest(earliest(rto_at_, persist_at_), linger_until_);
+  std::optional<TimePoint> stall_deadline;
+  if (stalled_since_ && cfg_.user_timeout > Duration::zero()) {
+    stall_deadline = *stalled_since_ + cfg_.user_timeout;
+  }
+  return earliest(earliest(rto_at_, persist_at_), earliest(linger_until_, stall_deadline));
 }
 
 }  // namespace mqtt_proxy::tcp

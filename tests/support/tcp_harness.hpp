@@ -23,6 +23,7 @@ struct Sent {
   std::uint8_t flags = 0;
   std::uint16_t window = 0;
   std::optional<std::uint16_t> mss;
+  std::optional<std::uint8_t> wscale;
   std::string payload;
 };
 
@@ -44,7 +45,7 @@ inline std::ostream& operator<<(std::ostream& os, const Sent& s) {
 class RecordingOutbox : public tcp::Outbox {
  public:
   void emit(const tcp::SegmentOut& s) override {
-    sent.push_back(Sent{s.seq, s.ack, s.flags, s.window, s.mss, str(s.payload)});
+    sent.push_back(Sent{s.seq, s.ack, s.flags, s.window, s.mss, s.wscale, str(s.payload)});
   }
   std::vector<Sent> sent;
 };
@@ -54,13 +55,14 @@ class TcpHarness {
   // Client ISN and server ISS; tests run with both near 2^32 as well.
   TcpHarness(std::uint32_t client_isn, std::uint32_t server_iss,
              tcp::EndpointConfig cfg = default_config(), std::optional<std::uint16_t> mss = 1460,
-             std::uint16_t client_window = 65535)
+             std::uint16_t client_window = 65535, std::optional<std::uint8_t> wscale = {})
       : client_isn(client_isn), local_isn(Seq{server_iss}), now(t0()) {
     tcp::SegmentIn syn;
     syn.seq = Seq{client_isn};
     syn.flags = kSyn;
     syn.window = client_window;
     syn.mss = mss;
+    syn.wscale = wscale;
     ep.emplace(cfg, syn, Seq{server_iss}, now);
     client_nxt = Seq{client_isn} + 1;
     client_window_ = client_window;

@@ -22,6 +22,9 @@ struct Options {
   bool firewall = true;
   bool verify_checksums = false;
   std::size_t max_connections = 100000;
+  std::size_t max_half_open = 1024;
+  std::uint32_t tcp_rcv_buffer = 65535;
+  unsigned stall_timeout_seconds = 60;
   std::size_t max_packet_size = 16 * 1024 * 1024;
   std::size_t max_queued_bytes = 4 * 1024 * 1024;
   std::size_t capture_buffer_bytes = 16 * 1024 * 1024;

@@ -17,6 +17,7 @@
 #include "mqtt_proxy/tcp/conn_key.hpp"
 #include "mqtt_proxy/tcp/endpoint.hpp"
 #include "mqtt_proxy/tcp/isn.hpp"
+#include "mqtt_proxy/tcp/syn_cookie.hpp"
 #include "mqtt_proxy/util/deadline_queue.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/wire/frame.hpp"
@@ -35,6 +36,9 @@ struct CoreConfig {
   std::vector<InterfaceInfo> interfaces;  // frames name their interface by index into this
   tcp::EndpointConfig tcp;                // local_mss is derived from each interface's MTU
   std::size_t max_connections = 100000;
+  // Connections still in SYN-RECEIVED. Beyond this, SYNs are answered with SYN cookies and keep no
+  // state, so a SYN flood cannot fill the table that established clients need.
+  std::size_t max_half_open = 1024;
   // pcap cannot tell a checksum the NIC has yet to fill in from a corrupt one (offload), so by
   // default mismatches are counted, not dropped. Turn on where transmit offload is off on the
   // clients' links.
@@ -70,6 +74,7 @@ class ProxyCore final : private broker::BrokerHost {
   std::size_t connection_count() const { return conns_.size(); }
   // Connections not yet fully closed on our side (TIME-WAIT and CLOSED excluded).
   std::size_t open_connection_count() const;
+  std::size_t half_open_count() const { return half_open_; }
   const broker::Broker& broker() const { return broker_; }
   const peering::Peering& peering() const { return peering_; }
   const tcp::Endpoint* find_endpoint(const tcp::ConnKey& k) const;
@@ -95,6 +100,13 @@ class ProxyCore final : private broker::BrokerHost {
   void erase(Connection& c);
   void send_stateless_reset(std::size_t iface, const wire::EthernetView& eth,
                             const wire::Ipv4View& ip, const wire::TcpView& tcp);
+  void send_cookie_synack(std::size_t iface, const wire::EthernetView& eth,
+                          const wire::Ipv4View& ip, const wire::TcpView& tcp,
+                          const tcp::ConnKey& key, TimePoint now);
+  tcp::EndpointConfig endpoint_config(std::size_t iface) const;
+  Connection& add_connection(tcp::Endpoint ep, const tcp::ConnKey& key, std::size_t iface,
+                             const wire::EthernetView& eth);
+  bool refuse_over_limit(const tcp::ConnKey& key);
   void emit_frame(std::size_t iface, const wire::TcpFrameSpec& spec);
   bool is_local_address(std::size_t iface, wire::Ipv4Address a) const;
 
@@ -104,6 +116,10 @@ class ProxyCore final : private broker::BrokerHost {
   peering::Peering peering_;
   broker::Broker broker_;
   tcp::IsnGenerator isn_;
+  tcp::SynCookies cookies_;
+  std::optional<TimePoint> last_cookie_sent_;
+  std::size_t half_open_ = 0;
+  std::uint64_t cookie_log_suppressed_ = 0;
   std::function<tcp::Seq(const tcp::ConnKey&, TimePoint)> isn_fn_;
   std::unordered_map<tcp::ConnKey, std::uint64_t, tcp::ConnKeyHash> by_key_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> conns_;

@@ -21,6 +21,10 @@ namespace mqtt_proxy::metrics {
   X(tcp_resets_sent, "RSTs sent for segments without a connection")                            \
   X(tcp_resets_received, "connections reset by the client")                                    \
   X(tcp_timeouts, "connections aborted after retransmissions ran out")                         \
+  X(tcp_stalls, "connections aborted after queued data saw no progress (stall timeout)")       \
+  X(tcp_zero_window_probes, "zero-window probes sent")                                         \
+  X(tcp_syn_cookies_sent, "SYN-ACKs sent as SYN cookies (half-open table full)")               \
+  X(tcp_syn_cookies_accepted, "connections established from a valid SYN cookie")               \
   X(tcp_retransmits, "segments retransmitted (timeouts and fast retransmits)")                 \
   X(tcp_out_of_order, "segments queued out of order")                                          \
   X(tcp_challenge_acks, "challenge ACKs sent (RFC 5961)")                                      \

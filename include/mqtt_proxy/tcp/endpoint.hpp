@@ -34,6 +34,7 @@ struct SegmentIn {
   std::uint8_t flags = 0;
   std::uint16_t window = 0;
   std::optional<std::uint16_t> mss;
+  std::optional<std::uint8_t> wscale;
   ByteSpan payload;
 };
 
@@ -42,8 +43,9 @@ struct SegmentOut {
   Seq ack;
   std::uint8_t flags = 0;
   std::uint16_t window = 0;
-  std::optional<std::uint16_t> mss;  // on SYN-ACK
-  ByteSpan payload;                  // valid only during Outbox::emit
+  std::optional<std::uint16_t> mss;    // on SYN-ACK
+  std::optional<std::uint8_t> wscale;  // on SYN-ACK, when the SYN offered window scaling
+  ByteSpan payload;                    // valid only during Outbox::emit
 };
 
 class Outbox {
@@ -53,9 +55,11 @@ class Outbox {
 };
 
 struct EndpointConfig {
-  std::uint16_t local_mss = 1460;    // what we accept: interface MTU - 40
-  std::uint32_t rcv_buffer = 65535;  // receive window at most this (no window scaling is offered)
-  std::uint16_t min_peer_mss = 64;   // floor for the peer's announced MSS (CVE-2019-11479 class)
+  std::uint16_t local_mss = 1460;  // what we accept: interface MTU - 40
+  // Receive buffer: the window we advertise is what is left of it. Above 65535 it needs the window
+  // scale option, which is offered only to clients that offer it (RFC 7323 1.3).
+  std::uint32_t rcv_buffer = 65535;
+  std::uint16_t min_peer_mss = 64;  // floor for the peer's announced MSS (CVE-2019-11479 class)
   Duration rto_initial = std::chrono::seconds(1);     // RFC 6298 2.1
   Duration rto_min = std::chrono::milliseconds(200);  // Linux's floor; RFC 6298 allows below 1 s
   Duration rto_max = std::chrono::seconds(60);
@@ -63,6 +67,10 @@ struct EndpointConfig {
   int max_synack_retransmits = 5;
   Duration time_wait = std::chrono::seconds(60);
   Duration fin_wait2_timeout = std::chrono::seconds(60);
+  // RFC 5482's user timeout: data waiting and SND.UNA not moving for this long aborts the
+  // connection, whether the peer is gone or just reads nothing (a zero window is probed forever
+  // otherwise). Zero turns it off.
+  Duration user_timeout = std::chrono::seconds(60);
   int challenge_acks_per_second = 10;  // RFC 5961 7, per connection (never global: CVE-2016-5696)
   Duration out_of_window_ack_interval = std::chrono::milliseconds(500);
 };
@@ -75,6 +83,7 @@ inline constexpr std::uint8_t kPeerFin = 0x04;   // the peer will send no more
 inline constexpr std::uint8_t kReset = 0x08;     // the peer reset the connection
 inline constexpr std::uint8_t kTimedOut = 0x10;  // retransmissions exhausted; we sent RST
 inline constexpr std::uint8_t kClosed = 0x20;    // state is Closed; the endpoint can be freed
+inline constexpr std::uint8_t kStalled = 0x40;   // user timeout: no progress; we sent RST
 }  // namespace event
 
 struct EndpointStats {
@@ -86,13 +95,24 @@ struct EndpointStats {
   std::uint64_t overlap_mismatch_bytes = 0;
   std::uint64_t challenge_acks = 0;
   std::uint64_t bad_acks = 0;
+  std::uint64_t zero_window_probes = 0;
+  std::uint64_t stalls = 0;  // aborted by the user timeout
 };
+
+// The window scale shift that fits `buffer` into the 16-bit window field (RFC 7323 2.3: at most
+// 14).
+std::uint8_t window_scale_for(std::uint32_t buffer);
 
 class Endpoint {
  public:
   // Passive open: `syn` is an acceptable SYN; `iss` our initial sequence number. The SYN-ACK goes
   // out at the next flush().
   Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, TimePoint now);
+  // An endpoint whose handshake was done statelessly with a SYN cookie: `ack` completes it (ISN
+  // iss, the client's ISN ack.seq - 1, the MSS the cookie carried). No window scaling: the cookie's
+  // SYN-ACK offered none. Pass `ack` to on_segment() next; it may carry data.
+  static Endpoint from_cookie(const EndpointConfig& cfg, const SegmentIn& ack, Seq iss,
+                              std::uint16_t peer_mss, TimePoint now);
 
   void on_segment(const SegmentIn& s, TimePoint now, Outbox& out);
   void on_timer(TimePoint now, Outbox& out);
@@ -122,6 +142,8 @@ class Endpoint {
   bool can_send() const { return state_ == State::Established || state_ == State::CloseWait; }
   std::size_t queued_bytes() const { return tx_.size(); }  // sent-but-unacked plus unsent
   std::optional<TimePoint> next_deadline() const;
+  // Since when queued data has been waiting with no acknowledgement progress, if it is.
+  std::optional<TimePoint> stalled_since() const { return stalled_since_; }
 
   Seq iss() const { return iss_; }
   Seq irs() const { return irs_; }
@@ -131,13 +153,15 @@ class Endpoint {
   std::uint32_t snd_wnd() const { return snd_wnd_; }
   std::uint32_t cwnd() const { return cwnd_; }
   std::uint16_t effective_mss() const { return eff_mss_; }
+  std::uint8_t snd_wscale() const { return snd_wscale_; }
+  std::uint8_t rcv_wscale() const { return rcv_wscale_; }
   Duration rto() const { return rto_; }
   std::optional<Duration> srtt() const { return srtt_; }
   const EndpointStats& stats() const { return stats_; }
 
  private:
   std::uint32_t rcv_wnd() const;
-  std::uint16_t advertised_window() const;
+  std::uint16_t advertised_window() const;  // the field: rcv_wnd() >> rcv_wscale_
   void emit(Outbox& out, Seq seq, std::uint8_t flags, ByteSpan payload = {});
   void emit_synack(TimePoint now, Outbox& out);
   bool allow_challenge_ack(TimePoint now);
@@ -169,6 +193,9 @@ class Endpoint {
   Seq snd_wl2_;
   std::uint32_t snd_wnd_ = 0;
   std::uint32_t max_snd_wnd_ = 0;
+  std::uint8_t snd_wscale_ = 0;  // applied to the peer's window field
+  std::uint8_t rcv_wscale_ = 0;  // applied to ours
+  bool wscale_ok_ = false;       // the SYN offered window scaling, so the SYN-ACK answers it
   std::uint16_t eff_mss_ = 536;
   Seq tx_base_;  // sequence number of tx_[0]
   ByteQueue tx_;
@@ -205,10 +232,12 @@ class Endpoint {
   std::optional<std::uint64_t> peer_fin_offset_;
   bool fin_received_ = false;
   bool ack_pending_ = false;
-  std::uint32_t last_window_sent_ = 0xffff;
+  std::uint32_t last_window_sent_ = 0xffff;  // in bytes
   bool synack_due_ = true;
 
   std::optional<TimePoint> linger_until_;  // TIME-WAIT or FIN-WAIT-2 timeout
+  // Since when data has been waiting without SND.UNA moving (the user timeout's clock).
+  std::optional<TimePoint> stalled_since_;
   TimePoint challenge_window_start_{};
   int challenge_acks_in_window_ = 0;
   std::optional<TimePoint> last_oow_ack_;

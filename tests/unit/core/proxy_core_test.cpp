@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <utility>
 
 #include "broker_fixture.hpp"
@@ -41,6 +42,7 @@ struct Client {
   Seq snd_nxt{1000};
   Seq rcv_nxt;
   Bytes stream;  // in-order bytes received from the proxy
+  std::uint16_t window = 65535;
 
   Bytes frame(std::uint8_t flags, ByteSpan payload = {}, std::optional<Seq> seq = {},
               MacAddress dst_mac = kProxyMac, Ipv4Address dst_ip = kProxyIp,
@@ -55,7 +57,7 @@ struct Client {
     s.seq = seq.value_or(snd_nxt);
     s.ack = rcv_nxt;
     s.flags = flags;
-    s.window = 65535;
+    s.window = window;
     if (flags & kSyn) s.mss = 1460;
     s.payload = payload;
     Bytes f(tcp_frame_size(s));
@@ -68,14 +70,15 @@ class ProxyCoreTest : public ::testing::Test {
  protected:
   ProxyCoreTest() { make_core(); }
 
-  void make_core(std::size_t max_connections = 1000) {
+  void make_core(const std::function<void(core::CoreConfig&)>& tweak = {}) {
     core::CoreConfig cfg;
     cfg.interfaces.push_back(core::InterfaceInfo{"eth0", kProxyMac, {kProxyIp}, 1500});
     cfg.broker.username = "jorge";
     cfg.broker.password = "passwd";
     cfg.peering.peers = {kPeer};
-    cfg.max_connections = max_connections;
+    cfg.max_connections = 1000;
     cfg.verify_checksums = true;
+    if (tweak) tweak(cfg);
     core_ = std::make_unique<core::ProxyCore>(cfg, log::null_logger());
     core_->start(now_);
   }
@@ -186,7 +189,8 @@ class ProxyCoreTest : public ::testing::Test {
                   port,
                   Seq{1000u * n},
                   Seq{},
-                  {}};
+                  {},
+                  65535};
   }
 
   TimePoint now_ = t0();
@@ -360,7 +364,7 @@ TEST_F(ProxyCoreTest, GarbageFramesAreCountedNotFatal) {
 }
 
 TEST_F(ProxyCoreTest, ConnectionLimitRefusesWithReset) {
-  make_core(1);
+  make_core([](core::CoreConfig& c) { c.max_connections = 1; });
   Client a = client(2, 40001);
   handshake(a);
   Client b = client(3, 40002);
@@ -418,6 +422,111 @@ TEST_F(ProxyCoreTest, ShutdownClosesEveryClient) {
   ASSERT_EQ(out.size(), 2u);
   EXPECT_TRUE(out[0].flags & kFin);
   EXPECT_TRUE(out[1].flags & kFin);
+}
+
+TEST_F(ProxyCoreTest, SynFloodGetsCookiesWhileClientsOldAndNewKeepWorking) {
+  make_core([](core::CoreConfig& c) { c.max_half_open = 16; });
+  Client sub = client(2, 40001);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_packet("t"));
+  take_mqtt(sub);
+
+  // 5000 spoofed SYNs that never complete.
+  for (std::uint16_t i = 0; i < 5000; ++i) {
+    Client spoof = client(50, static_cast<std::uint16_t>(10000 + i));
+    core_->on_frame(0, spoof.frame(kSyn), now_);
+  }
+  core_->flush(now_);
+  const auto answers = drain();
+  EXPECT_EQ(answers.size(), 5000u);
+  EXPECT_EQ(core_->half_open_count(), 16u);
+  EXPECT_EQ(core_->connection_count(), 17u);
+  EXPECT_EQ(core_->counters().tcp_syn_cookies_sent, 5000u - 16u);
+
+  // A new client during the flood: its SYN gets a cookie, its ACK creates the connection.
+  Client pub = client(3, 40002);
+  connect(pub, "pub");
+  EXPECT_EQ(core_->counters().tcp_syn_cookies_accepted, 1u);
+  send_mqtt(pub, publish_packet("t", "through the flood"));
+  receive(sub);
+  const auto f = take_mqtt(sub);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].wire, publish_packet("t", "through the flood"));
+
+  // An ACK that guesses a cookie is reset, not accepted.
+  Client guess = client(4, 40003);
+  guess.rcv_nxt = Seq{0x12345678};
+  inject(guess.frame(kAck));
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].flags, kRst);
+  EXPECT_EQ(core_->counters().tcp_syn_cookies_accepted, 1u);
+}
+
+TEST_F(ProxyCoreTest, HalfOpenSlotsFreeUpAsHandshakesComplete) {
+  make_core([](core::CoreConfig& c) { c.max_half_open = 2; });
+  for (std::uint8_t i = 0; i < 6; ++i) {
+    Client c = client(static_cast<std::uint8_t>(10 + i), static_cast<std::uint16_t>(41000 + i));
+    handshake(c);
+  }
+  EXPECT_EQ(core_->half_open_count(), 0u);
+  EXPECT_EQ(core_->counters().tcp_syn_cookies_sent, 0u);
+  EXPECT_EQ(core_->counters().tcp_connections_accepted, 6u);
+}
+
+TEST_F(ProxyCoreTest, SubscriberThatStopsReadingLosesQos0MessagesThenItsConnection) {
+  make_core([](core::CoreConfig& c) {
+    c.broker.max_queued_bytes = 2000;
+    c.tcp.user_timeout = 30s;
+  });
+  Client slow = client(2, 40001);
+  Client fast = client(3, 40002);
+  Client pub = client(4, 40003);
+  connect(slow, "slow");
+  connect(fast, "fast");
+  connect(pub, "pub");
+  for (Client* c : {&slow, &fast}) {
+    send_mqtt(*c, subscribe_packet("t"));
+    take_mqtt(*c);
+  }
+  slow.window = 0;  // its application stopped reading
+  inject(slow.frame(kAck));
+
+  const std::string payload(100, 'p');
+  for (int i = 0; i < 50; ++i) {
+    send_mqtt(pub, publish_packet("t", payload));
+    receive(fast);
+    now_ += 100ms;
+    core_->on_timers(now_);
+    core_->flush(now_);
+    collect();
+    // The slow client acknowledges probes with its zero window, so it looks alive.
+    inject(slow.frame(kAck));
+  }
+  EXPECT_EQ(take_mqtt(fast).size(), 50u);
+  const auto c = core_->counters();
+  EXPECT_GT(c.mqtt_publish_dropped_slow, 0u);
+  // Every copy is either queued or dropped; the slow client's queue stops at 2000 bytes.
+  EXPECT_EQ(c.mqtt_publish_delivered + c.mqtt_publish_dropped_slow, 100u);
+  EXPECT_EQ(c.mqtt_publish_delivered - 50u, 2000u / publish_packet("t", payload).size());
+
+  // 30 s without acknowledgement progress: the slow client is aborted; the others stay.
+  for (int i = 0; i < 30; ++i) {
+    now_ += 1s;
+    core_->on_timers(now_);
+    core_->flush(now_);
+    inject(slow.frame(kAck));
+  }
+  EXPECT_EQ(core_->counters().tcp_stalls, 1u);
+  const auto out = drain();
+  bool reset_slow = false;
+  for (const auto& s : out) reset_slow |= s.dst_port == slow.port && (s.flags & kRst);
+  EXPECT_TRUE(reset_slow);
+  send_mqtt(pub, publish_packet("t", "after"));
+  receive(fast);
+  const auto f = take_mqtt(fast);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].wire, publish_packet("t", "after"));
 }
 
 }  // namespace

@@ -26,8 +26,9 @@ void PrintTo(const Isns& i, std::ostream* os) {
 class TcpEndpoint : public ::testing::TestWithParam<Isns> {
  protected:
   TcpHarness make(tcp::EndpointConfig cfg = TcpHarness::default_config(),
-                  std::optional<std::uint16_t> mss = 1460, std::uint16_t window = 65535) {
-    return TcpHarness(GetParam().client, GetParam().server, cfg, mss, window);
+                  std::optional<std::uint16_t> mss = 1460, std::uint16_t window = 65535,
+                  std::optional<std::uint8_t> wscale = {}) {
+    return TcpHarness(GetParam().client, GetParam().server, cfg, mss, window, wscale);
   }
   TcpHarness established(tcp::EndpointConfig cfg = TcpHarness::default_config()) {
     auto t = make(cfg);
@@ -338,6 +339,7 @@ TEST_P(TcpEndpoint, RttSampleSetsRto) {
 TEST_P(TcpEndpoint, AbortsAfterRetransmissionsRunOut) {
   auto cfg = TcpHarness::default_config();
   cfg.max_retransmits = 3;
+  cfg.user_timeout = Duration::zero();  // the retry limit, not the stall clock, ends this one
   auto t = established(cfg);
   t.app_send("abc");
   t.flush();
@@ -573,6 +575,181 @@ TEST_P(TcpEndpoint, LongTransferBothWaysAcrossTheWrap) {
   EXPECT_EQ(received, expected);
   EXPECT_EQ(t.ep->queued_bytes(), 0u);
   EXPECT_EQ(t.ep->snd_una(), t.server_seq(1 + 200 * 97));
+}
+
+// --- Window scaling (RFC 7323)
+// ---------------------------------------------------------------------
+
+TEST(WindowScale, ShiftIsTheSmallestThatFitsTheBuffer) {
+  EXPECT_EQ(tcp::window_scale_for(65535), 0);
+  EXPECT_EQ(tcp::window_scale_for(65536), 1);
+  EXPECT_EQ(tcp::window_scale_for(262144), 3);
+  EXPECT_EQ(tcp::window_scale_for(0xffffffffu), 14);
+}
+
+TEST_P(TcpEndpoint, NoWindowScaleOfferedMeansNoneAnsweredAndAWindowBelow64k) {
+  auto cfg = TcpHarness::default_config();
+  cfg.rcv_buffer = 262144;
+  auto t = make(cfg);
+  t.flush();
+  const auto synack = t.take_one();
+  EXPECT_FALSE(synack.wscale);
+  EXPECT_EQ(synack.window, 65535);
+  t.client_ack(t.local_isn + 1, 1000);
+  EXPECT_EQ(t.ep->snd_wnd(), 1000u);  // the field as is
+  t.client_send("x");
+  t.flush();
+  EXPECT_EQ(t.take_one().window, 65534);
+}
+
+TEST_P(TcpEndpoint, ScalesBothWindowsWhenTheClientOffersIt) {
+  auto cfg = TcpHarness::default_config();
+  cfg.rcv_buffer = 262144;
+  auto t = make(cfg, 1460, 65535, 7);
+  t.flush();
+  const auto synack = t.take_one();
+  ASSERT_TRUE(synack.wscale);
+  EXPECT_EQ(*synack.wscale, 3);
+  EXPECT_EQ(synack.window, 65535);  // a SYN-ACK's window is never scaled
+  // The client's window fields are now shifted by 7.
+  t.client_ack(t.local_isn + 1, 1000);
+  EXPECT_EQ(t.ep->state(), State::Established);
+  EXPECT_EQ(t.ep->snd_wnd(), 128000u);
+  // Ours by 3: 8000 unread bytes leave (262144 - 8000) >> 3.
+  t.client_send(std::string(8000, 'a'));
+  t.flush();
+  EXPECT_EQ(t.take_one().window, (262144 - 8000) >> 3);
+  // The whole window can be filled, beyond 65535.
+  for (int i = 0; i < 200; ++i) t.client_send(std::string(1000, 'b'));
+  EXPECT_EQ(t.read_all().size(), 208000u);
+}
+
+TEST_P(TcpEndpoint, ScaledPeerWindowLetsMoreThan64kBeInFlight) {
+  auto t = make(TcpHarness::default_config(), 1460, 65535, 4);
+  t.flush();
+  t.take();
+  t.client_ack(t.local_isn + 1, 0x2000);  // 128 KiB
+  ASSERT_EQ(t.ep->snd_wnd(), 0x20000u);
+  t.app_send(std::string(300000, 'z'));
+  // Slow start: every acknowledged segment grows the congestion window by one MSS. Acknowledge the
+  // oldest segment in flight, one at a time, until the window is far beyond 64 KiB.
+  std::vector<Sent> flight;
+  for (int i = 0; i < 100; ++i) {
+    t.flush();
+    for (auto& s : t.take()) flight.push_back(std::move(s));
+    ASSERT_FALSE(flight.empty());
+    const auto& first = flight.front();
+    t.client_ack(first.seq + static_cast<std::uint32_t>(first.payload.size()), 0x2000);
+    flight.erase(flight.begin());
+  }
+  t.flush();
+  EXPECT_GT(t.ep->snd_nxt() - t.ep->snd_una(), 65535u);
+  EXPECT_LE(t.ep->snd_nxt() - t.ep->snd_una(), 0x20000u);
+}
+
+TEST_P(TcpEndpoint, WindowScaleAbove14IsUsedAs14) {
+  auto t = make(TcpHarness::default_config(), 1460, 65535, 20);
+  t.flush();
+  t.take();
+  t.inject(kAck, t.client_nxt, "", t.local_isn + 1, 1);
+  EXPECT_EQ(t.ep->snd_wscale(), 14);
+  EXPECT_EQ(t.ep->snd_wnd(), 1u << 14);
+}
+
+// --- Stall (user) timeout and zero-window probing
+// --------------------------------------------------
+
+TEST_P(TcpEndpoint, ReaderThatNeverOpensItsWindowIsAbortedAfterTheStallTimeout) {
+  auto cfg = TcpHarness::default_config();
+  cfg.user_timeout = 30s;
+  auto t = established(cfg);
+  t.client_ack(t.local_isn + 1, 0);  // the client stops reading
+  t.app_send("queued");
+  t.flush();
+  t.expect_silence();  // nothing fits a zero window
+  // The client answers every probe with the same zero window; the connection stays until 30 s.
+  for (int i = 0; i < 29; ++i) {
+    t.advance(1s);
+    for (const auto& s : t.take()) {
+      EXPECT_EQ(s.seq, t.local_isn);  // probes carry an old sequence number, no data
+      t.client_ack(t.local_isn + 1, 0);
+    }
+  }
+  EXPECT_EQ(t.ep->state(), State::Established);
+  EXPECT_GT(t.ep->stats().zero_window_probes, 0u);
+  t.advance(1s);
+  const auto s = t.take();
+  ASSERT_FALSE(s.empty());
+  EXPECT_TRUE(s.back().flags & kRst);
+  EXPECT_TRUE(t.ep->is_closed());
+  const auto e = t.ep->take_events();
+  EXPECT_TRUE(e & ev::kStalled);
+  EXPECT_EQ(t.ep->stats().stalls, 1u);
+}
+
+TEST_P(TcpEndpoint, AcknowledgementProgressRestartsTheStallClock) {
+  auto cfg = TcpHarness::default_config();
+  cfg.user_timeout = 30s;
+  auto t = established(cfg);
+  t.client_ack(t.local_isn + 1, 3);  // a tiny window: three bytes at a time
+  t.app_send("abcdefghijkl");
+  t.flush();
+  EXPECT_EQ(t.take_one().payload, "abc");
+  t.now += 20s;
+  t.client_ack(t.local_isn + 4, 3);
+  t.flush();
+  EXPECT_EQ(t.take_one().payload, "def");
+  t.advance(20s);  // 40 s since the data was queued, 20 s since the last progress
+  EXPECT_EQ(t.ep->state(), State::Established);
+  t.take();
+  t.advance(11s);
+  EXPECT_TRUE(t.ep->is_closed());
+  EXPECT_TRUE(t.ep->take_events() & ev::kStalled);
+}
+
+TEST_P(TcpEndpoint, IdleConnectionWithNothingQueuedNeverStalls) {
+  auto cfg = TcpHarness::default_config();
+  cfg.user_timeout = 30s;
+  auto t = established(cfg);
+  t.app_send("x");
+  t.flush();
+  t.take();
+  t.client_ack(t.local_isn + 2);
+  t.flush();
+  EXPECT_FALSE(t.ep->stalled_since());
+  EXPECT_FALSE(t.ep->next_deadline());
+  t.advance(3600s);
+  EXPECT_EQ(t.ep->state(), State::Established);
+}
+
+// --- SYN cookies: an endpoint born established
+// -----------------------------------------------------
+
+TEST_P(TcpEndpoint, EndpointFromCookieTakesTheCompletingAckAndItsData) {
+  const Seq iss{GetParam().server};
+  const Seq client_isn{GetParam().client};
+  tcp::SegmentIn ack;
+  ack.seq = client_isn + 1;
+  ack.ack = iss + 1;
+  ack.flags = kAck | kPsh;
+  ack.window = 4000;
+  const auto data = as_bytes("hello");
+  ack.payload = data;
+  auto ep = tcp::Endpoint::from_cookie(TcpHarness::default_config(), ack, iss, 1200, t0());
+  RecordingOutbox out;
+  ep.on_segment(ack, t0(), out);
+  EXPECT_EQ(ep.state(), State::Established);
+  EXPECT_EQ(ep.effective_mss(), 1200);
+  EXPECT_EQ(ep.snd_wnd(), 4000u);
+  EXPECT_EQ(str(ep.received()), "hello");
+  const auto e = ep.take_events();
+  EXPECT_TRUE(e & ev::kEstablished);
+  EXPECT_TRUE(e & ev::kData);
+  ep.flush(t0(), out);
+  ASSERT_EQ(out.sent.size(), 1u);
+  EXPECT_EQ(out.sent[0].flags, kAck);  // no SYN-ACK: the cookie's was the one
+  EXPECT_EQ(out.sent[0].seq, iss + 1);
+  EXPECT_EQ(out.sent[0].ack, client_isn + 6);
 }
 
 }  // namespace
