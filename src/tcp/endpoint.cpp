@@ -183,12 +183,15 @@ void Endpoint::on_segment(const SegmentIn& s, TimePoint now, Outbox& out) {
   if (!acceptable && !zero_window_ack_only) {
     if (rst) return;  // RFC 5961 3.2: an out-of-window RST is dropped silently
     if (state_ == State::TimeWait && fin) linger_until_ = now + cfg_.time_wait;
-    if (s.seq + seg_len <= rcv_nxt_) {
-      // An old duplicate: our ACK was probably lost. Answer at once; this is how the peer recovers.
+    const bool old_data = seg_len > 0 && s.seq + seg_len <= rcv_nxt_;
+    if (old_data) {
+      // A retransmission of what we have: our ACK was probably lost. Answer at once; this is how
+      // the peer recovers.
       ++stats_.duplicate_segments;
       emit(out, snd_nxt_, kAck);
     } else if (!last_oow_ack_ || now - *last_oow_ack_ >= cfg_.out_of_window_ack_interval) {
-      // Beyond the window: ACK, rate-limited so a flood cannot make us an amplifier.
+      // Beyond the window, or a bare ACK with an old sequence number: ACK, rate-limited (as Linux
+      // does) so a flood cannot make us an amplifier and two stacks cannot trade ACKs forever.
       last_oow_ack_ = now;
       emit(out, snd_nxt_, kAck);
     }
@@ -268,6 +271,10 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
       sample_rtt(now - rtt_start_);
     }
     retries_ = 0;
+    // Forward progress ends the backoff (as lwIP and BSD's retransmit shift do): the backed-off RTO
+    // would otherwise stay until an RTT sample, and Karn's rule blocks samples while segments keep
+    // being retransmitted, so a lossy path could drift to minute-long timeouts.
+    rto_ = current_rto();
     // RFC 5681 3.1/3.2: grow the congestion window; leaving fast recovery deflates it.
     if (dupacks_ >= 3) {
       cwnd_ = ssthresh_;
@@ -290,6 +297,7 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
       const std::uint32_t flight = snd_max_ - snd_una_;
       ssthresh_ = std::max<std::uint32_t>(flight / 2, 2u * eff_mss_);
       ++stats_.fast_retransmits;
+      ++stats_.segments_retransmitted;
       retransmit_first(out);
       cwnd_ = ssthresh_ + 3u * eff_mss_;
     } else if (dupacks_ > 3) {
@@ -468,8 +476,6 @@ void Endpoint::abort(Outbox& out) {
 }
 
 void Endpoint::sample_rtt(Duration r) {
-  // RFC 6298 2.2/2.3, with a 1 ms clock granularity G.
-  constexpr Duration kGranularity = std::chrono::milliseconds(1);
   if (!srtt_) {
     srtt_ = r;
     rttvar_ = r / 2;
@@ -478,13 +484,24 @@ void Endpoint::sample_rtt(Duration r) {
     rttvar_ = (rttvar_ * 3 + diff) / 4;
     srtt_ = (*srtt_ * 7 + r) / 8;
   }
-  rto_ = std::clamp(*srtt_ + std::max(kGranularity, rttvar_ * 4), cfg_.rto_min, cfg_.rto_max);
+  rto_ = current_rto();
+}
+
+Duration Endpoint::current_rto() const {
+  // RFC 6298 2.2/2.3, with a 1 ms clock granularity G.
+  constexpr Duration kGranularity = std::chrono::milliseconds(1);
+  if (!srtt_) {
+    // RFC 6298 5.7: a handshake that needed a retransmission starts data with at least 3 s.
+    return synack_retransmitted_ ? std::max(cfg_.rto_initial, Duration(std::chrono::seconds(3)))
+                                 : cfg_.rto_initial;
+  }
+  return std::clamp(*srtt_ + std::max(kGranularity, rttvar_ * 4), cfg_.rto_min, cfg_.rto_max);
 }
 
 void Endpoint::retransmit_first(Outbox& out) {
   rtt_active_ = false;  // Karn: never time a retransmitted segment
-  ++stats_.segments_retransmitted;
-  const Seq end = data_end();
+  // Only what was sent before: bytes queued since then are new data, subject to the windows.
+  const Seq end = fin_sent_ ? fin_seq_ : snd_max_;
   if (snd_una_ < end) {
     const auto len = std::min<std::uint32_t>(eff_mss_, end - snd_una_);
     std::uint8_t flags = kAck;
@@ -592,6 +609,7 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
       rtt_active_ = false;
       ++stats_.segments_retransmitted;
       if (handshaking) {
+        synack_retransmitted_ = true;
         emit_synack(now, out);
       } else {
         // RFC 5681 3.1: after a timeout, one segment at a time from SND.UNA (go-back-N).
@@ -601,6 +619,12 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
         dupacks_ = 0;
         snd_nxt_ = snd_una_;
         send_data(now, out);
+        if (snd_nxt_ == snd_una_ && snd_una_ < (fin_sent_ ? fin_seq_ : snd_max_)) {
+          // The window is closed, yet something is unacknowledged: send the first segment anyway
+          // (as Linux does). It doubles as a window probe, so a lost window update cannot leave
+          // both sides waiting.
+          retransmit_first(out);
+        }
         if (fin_sent_ && snd_nxt_ == fin_seq_) {
           emit(out, fin_seq_, kFin | kAck);
           snd_nxt_ = fin_seq_ + 1;

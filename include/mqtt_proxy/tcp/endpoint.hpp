@@ -173,6 +173,7 @@ class Endpoint {
   void send_data(TimePoint now, Outbox& out);
   void retransmit_first(Outbox& out);
   void sample_rtt(Duration r);
+  Duration current_rto() const;  // from SRTT and RTTVAR, without backoff
   void set_state(State next, TimePoint now);
   void arm_rto(TimePoint now) {
     if (!rto_at_) rto_at_ = now + rto_;
@@ -234,6 +235,7 @@ class Endpoint {
   bool ack_pending_ = false;
   std::uint32_t last_window_sent_ = 0xffff;  // in bytes
   bool synack_due_ = true;
+  bool synack_retransmitted_ = false;
 
   std::optional<TimePoint> linger_until_;  // TIME-WAIT or FIN-WAIT-2 timeout
   // Since when data has been waiting without SND.UNA moving (the user timeout's clock).

@@ -752,5 +752,52 @@ TEST_P(TcpEndpoint, EndpointFromCookieTakesTheCompletingAckAndItsData) {
   EXPECT_EQ(out.sent[0].ack, client_isn + 6);
 }
 
+// Found by the simulation: a retransmission once carried bytes queued after the original send,
+// beyond SND.MAX, and the peer's ACK for them was then refused as acknowledging unsent data.
+TEST_P(TcpEndpoint, RetransmissionCarriesOnlyWhatWasSentBefore) {
+  auto t = established();
+  t.client_ack(t.local_isn + 1, 3);
+  t.app_send("abc");
+  t.flush();
+  EXPECT_EQ(t.take_one().payload, "abc");
+  t.app_send("defgh");  // queued, but the window is full
+  t.flush();
+  t.expect_silence();
+  t.advance(1s);
+  EXPECT_EQ(t.take_one().payload, "abc");
+}
+
+// Found by the simulation: with the peer's window closed and its window update lost, the
+// retransmission timer must still send something, or both sides wait forever.
+TEST_P(TcpEndpoint, TimeoutWithAClosedWindowStillSendsTheFirstSegment) {
+  auto t = established();
+  t.app_send("abcdef");
+  t.flush();
+  EXPECT_EQ(t.take_one().payload, "abcdef");
+  t.client_ack(t.local_isn + 4, 0);  // three bytes taken, then the window closed
+  t.flush();
+  t.expect_silence();
+  t.advance(2s);
+  const auto s = t.take_one();
+  EXPECT_EQ(s.seq, t.local_isn + 4);
+  EXPECT_EQ(s.payload, "def");
+  t.client_ack(t.local_isn + 7, 100);
+  EXPECT_EQ(t.ep->queued_bytes(), 0u);
+}
+
+TEST_P(TcpEndpoint, ForwardProgressEndsTheRetransmissionBackoff) {
+  auto t = established();
+  t.app_send("abc");
+  t.flush();
+  t.take();
+  // The handshake's RTT sample was 0 ms, so the RTO starts at its 200 ms floor.
+  t.advance(200ms);
+  t.advance(400ms);
+  t.take();
+  EXPECT_EQ(t.ep->rto(), Duration(800ms));
+  t.client_ack(t.local_isn + 4);
+  EXPECT_EQ(t.ep->rto(), Duration(200ms));
+}
+
 }  // namespace
 }  // namespace mqtt_proxy::test
