@@ -257,6 +257,50 @@ class EndToEnd(unittest.TestCase):
         self.publish("h3", H1, "e2e/big", payload)  # same proxy: larger than a UDP datagram allows
         self.assertEqual(lines.next(20), "e2e/big " + payload)
 
+    def random_loss(self, hosts, probability):
+        """iptables rules dropping `probability` of MQTT segments both ways on `hosts` (there is no
+        netem here); returns a function that removes them."""
+        rules = []
+        for host in hosts:
+            for chain, port in (("OUTPUT", "--dport"), ("INPUT", "--sport")):
+                rule = [chain, "-p", "tcp", port, "1883", "-m", "statistic", "--mode", "random",
+                        "--probability", str(probability), "-j", "DROP"]
+                rc, out, err = self.tb.run(host, ["iptables", "-I"] + rule)
+                self.assertEqual(rc, 0, out + err)
+                rules.append((host, rule))
+
+        def remove():
+            for host, rule in rules:
+                self.tb.run(host, ["iptables", "-D"] + rule)
+        return remove
+
+    def test_10_thousand_messages_through_five_percent_loss(self):
+        remove = self.random_loss(["h2", "h3"], 0.05)
+        try:
+            sub, lines = self.subscriber("h2", H1, ["e2e/loss"], 1000)
+            self.wait_peer_interest(self.h4, "e2e/loss")
+            msgs = ["loss-%04d" % i for i in range(1000)]
+            self.publish("h3", H4, "e2e/loss", lines=msgs, timeout=120)
+            got = self.received(lines, 1000, timeout=60)
+            self.assertEqual(got, ["e2e/loss " + m for m in msgs])  # none lost, none doubled
+            self.assertEqual(sub.wait(10), 0)
+        finally:
+            remove()
+
+    def test_11_thousand_concurrent_clients_each_get_the_message(self):
+        n = 1000
+        p = self.tb.popen("h2", ["/usr/bin/python3", os.path.join(HERE, "clients", "many_clients.py"),
+                                 "--host", H1, "--count", str(n), "--topic", "e2e/many",
+                                 "--user", self.testbed_mod.USER,
+                                 "--password", self.testbed_mod.PASSWORD, "--timeout", "60"])
+        lines = Lines(p.stdout)
+        ready = lines.next(90)
+        self.assertTrue(ready.startswith("ready %d" % n), ready)
+        self.wait_peer_interest(self.h4, "e2e/many")
+        self.publish("h3", H4, "e2e/many", "to all")
+        self.assertEqual(lines.next(70), "received %d duplicates 0" % n)
+        self.assertEqual(p.wait(30), 0)
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

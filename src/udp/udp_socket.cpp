@@ -29,9 +29,15 @@ bool UdpSocket::open(std::uint16_t port, std::string& error) {
     error = "cannot bind UDP port " + std::to_string(port) + ": " + std::strerror(errno);
     return false;
   }
-  const int buf = 4 * 1024 * 1024;
-  (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
-  (void)setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  // A burst of PUBLISHes from a peer must not overflow the socket while the loop is busy. The
+  // FORCE variants (root) pass net.core.rmem_max/wmem_max, which default to about 200 KiB.
+  const int buf = 8 * 1024 * 1024;
+  if (setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) < 0) {
+    (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+  }
+  if (setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)) < 0) {
+    (void)setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  }
   rx_buf_.assign(kBatch, Bytes(65536));
   rx_len_.assign(kBatch, 0);
   rx_src_.assign(kBatch, {});

@@ -43,6 +43,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.interfaces.push_back(core::InterfaceInfo{"fuzz0", kProxyMac, {kProxyIp}, 1500});
   cfg.peering.peers = {wire::Ipv4Address{0xc0a80168}};
   cfg.max_connections = 8;
+  cfg.max_half_open = 2;  // so SYN cookies are reached too
   core::ProxyCore core(cfg, log::null_logger());
   core.set_isn_function([](const tcp::ConnKey&, TimePoint) { return tcp::Seq{0xfffff000u}; });
   TimePoint now{std::chrono::hours(1)};

@@ -1,0 +1,147 @@
+"""Holds many MQTT 3.1.1 client connections at once from one host.
+
+Each connection sends CONNECT and SUBSCRIBE (QoS 0) and waits for its SUBACK. Prints
+"ready <n>" once all are subscribed, then waits until every connection received one PUBLISH on
+the topic (or --timeout passes), prints "received <n> duplicates <d>" and exits 0 only if each got
+exactly one. With --idle it just holds the connections until stdin closes, for memory
+measurements (the keepalive, 600 s by default, is longer than any measurement, so no pings).
+"""
+
+import argparse
+import asyncio
+import resource
+import struct
+import sys
+import time
+
+
+def remaining_length(n):
+    out = bytearray()
+    while True:
+        b = n % 128
+        n //= 128
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def utf8(s):
+    b = s.encode()
+    return struct.pack("!H", len(b)) + b
+
+
+def connect_packet(client_id, user, password, keepalive):
+    flags = 0x02
+    payload = utf8(client_id)
+    if user is not None:
+        flags |= 0x80
+        payload += utf8(user)
+    if password is not None:
+        flags |= 0x40
+        payload += utf8(password)
+    body = utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + payload
+    return bytes([0x10]) + remaining_length(len(body)) + body
+
+
+def subscribe_packet(packet_id, topic):
+    body = struct.pack("!H", packet_id) + utf8(topic) + bytes([0])
+    return bytes([0x82]) + remaining_length(len(body)) + body
+
+
+async def read_packet(reader):
+    header = await reader.readexactly(1)
+    n, shift = 0, 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return header[0] >> 4, await reader.readexactly(n)
+
+
+class Client:
+    def __init__(self, index, args):
+        self.index = index
+        self.args = args
+        self.writer = None
+        self.reader = None
+        self.publishes = 0
+
+    async def open(self):
+        a = self.args
+        self.reader, self.writer = await asyncio.open_connection(a.host, a.port)
+        self.writer.write(connect_packet("%s-%d" % (a.prefix, self.index), a.user, a.password,
+                                         a.keepalive))
+        kind, body = await read_packet(self.reader)
+        if kind != 2 or body[1] != 0:
+            raise RuntimeError("CONNACK %r" % body)
+        self.writer.write(subscribe_packet(1, a.topic))
+        kind, body = await read_packet(self.reader)
+        if kind != 9 or body[2:] != b"\x00":
+            raise RuntimeError("SUBACK %r" % body)
+
+    async def receive(self):
+        while True:
+            kind, _ = await read_packet(self.reader)
+            if kind == 3:
+                self.publishes += 1
+
+
+async def open_all(clients, batch):
+    for start in range(0, len(clients), batch):
+        await asyncio.gather(*(c.open() for c in clients[start:start + batch]))
+
+
+async def main_async(args):
+    clients = [Client(i, args) for i in range(args.count)]
+    started = time.time()
+    await asyncio.wait_for(open_all(clients, args.batch), args.timeout)
+    print("ready %d in %.2f s" % (len(clients), time.time() - started), flush=True)
+    readers = [asyncio.ensure_future(c.receive()) for c in clients]
+    if args.idle:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        ok = True
+    else:
+        deadline = time.time() + args.timeout
+        while time.time() < deadline and any(c.publishes == 0 for c in clients):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # room for a duplicate to show up
+        got = sum(1 for c in clients if c.publishes >= 1)
+        dup = sum(c.publishes - 1 for c in clients if c.publishes > 1)
+        print("received %d duplicates %d" % (got, dup), flush=True)
+        ok = got == len(clients) and dup == 0
+    for r in readers:
+        r.cancel()
+    for c in clients:
+        c.writer.close()
+    return 0 if ok else 1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--port", type=int, default=1883)
+    ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--batch", type=int, default=100, help="connections opened concurrently")
+    ap.add_argument("--topic", default="many/all")
+    ap.add_argument("--prefix", default="many")
+    ap.add_argument("--user")
+    ap.add_argument("--password")
+    ap.add_argument("--keepalive", type=int, default=600)
+    ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--idle", action="store_true")
+    args = ap.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = args.count + 64
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(want, soft), hard), hard))
+    try:
+        return asyncio.run(main_async(args))
+    except (OSError, RuntimeError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+        print("error: %r" % (e,), flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
