@@ -7,9 +7,10 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   libtins-dev libpcap-dev libboost-program-options-dev libfmt-dev libgtest-dev libgmock-dev
-  # testbed and clients
+  libbenchmark-dev
+  # testbed and clients; the mosquitto broker is the benchmarks' baseline
   mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping tcpdump
-  mosquitto-clients python3-paho-mqtt
+  mosquitto mosquitto-clients python3-paho-mqtt
 )
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -27,6 +28,13 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Packages must not start daemons (the mosquitto broker would listen on the host's port 1883):
+  # the benchmarks start their own, inside testbed hosts. A policy-rc.d of our own is removed again.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 

@@ -97,7 +97,7 @@ async def main_async(args):
     clients = [Client(i, args) for i in range(args.count)]
     started = time.time()
     await asyncio.wait_for(open_all(clients, args.batch), args.timeout)
-    print("ready %d in %.2f s" % (len(clients), time.time() - started), flush=True)
+    print("ready %d in %.3f s" % (len(clients), time.time() - started), flush=True)
     readers = [asyncio.ensure_future(c.receive()) for c in clients]
     if args.idle:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)

@@ -229,8 +229,8 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
 void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   (void)now;
   ++counters_.mqtt_publish_received;
-  log_.info(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.label, s.client_id, p.topic,
-            p.qos, p.payload.size());
+  log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.label, s.client_id,
+             p.topic, p.qos, p.payload.size());
   bool deliver = true;
   if (p.qos == 1) {
     scratch_.clear();

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "broker_fixture.hpp"
+#include "frame_client.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "test_util.hpp"
 
@@ -19,8 +20,6 @@ using namespace wire::tcp_flags;
 using namespace std::chrono_literals;
 using tcp::Seq;
 
-const MacAddress kProxyMac{{0x02, 0, 0, 0, 0, 0x01}};
-const Ipv4Address kProxyIp = *Ipv4Address::parse("192.168.1.101");
 const Ipv4Address kPeer = *Ipv4Address::parse("192.168.1.104");
 
 struct OutSegment {
@@ -32,38 +31,6 @@ struct OutSegment {
   std::uint8_t flags = 0;
   std::optional<std::uint16_t> mss;
   Bytes payload;
-};
-
-// One simulated client with just enough TCP to talk to the core.
-struct Client {
-  MacAddress mac;
-  Ipv4Address ip;
-  std::uint16_t port;
-  Seq snd_nxt{1000};
-  Seq rcv_nxt;
-  Bytes stream;  // in-order bytes received from the proxy
-  std::uint16_t window = 65535;
-
-  Bytes frame(std::uint8_t flags, ByteSpan payload = {}, std::optional<Seq> seq = {},
-              MacAddress dst_mac = kProxyMac, Ipv4Address dst_ip = kProxyIp,
-              std::uint16_t dst_port = 1883) const {
-    TcpFrameSpec s;
-    s.src_mac = mac;
-    s.dst_mac = dst_mac;
-    s.src_ip = ip;
-    s.dst_ip = dst_ip;
-    s.src_port = port;
-    s.dst_port = dst_port;
-    s.seq = seq.value_or(snd_nxt);
-    s.ack = rcv_nxt;
-    s.flags = flags;
-    s.window = window;
-    if (flags & kSyn) s.mss = 1460;
-    s.payload = payload;
-    Bytes f(tcp_frame_size(s));
-    emit_tcp_frame(s, f);
-    return f;
-  }
 };
 
 class ProxyCoreTest : public ::testing::Test {
