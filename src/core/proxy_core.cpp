@@ -109,10 +109,8 @@ void ProxyCore::emit_frame(std::size_t iface, const wire::TcpFrameSpec& spec) {
   ++counters_.tcp_segments_out;
 }
 
-void ProxyCore::send_stateless_reset(std::size_t iface, const wire::EthernetView& eth,
-                                     const wire::Ipv4View& ip, const wire::TcpView& tcp) {
-  // RFC 9293 3.10.7.1 (CLOSED): with ACK set, <SEQ=SEG.ACK><CTL=RST>; without ACK,
-  // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+wire::TcpFrameSpec ProxyCore::reply_to(std::size_t iface, const wire::EthernetView& eth,
+                                       const wire::Ipv4View& ip, const wire::TcpView& tcp) const {
   wire::TcpFrameSpec s;
   s.src_mac = cfg_.interfaces[iface].mac;
   s.dst_mac = eth.src();
@@ -120,6 +118,14 @@ void ProxyCore::send_stateless_reset(std::size_t iface, const wire::EthernetView
   s.dst_ip = ip.src();
   s.src_port = tcp.dst_port();
   s.dst_port = tcp.src_port();
+  return s;
+}
+
+void ProxyCore::send_stateless_reset(std::size_t iface, const wire::EthernetView& eth,
+                                     const wire::Ipv4View& ip, const wire::TcpView& tcp) {
+  // RFC 9293 3.10.7.1 (CLOSED): with ACK set, <SEQ=SEG.ACK><CTL=RST>; without ACK,
+  // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>.
+  wire::TcpFrameSpec s = reply_to(iface, eth, ip, tcp);
   if (tcp.flags() & kAck) {
     s.seq = tcp.ack();
     s.flags = kRst;
@@ -137,13 +143,7 @@ void ProxyCore::send_cookie_synack(std::size_t iface, const wire::EthernetView& 
                                    const wire::Ipv4View& ip, const wire::TcpView& tcp,
                                    const tcp::ConnKey& key, TimePoint now) {
   const auto ecfg = endpoint_config(iface);
-  wire::TcpFrameSpec s;
-  s.src_mac = cfg_.interfaces[iface].mac;
-  s.dst_mac = eth.src();
-  s.src_ip = ip.dst();
-  s.dst_ip = ip.src();
-  s.src_port = tcp.dst_port();
-  s.dst_port = tcp.src_port();
+  wire::TcpFrameSpec s = reply_to(iface, eth, ip, tcp);
   const std::uint16_t peer_mss = tcp.options().mss.value_or(536);
   s.seq = cookies_.make(key, tcp.seq(), peer_mss, now);
   s.ack = tcp.seq() + 1u;

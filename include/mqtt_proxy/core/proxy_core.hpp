@@ -98,6 +98,9 @@ class ProxyCore final : private broker::BrokerHost {
   void handle_events(Connection& c, TimePoint now);
   void reschedule(Connection& c);
   void erase(Connection& c);
+  // A segment back to the sender of a captured one: addresses and ports swapped, nothing else set.
+  wire::TcpFrameSpec reply_to(std::size_t iface, const wire::EthernetView& eth,
+                              const wire::Ipv4View& ip, const wire::TcpView& tcp) const;
   void send_stateless_reset(std::size_t iface, const wire::EthernetView& eth,
                             const wire::Ipv4View& ip, const wire::TcpView& tcp);
   void send_cookie_synack(std::size_t iface, const wire::EthernetView& eth,
