@@ -301,6 +301,25 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(lines.next(70), "received %d duplicates 0" % n)
         self.assertEqual(p.wait(30), 0)
 
+    def test_12_message_retained_on_h4_reaches_a_later_subscriber_on_h1(self):
+        args = ["mosquitto_pub", "-h", H4, "-t", "e2e/retained/dev", "-m", "kept", "-r"]
+        rc, out, err = self.tb.run("h3", args + self.auth())
+        self.assertEqual(rc, 0, out + err)
+        # Subscribed only now: h1 asks h4, h4 answers with its retained message.
+        p = self.tb.popen("h2", ["mosquitto_sub", "-h", H1, "-t", "e2e/retained/+", "-C", "1",
+                                 "-W", "20", "-F", "%r %t %p"] + self.auth())
+        lines = Lines(p.stdout)
+        self.assertEqual(lines.next(20), "1 e2e/retained/dev kept")  # retain flag set
+        self.assertEqual(p.wait(10), 0)
+        # Cleared at the source with an empty retained message: a new subscriber gets nothing.
+        rc, out, err = self.tb.run("h3", ["mosquitto_pub", "-h", H4, "-t", "e2e/retained/dev",
+                                          "-n", "-r"] + self.auth())
+        self.assertEqual(rc, 0, out + err)
+        time.sleep(0.5)
+        rc, out, _ = self.tb.run("h2", ["mosquitto_sub", "-h", H1, "-t", "e2e/retained/+", "-C",
+                                        "1", "-W", "2"] + self.auth(), timeout=10)
+        self.assertEqual(out, "")
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

@@ -43,7 +43,12 @@ struct Broker::Session {
 
 Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, log::Logger& log,
                metrics::Counters& counters)
-    : cfg_(std::move(cfg)), host_(host), peering_(peering), log_(log), counters_(counters) {}
+    : cfg_(std::move(cfg)),
+      host_(host),
+      peering_(peering),
+      log_(log),
+      counters_(counters),
+      retained_(cfg_.max_retained_messages) {}
 
 Broker::~Broker() = default;
 
@@ -245,39 +250,89 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
     send(s, scratch_);
   }
   if (!deliver) return;
-  deliver_local(p.topic, p.payload);
+  if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Local);
+  deliver_local(p.topic, p.payload, false);
   peering_.forward_publish(p.topic, p.payload, p.retain);
 }
 
 void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint now) {
   (void)now;
-  deliver_local(p.topic, p.payload);
+  // A peer sends RETAIN set both for a live retained message and for the retained messages it
+  // answers our SUBSCRIBE with; the two cannot be told apart, so local subscribers see the flag
+  // either way (as behind a Mosquitto bridge).
+  if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Peer);
+  deliver_local(p.topic, p.payload, p.retain);
 }
 
-void Broker::deliver_local(std::string_view topic, ByteSpan payload) {
-  // One encoding for every subscriber; retain is 0 on live delivery [MQTT-3.3.1-9].
+void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter) {
+  // Only what local clients retained: a replica goes back to where it came from, not onward.
+  retained_.for_each_match(
+      filter, [&](std::string_view topic, ByteSpan payload, RetainedStore::Origin origin) {
+        if (origin != RetainedStore::Origin::Local) return;
+        ++counters_.mqtt_retained_sent;
+        peering_.send_retained(peer, topic, payload);
+      });
+}
+
+void Broker::retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin) {
+  switch (retained_.set(topic, payload, origin)) {
+    case RetainedStore::SetResult::Stored:
+      log_.debug(kLog, "retained message stored topic={} bytes={}", topic, payload.size());
+      break;
+    case RetainedStore::SetResult::Deleted:
+      log_.debug(kLog, "retained message cleared topic={}", topic);
+      break;
+    case RetainedStore::SetResult::Full:
+      if (counters_.mqtt_retained_refused++ % 1000 == 0) {
+        log_.warn(kLog, "retained message not stored topic={}: {} retained topics is the limit",
+                  topic, cfg_.max_retained_messages);
+      }
+      break;
+  }
+  counters_.mqtt_retained_topics = retained_.size();
+}
+
+void Broker::filter_removed(std::string_view filter) {
+  peering_.local_filter_removed(filter);
+  // A replica nobody here subscribes to would go stale: the peer stops telling us about it.
+  retained_.drop_peer_entries(filter, [&](std::string_view topic) {
+    bool wanted = false;
+    subscriptions_.match(topic, [&](Session*) { wanted = true; });
+    return wanted;
+  });
+  counters_.mqtt_retained_topics = retained_.size();
+}
+
+bool Broker::offer(Session& sub, const Bytes& packet) {
+  if (host_.queued_bytes(sub.handle) + packet.size() > cfg_.max_queued_bytes) {
+    ++counters_.mqtt_publish_dropped_slow;
+    if (sub.dropped_in_a_row++ == 0) {
+      log_.warn(kLog,
+                "client={} id={} is not reading: {} bytes queued, dropping QoS 0 messages to it",
+                sub.label, sub.client_id, host_.queued_bytes(sub.handle));
+    }
+    return false;
+  }
+  if (sub.dropped_in_a_row > 0) {
+    log_.info(kLog, "client={} id={} reads again; {} messages to it were dropped", sub.label,
+              sub.client_id, sub.dropped_in_a_row);
+    sub.dropped_in_a_row = 0;
+  }
+  ++counters_.mqtt_publish_delivered;
+  host_.send(sub.handle, packet);
+  return true;
+}
+
+void Broker::deliver_local(std::string_view topic, ByteSpan payload, bool retain) {
+  // One encoding for every subscriber. Retain is 0 on live delivery [MQTT-3.3.1-9], except for
+  // what peers send retained (see on_peer_publish).
   Bytes packet;
-  mqtt::encode_publish(packet, topic, payload, 0, false, false, 0);
+  mqtt::encode_publish(packet, topic, payload, 0, retain, false, 0);
   const std::uint64_t mark = ++delivery_mark_;
   subscriptions_.match(topic, [&](Session* sub) {
     if (sub->delivery_mark == mark) return;  // several matching filters: one copy
     sub->delivery_mark = mark;
-    if (host_.queued_bytes(sub->handle) + packet.size() > cfg_.max_queued_bytes) {
-      ++counters_.mqtt_publish_dropped_slow;
-      if (sub->dropped_in_a_row++ == 0) {
-        log_.warn(kLog,
-                  "client={} id={} is not reading: {} bytes queued, dropping QoS 0 messages to it",
-                  sub->label, sub->client_id, host_.queued_bytes(sub->handle));
-      }
-      return;
-    }
-    if (sub->dropped_in_a_row > 0) {
-      log_.info(kLog, "client={} id={} reads again; {} messages to it were dropped", sub->label,
-                sub->client_id, sub->dropped_in_a_row);
-      sub->dropped_in_a_row = 0;
-    }
-    ++counters_.mqtt_publish_delivered;
-    host_.send(sub->handle, packet);
+    offer(*sub, packet);
   });
 }
 
@@ -301,6 +356,17 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub) {
   scratch_.clear();
   mqtt::encode_suback(scratch_, sub.packet_id, codes);
   send(s, scratch_);
+  // [MQTT-3.3.1-6], [MQTT-3.8.4-3]: the retained messages of each filter, RETAIN set, after the
+  // SUBACK.
+  for (const auto& t : sub.topics) {
+    if (!t.filter_valid) continue;
+    retained_.for_each_match(t.filter,
+                             [&](std::string_view topic, ByteSpan payload, RetainedStore::Origin) {
+                               scratch_.clear();
+                               mqtt::encode_publish(scratch_, topic, payload, 0, true, false, 0);
+                               if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
+                             });
+  }
 }
 
 void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
@@ -310,7 +376,7 @@ void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
     auto it = s.filters.find(std::string(f));
     if (it == s.filters.end()) continue;
     s.filters.erase(it);
-    if (subscriptions_.remove(f, &s)) peering_.local_filter_removed(f);
+    if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
   scratch_.clear();
   mqtt::encode_unsuback(scratch_, u.packet_id);
@@ -325,7 +391,9 @@ void Broker::publish_will(Session& s, TimePoint now) {
             s.will->topic);
   const auto will = std::move(*s.will);
   s.will.reset();
-  deliver_local(will.topic, will.payload);
+  // [MQTT-3.1.2-17]: a will with Will Retain is published as a retained message.
+  if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local);
+  deliver_local(will.topic, will.payload, false);
   peering_.forward_publish(will.topic, will.payload, will.retain);
 }
 
@@ -333,7 +401,7 @@ void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
   const ClientHandle handle = s.handle;
   s.closing = true;
   for (const auto& f : s.filters) {
-    if (subscriptions_.remove(f, &s)) peering_.local_filter_removed(f);
+    if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
   s.filters.clear();
   if (s.phase == Phase::Connected) {

@@ -57,6 +57,26 @@ void Peering::local_filter_removed(std::string_view filter) {
   log_.info(kLog, "UNSUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
 }
 
+bool Peering::encode_publish_datagram(std::string_view topic, ByteSpan payload, bool retain,
+                                      Bytes& packet) {
+  packet.clear();
+  mqtt::encode_publish(packet, topic, payload, 0, retain, false, 0);
+  if (packet.size() <= cfg_.max_datagram) return true;
+  ++counters_.peer_publish_too_large;
+  log_.warn(kLog, "PUBLISH not forwarded: {} bytes exceed the datagram limit of {} topic={}",
+            packet.size(), cfg_.max_datagram, topic);
+  return false;
+}
+
+void Peering::push_publish(std::size_t peer, const Bytes& packet, std::string_view topic,
+                           std::size_t payload_size) {
+  outbox_.push_back(Datagram{cfg_.peers[peer], packet});
+  ++counters_.peer_datagrams_out;
+  ++counters_.peer_publish_out;
+  log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[peer].to_string(),
+             topic, payload_size);
+}
+
 void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain) {
   if (cfg_.peers.empty()) return;
   // A peer with several matching filters still gets one datagram.
@@ -68,26 +88,27 @@ void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool ret
   });
   if (!any) return;
   Bytes packet;
-  mqtt::encode_publish(packet, topic, payload, 0, retain, false, 0);
-  if (packet.size() > cfg_.max_datagram) {
-    ++counters_.peer_publish_too_large;
-    log_.warn(kLog, "PUBLISH not forwarded: {} bytes exceed the datagram limit of {} topic={}",
-              packet.size(), cfg_.max_datagram, topic);
-    return;
-  }
+  if (!encode_publish_datagram(topic, payload, retain, packet)) return;
   for (std::size_t i = 0; i < wants.size(); ++i) {
-    if (!wants[i]) continue;
-    outbox_.push_back(Datagram{cfg_.peers[i], packet});
-    ++counters_.peer_datagrams_out;
-    ++counters_.peer_publish_out;
-    log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[i].to_string(),
-               topic, payload.size());
+    if (wants[i]) push_publish(i, packet, topic, payload.size());
+  }
+}
+
+void Peering::send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload) {
+  const auto it = index_.find(peer);
+  if (it == index_.end()) return;
+  Bytes packet;
+  if (encode_publish_datagram(topic, payload, true, packet)) {
+    push_publish(it->second, packet, topic, payload.size());
   }
 }
 
 void Peering::peer_subscribe(std::size_t peer, std::string_view filter) {
   ++counters_.peer_subscribe_in;
-  if (remote_filters_[peer].emplace(filter).second) remote_.add(filter, peer);
+  if (remote_filters_[peer].emplace(filter).second) {
+    remote_.add(filter, peer);
+    new_interest_.push_back(PeerInterest{cfg_.peers[peer], std::string(filter)});
+  }
   log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
 }
 

@@ -6,8 +6,8 @@
 #include <map>
 #include <set>
 
-#include "mqtt_proxy/broker/broker.hpp"
 #include "client_packets.hpp"
+#include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "test_util.hpp"
 
@@ -96,11 +96,15 @@ class BrokerFixture : public ::testing::Test {
   }
 
   void publish(broker::ClientHandle c, std::string_view topic, std::string_view payload,
-               std::uint8_t qos = 0, std::uint16_t id = 0, bool dup = false) {
-    feed(c, publish_packet(topic, payload, qos, id, dup));
+               std::uint8_t qos = 0, std::uint16_t id = 0, bool dup = false, bool retain = false) {
+    feed(c, publish_packet(topic, payload, qos, id, dup, retain));
+  }
+  void publish_retained(broker::ClientHandle c, std::string_view topic, std::string_view payload) {
+    publish(c, topic, payload, 0, 0, false, true);
   }
 
-  // Topics and payloads of the PUBLISH packets sent to `c` since the last call.
+  // Topics and payloads of the PUBLISH packets sent to `c` since the last call; " (retained)"
+  // follows those with RETAIN set.
   std::vector<std::string> received(broker::ClientHandle c) {
     std::vector<std::string> out;
     for (const auto& f : host_.take(c)) {
@@ -111,8 +115,8 @@ class BrokerFixture : public ::testing::Test {
                 mqtt::DecodeError::None);
       const auto& pub = std::get<mqtt::Publish>(p);
       EXPECT_EQ(pub.qos, 0);
-      EXPECT_FALSE(pub.retain);
-      out.push_back(std::string(pub.topic) + "=" + str(pub.payload));
+      out.push_back(std::string(pub.topic) + "=" + str(pub.payload) +
+                    (pub.retain ? " (retained)" : ""));
     }
     return out;
   }

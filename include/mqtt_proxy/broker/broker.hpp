@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/broker/topic_tree.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
@@ -42,6 +43,7 @@ struct BrokerConfig {
   // A subscriber with this much queued toward it loses further QoS 0 messages (counted).
   std::size_t max_queued_bytes = 4 * 1024 * 1024;
   Duration connect_timeout = std::chrono::seconds(10);  // from TCP accept to CONNECT
+  std::size_t max_retained_messages = 100000;           // topics; beyond, new ones are refused
 };
 
 class Broker {
@@ -58,8 +60,10 @@ class Broker {
   void on_data(ClientHandle c, ByteSpan data, TimePoint now);
   // The transport ended under us (FIN, RST, timeout). No-op if the broker already closed it.
   void on_lost(ClientHandle c, std::string_view reason, TimePoint now);
-  // A PUBLISH that came from a peer: local subscribers only.
+  // A PUBLISH that came from a peer: local subscribers only (and the retained replica).
   void on_peer_publish(const mqtt::Publish& p, TimePoint now);
+  // A peer subscribed to a filter it did not have: it gets our clients' retained messages for it.
+  void on_peer_interest(wire::Ipv4Address peer, std::string_view filter);
 
   void on_timers(TimePoint now);
   std::optional<TimePoint> next_deadline() const { return deadlines_.earliest(); }
@@ -70,6 +74,7 @@ class Broker {
   std::size_t session_count() const { return sessions_.size(); }
   std::size_t connected_count() const { return by_client_id_.size(); }
   std::size_t local_filter_count() const { return subscriptions_.filter_count(); }
+  const RetainedStore& retained() const { return retained_; }
 
  private:
   struct Session;
@@ -81,7 +86,12 @@ class Broker {
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
   void protocol_error(Session& s, std::string_view reason, TimePoint now);
-  void deliver_local(std::string_view topic, ByteSpan payload);
+  void deliver_local(std::string_view topic, ByteSpan payload, bool retain);
+  // Queues a PUBLISH for a subscriber unless its queue is full (then drops and counts it).
+  bool offer(Session& sub, const Bytes& packet);
+  void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin);
+  // The last local subscription to `filter` is gone.
+  void filter_removed(std::string_view filter);
   void publish_will(Session& s, TimePoint now);
   // Ends a session: subscriptions removed (peers told), optional will, transport closed.
   void end_session(Session& s, bool publish_will_msg, TimePoint now);
@@ -97,6 +107,7 @@ class Broker {
   std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_client_id_;
   TopicTree<Session*> subscriptions_;
+  RetainedStore retained_;
   DeadlineQueue<ClientHandle> deadlines_;
   std::uint64_t delivery_mark_ = 0;
   std::uint64_t auto_id_ = 0;

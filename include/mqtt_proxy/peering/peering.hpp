@@ -39,6 +39,12 @@ struct PeeringConfig {
   Duration refresh_interval{0};
 };
 
+// A filter a peer subscribed to that it did not have before.
+struct PeerInterest {
+  wire::Ipv4Address peer;
+  std::string filter;
+};
+
 class Peering {
  public:
   Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters);
@@ -52,6 +58,8 @@ class Peering {
 
   // A PUBLISH from a local client: one datagram to each peer with a matching filter.
   void forward_publish(std::string_view topic, ByteSpan payload, bool retain);
+  // A retained message for one peer that has just subscribed to a matching filter.
+  void send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload);
 
   // A datagram from `src`. Returns the PUBLISH to deliver locally (views into `data`), if it is
   // one.
@@ -63,6 +71,8 @@ class Peering {
 
   // Datagrams produced since the last call.
   std::vector<Datagram>& outbox() { return outbox_; }
+  // New peer filters since the last call, for the broker to answer with retained messages.
+  std::vector<PeerInterest>& new_interest() { return new_interest_; }
 
   bool peer_wants(wire::Ipv4Address peer, std::string_view topic) const;
   std::size_t peer_filter_count(wire::Ipv4Address peer) const;
@@ -72,6 +82,11 @@ class Peering {
   // SUBSCRIBE or UNSUBSCRIBE for one filter, to every peer.
   void announce(mqtt::PacketType type, std::string_view filter);
   std::uint16_t next_packet_id();
+  // Encodes a QoS 0 PUBLISH for peers; false (counted, logged) when it cannot fit a datagram.
+  bool encode_publish_datagram(std::string_view topic, ByteSpan payload, bool retain,
+                               Bytes& packet);
+  void push_publish(std::size_t peer, const Bytes& packet, std::string_view topic,
+                    std::size_t payload_size);
   void peer_subscribe(std::size_t peer, std::string_view filter);
   void peer_unsubscribe(std::size_t peer, std::string_view filter);
 
@@ -85,6 +100,7 @@ class Peering {
   std::uint16_t packet_id_ = 0;
   std::optional<TimePoint> next_refresh_;
   std::vector<Datagram> outbox_;
+  std::vector<PeerInterest> new_interest_;
 };
 
 }  // namespace mqtt_proxy::peering

@@ -336,6 +336,100 @@ TEST_F(Broker, AnonymousAccessWhenNoUsernameIsConfigured) {
   EXPECT_EQ(to_hex(host.take(1)[0].body), "00 00");
 }
 
+// --- Retained messages
+// -----------------------------------------------------------------------------
+
+TEST_F(Broker, RetainedMessageGoesToLaterSubscribersWithTheRetainFlag) {
+  connect(1, "pub");
+  connect(2, "early");
+  subscribe(2, "r/#");
+  host_.take(2);
+  publish_retained(1, "r/a", "first");
+  publish_retained(1, "r/a", "second");  // replaces
+  publish_retained(1, "r/b", "other");
+  // Live delivery never carries the flag [MQTT-3.3.1-9].
+  EXPECT_EQ(received(2), (std::vector<std::string>{"r/a=first", "r/a=second", "r/b=other"}));
+  connect(3, "late");
+  subscribe(3, "r/+");
+  EXPECT_EQ(received(3),
+            (std::vector<std::string>{"r/a=second (retained)", "r/b=other (retained)"}));
+  EXPECT_EQ(broker_.retained().size(), 2u);
+  EXPECT_EQ(counters_.mqtt_retained_sent, 2u);
+}
+
+TEST_F(Broker, EmptyRetainedPayloadDeletesAndNonRetainedPublishLeavesItAlone) {
+  connect(1, "pub");
+  publish_retained(1, "r/x", "kept");
+  publish(1, "r/x", "live only");  // RETAIN 0: the retained message stays [MQTT-3.3.1-12]
+  connect(2, "s1");
+  subscribe(2, "r/x");
+  EXPECT_EQ(received(2), (std::vector<std::string>{"r/x=kept (retained)"}));
+  publish_retained(1, "r/x", "");  // deletes [MQTT-3.3.1-10]
+  EXPECT_EQ(received(2), (std::vector<std::string>{"r/x="}));
+  connect(3, "s2");
+  subscribe(3, "r/x");
+  EXPECT_TRUE(received(3).empty());
+  EXPECT_EQ(broker_.retained().size(), 0u);
+}
+
+TEST_F(Broker, ResubscribingResendsRetainedMessages) {
+  connect(1, "pub");
+  publish_retained(1, "r", "v");
+  connect(2, "sub");
+  subscribe(2, "r");
+  subscribe(2, "r", 2);
+  EXPECT_EQ(received(2), (std::vector<std::string>{"r=v (retained)", "r=v (retained)"}));
+}
+
+TEST_F(Broker, WildcardsDoNotMatchDollarTopicsForRetainedMessagesEither) {
+  connect(1, "pub");
+  publish_retained(1, "$SYS/x", "sys");
+  connect(2, "sub");
+  subscribe(2, "#");
+  EXPECT_TRUE(received(2).empty());
+  subscribe(2, "$SYS/#", 2);
+  EXPECT_EQ(received(2), (std::vector<std::string>{"$SYS/x=sys (retained)"}));
+}
+
+TEST_F(Broker, WillWithRetainIsStoredAsARetainedMessage) {
+  open(1);
+  mqtt::Will w{"status/dev", as_bytes("offline"), 0, true};
+  feed(1, connect_packet("dev", 60, "jorge", "passwd", w));
+  host_.take(1);
+  broker_.on_lost(1, "reset", now_);
+  connect(2, "later");
+  subscribe(2, "status/+");
+  EXPECT_EQ(received(2), (std::vector<std::string>{"status/dev=offline (retained)"}));
+}
+
+TEST(RetainedStore, RefusesNewTopicsBeyondTheLimitButUpdatesKnownOnes) {
+  broker::RetainedStore store(2);
+  using R = broker::RetainedStore;
+  EXPECT_EQ(store.set("a", as_bytes("1"), R::Origin::Local), R::SetResult::Stored);
+  EXPECT_EQ(store.set("b", as_bytes("22"), R::Origin::Local), R::SetResult::Stored);
+  EXPECT_EQ(store.set("c", as_bytes("3"), R::Origin::Local), R::SetResult::Full);
+  EXPECT_EQ(store.set("a", as_bytes("111"), R::Origin::Peer), R::SetResult::Stored);
+  EXPECT_EQ(store.payload_bytes(), 5u);
+  EXPECT_EQ(store.set("b", {}, R::Origin::Local), R::SetResult::Deleted);
+  EXPECT_EQ(store.set("c", as_bytes("3"), R::Origin::Local), R::SetResult::Stored);
+  std::vector<std::string> seen;
+  store.for_each_match("#", [&](std::string_view t, ByteSpan p, R::Origin o) {
+    seen.push_back(std::string(t) + "=" + str(p) + (o == R::Origin::Peer ? " peer" : ""));
+  });
+  EXPECT_EQ(seen, (std::vector<std::string>{"a=111 peer", "c=3"}));
+}
+
+TEST(RetainedStore, DropsOnlyUnwantedPeerEntriesUnderAFilter) {
+  broker::RetainedStore store(10);
+  using R = broker::RetainedStore;
+  store.set("x/1", as_bytes("p"), R::Origin::Peer);
+  store.set("x/2", as_bytes("p"), R::Origin::Peer);
+  store.set("x/3", as_bytes("l"), R::Origin::Local);
+  store.set("y/1", as_bytes("p"), R::Origin::Peer);
+  EXPECT_EQ(store.drop_peer_entries("x/#", [](std::string_view t) { return t == "x/2"; }), 1u);
+  EXPECT_EQ(store.size(), 3u);  // x/2 still wanted, x/3 local, y/1 outside the filter
+}
+
 // --- Peering interplay
 // ------------------------------------------------------------------------------
 
@@ -402,6 +496,46 @@ TEST_F(BrokerWithPeers, PublishFromAPeerIsDeliveredLocallyButNotForwarded) {
   broker_.on_peer_publish(*p, now_);
   EXPECT_EQ(received(1), (std::vector<std::string>{"t=from afar"}));
   EXPECT_TRUE(datagram_types().empty());  // no loop back to the peer
+}
+
+TEST_F(BrokerWithPeers, PeerSubscriptionGetsTheLocalRetainedMessagesOnce) {
+  connect(1, "pub");
+  publish_retained(1, "r/a", "here");
+  const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
+  datagram_types();
+  peering_.on_datagram(peer, subscribe_packet("r/#"));
+  ASSERT_EQ(peering_.new_interest().size(), 1u);
+  for (const auto& i : peering_.new_interest()) broker_.on_peer_interest(i.peer, i.filter);
+  peering_.new_interest().clear();
+  ASSERT_EQ(peering_.outbox().size(), 1u);
+  EXPECT_EQ(peering_.outbox()[0].dst, peer);
+  EXPECT_EQ(peering_.outbox()[0].bytes, publish_packet("r/a", "here", 0, 0, false, true));
+  peering_.outbox().clear();
+  // A refresh of the same filter is not new interest.
+  peering_.on_datagram(peer, subscribe_packet("r/#"));
+  EXPECT_TRUE(peering_.new_interest().empty());
+}
+
+TEST_F(BrokerWithPeers, RetainedMessageFromAPeerServesLaterLocalSubscribersUntilInterestEnds) {
+  connect(1, "first");
+  subscribe(1, "r/+");
+  host_.take(1);
+  const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
+  const auto pub = publish_packet("r/far", "away", 0, 0, false, true);
+  broker_.on_peer_publish(*peering_.on_datagram(peer, pub), now_);
+  EXPECT_EQ(received(1), (std::vector<std::string>{"r/far=away (retained)"}));
+  connect(2, "second");  // subscribes later, sends no new SUBSCRIBE to the peer
+  subscribe(2, "r/far");
+  EXPECT_EQ(received(2), (std::vector<std::string>{"r/far=away (retained)"}));
+  datagram_types();
+  // The replica is not offered back to peers.
+  broker_.on_peer_interest(peer, "r/#");
+  EXPECT_TRUE(datagram_types().empty());
+  // Once nobody here subscribes, the peer stops updating it: the replica goes.
+  unsubscribe(1, "r/+");
+  EXPECT_EQ(broker_.retained().size(), 1u);  // "second" still wants r/far
+  unsubscribe(2, "r/far");
+  EXPECT_EQ(broker_.retained().size(), 0u);
 }
 
 }  // namespace

@@ -1,0 +1,87 @@
+// Retained messages (MQTT 3.1.1 section 3.3.1.3): the last PUBLISH with RETAIN set, per topic. An
+// entry remembers whether it came from a local client or from a peer proxy: local ones are what
+// this proxy offers to peers that subscribe; peer ones are a replica that serves later local
+// subscribers, dropped when no local subscription wants the topic any more.
+#pragma once
+
+#include <cstddef>
+#include <map>
+#include <string>
+#include <string_view>
+
+#include "mqtt_proxy/mqtt/topic.hpp"
+#include "mqtt_proxy/util/bytes.hpp"
+
+namespace mqtt_proxy::broker {
+
+class RetainedStore {
+ public:
+  enum class Origin { Local, Peer };
+  enum class SetResult { Stored, Deleted, Full };
+
+  explicit RetainedStore(std::size_t max_messages) : max_messages_(max_messages) {}
+
+  // Stores `payload` for `topic`, replacing what was there, whoever set it (the last message seen
+  // wins, as on one broker). An empty payload deletes [MQTT-3.3.1-10/11]. A new topic beyond the
+  // limit is refused.
+  SetResult set(std::string_view topic, ByteSpan payload, Origin origin) {
+    auto it = entries_.find(topic);
+    if (payload.empty()) {
+      if (it != entries_.end()) {
+        bytes_ -= it->second.payload.size();
+        entries_.erase(it);
+      }
+      return SetResult::Deleted;
+    }
+    if (it == entries_.end()) {
+      if (entries_.size() >= max_messages_) return SetResult::Full;
+      it = entries_.emplace(std::string(topic), Entry{}).first;
+    }
+    bytes_ -= it->second.payload.size();
+    it->second.payload.assign(payload.begin(), payload.end());
+    it->second.origin = origin;
+    bytes_ += payload.size();
+    return SetResult::Stored;
+  }
+
+  // fn(topic, payload, origin) for every entry `filter` matches. A linear scan: retained topics on
+  // an edge proxy number in the thousands, and this runs once per SUBSCRIBE, never per PUBLISH.
+  template <typename Fn>
+  void for_each_match(std::string_view filter, Fn&& fn) const {
+    for (const auto& [topic, e] : entries_) {
+      if (mqtt::topic_matches(filter, topic))
+        fn(std::string_view(topic), ByteSpan(e.payload), e.origin);
+    }
+  }
+
+  // Drops replica entries matching `filter` that `still_wanted(topic)` declines.
+  template <typename Pred>
+  std::size_t drop_peer_entries(std::string_view filter, Pred&& still_wanted) {
+    std::size_t n = 0;
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      if (it->second.origin == Origin::Peer && mqtt::topic_matches(filter, it->first) &&
+          !still_wanted(std::string_view(it->first))) {
+        bytes_ -= it->second.payload.size();
+        it = entries_.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+    return n;
+  }
+
+  std::size_t size() const { return entries_.size(); }
+  std::size_t payload_bytes() const { return bytes_; }
+
+ private:
+  struct Entry {
+    Bytes payload;
+    Origin origin = Origin::Local;
+  };
+  std::map<std::string, Entry, std::less<>> entries_;
+  std::size_t max_messages_;
+  std::size_t bytes_ = 0;
+};
+
+}  // namespace mqtt_proxy::broker
