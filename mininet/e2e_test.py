@@ -320,6 +320,31 @@ class EndToEnd(unittest.TestCase):
                                         "1", "-W", "2"] + self.auth(), timeout=10)
         self.assertEqual(out, "")
 
+    def test_98_password_file_from_mosquitto_passwd(self):
+        # A third proxy, on h2, with users from mosquitto_passwd and no -u.
+        pw = os.path.join(ARGS.artifacts, "passwords")
+        rc, out, err = self.tb.run("h2", ["mosquitto_passwd", "-b", "-c", pw, "alice", "s3cret"])
+        self.assertEqual(rc, 0, out + err)
+        proxy = self.tb.start_proxy("h2", auth=False, extra=["--password-file", pw])
+        try:
+            H2 = "192.168.1.102"
+            alice = ["-u", "alice", "-P", "s3cret"]
+            sub = self.tb.popen("h3", ["mosquitto_sub", "-h", H2, "-t", "e2e/pw", "-C", "1",
+                                       "-W", "20"] + alice)
+            lines = Lines(sub.stdout)
+            self.assertTrue(proxy.wait_log("SUBSCRIBE client=192.168.1.103"))
+            rc, out, err = self.tb.run("h3", ["mosquitto_pub", "-h", H2, "-t", "e2e/pw", "-m",
+                                              "hashed"] + alice)
+            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(lines.next(20), "hashed")
+            for bad in (["-u", "alice", "-P", "wrong"], []):  # wrong password; anonymous
+                rc, _, _ = self.tb.run("h3", ["mosquitto_pub", "-h", H2, "-t", "e2e/pw", "-m",
+                                              "x"] + bad)
+                self.assertNotEqual(rc, 0)
+            self.assertIn("CONNECT refused", proxy.log())
+        finally:
+            self.assertEqual(proxy.stop(), 0)
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

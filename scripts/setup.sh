@@ -7,7 +7,7 @@ PACKAGES=(
   # build
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   libtins-dev libpcap-dev libboost-program-options-dev libfmt-dev libgtest-dev libgmock-dev
-  libbenchmark-dev
+  libbenchmark-dev libssl-dev
   # testbed and clients; the mosquitto broker is the benchmarks' baseline
   mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping tcpdump
   mosquitto mosquitto-clients python3-paho-mqtt

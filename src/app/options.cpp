@@ -38,6 +38,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("tcpport,t", po::value<unsigned>(&tcp_port)->default_value(1883), "MQTT TCP port to serve")
     ("username,u", po::value<std::string>(), "username clients must present (default: anonymous allowed)")
     ("password,p", po::value<std::string>(), "password clients must present (needs --username)")
+    ("password-file", po::value<std::string>(&out.password_file),
+     "Mosquitto password file (mosquitto_passwd); its users are accepted too")
+    ("allow-anonymous", po::bool_switch(&out.allow_anonymous),
+     "with -u or --password-file: also accept clients that send no username")
     ("forwarder,F", po::value<std::vector<std::string>>(&forwarders)->composing(),
      "a peer proxy's IPv4 address; repeatable")
     ("udpport,U", po::value<unsigned>(&udp_port)->default_value(1883),

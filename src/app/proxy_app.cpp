@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <fstream>
+#include <sstream>
 
 #include "mqtt_proxy/app/interfaces.hpp"
 #include "mqtt_proxy/capture/pcap_capture.hpp"
@@ -23,6 +25,17 @@
 namespace mqtt_proxy::app {
 
 namespace {
+
+std::string auth_mode(const Options& opt, const auth::PasswordFile* file) {
+  if (!opt.username && !file) return "anonymous";
+  std::string m = "required (";
+  if (opt.username) m += "-u";
+  if (file)
+    m += std::string(opt.username ? ", " : "") + std::to_string(file->size()) + " users in " +
+         opt.password_file;
+  m += opt.allow_anonymous ? "; anonymous allowed)" : ")";
+  return m;
+}
 constexpr std::string_view kLog = "app";
 
 // ISO 8601 UTC with microseconds: one line per event, greppable.
@@ -97,6 +110,20 @@ int run_proxy(const Options& opt) {
 
   // Interfaces.
   std::string err;
+  std::shared_ptr<const auth::PasswordFile> password_file;
+  if (!opt.password_file.empty()) {
+    std::ifstream in(opt.password_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      return fail("cannot read --password-file " + opt.password_file + ": " + std::strerror(errno));
+    }
+    std::string why;
+    auto parsed = auth::PasswordFile::parse(text.str(), why);
+    if (!parsed) return fail("--password-file " + opt.password_file + ": " + why);
+    password_file = std::make_shared<const auth::PasswordFile>(std::move(*parsed));
+  }
+
   const auto all = list_interfaces(err);
   if (!err.empty()) return fail(err);
   std::vector<SystemInterface> chosen;
@@ -129,6 +156,8 @@ int run_proxy(const Options& opt) {
   }
   cfg.broker.username = opt.username;
   cfg.broker.password = opt.password;
+  cfg.broker.password_file = password_file;
+  cfg.broker.allow_anonymous = opt.allow_anonymous;
   cfg.broker.max_packet_size = opt.max_packet_size;
   cfg.broker.max_queued_bytes = opt.max_queued_bytes;
   cfg.broker.max_retained_messages = opt.max_retained;
@@ -225,11 +254,11 @@ int run_proxy(const Options& opt) {
       ifs += (ifs.empty() ? "" : " ") + i.name + "(" + join_addresses(i.addresses) + ")";
     }
     // Scripts wait for this line, so it is written whatever the log level.
-    stderr_sink(log::Level::Info, kLog,
-                fmt::format("ready: tcp/{} on {}; peers {} on udp/{}; auth {}; firewall {}",
-                            opt.tcp_port, ifs, join_addresses(opt.forwarders), opt.udp_port,
-                            opt.username ? "required" : "anonymous",
-                            opt.firewall ? "rules installed" : "off"));
+    stderr_sink(
+        log::Level::Info, kLog,
+        fmt::format("ready: tcp/{} on {}; peers {} on udp/{}; auth {}; firewall {}", opt.tcp_port,
+                    ifs, join_addresses(opt.forwarders), opt.udp_port,
+                    auth_mode(opt, password_file.get()), opt.firewall ? "rules installed" : "off"));
   }
 
   const Duration stats_every = std::chrono::seconds(opt.stats_interval_seconds);

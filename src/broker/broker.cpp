@@ -173,6 +173,16 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
       packet);
 }
 
+bool Broker::authorized(const mqtt::Connect& c) const {
+  if (!cfg_.username && !cfg_.password_file) return true;
+  if (!c.username) return cfg_.allow_anonymous;
+  if (cfg_.username && *c.username == *cfg_.username &&
+      (!cfg_.password || (c.password && equal_bytes(*c.password, *cfg_.password)))) {
+    return true;
+  }
+  return cfg_.password_file && c.password && cfg_.password_file->check(*c.username, *c.password);
+}
+
 void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   auto refuse = [&](std::uint8_t code, std::string_view why) {
     ++counters_.mqtt_connects_refused;
@@ -184,11 +194,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     end_session(s, false, now);
   };
 
-  if (cfg_.username) {
-    const bool user_ok = c.username && *c.username == *cfg_.username;
-    const bool pass_ok = !cfg_.password || (c.password && equal_bytes(*c.password, *cfg_.password));
-    if (!user_ok || !pass_ok) return refuse(mqtt::connack::kNotAuthorized, "wrong credentials");
-  }
+  if (!authorized(c)) return refuse(mqtt::connack::kNotAuthorized, "wrong credentials");
 
   std::string client_id(c.client_id);
   if (client_id.empty()) {

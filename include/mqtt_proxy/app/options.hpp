@@ -21,6 +21,8 @@ struct Options {
   log::Level log_level = log::Level::Info;
   bool firewall = true;
   bool verify_checksums = false;
+  std::string password_file;  // empty: none
+  bool allow_anonymous = false;
   std::size_t max_connections = 100000;
   std::size_t max_half_open = 1024;
   std::uint32_t tcp_rcv_buffer = 65535;

@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "mqtt_proxy/auth/password_file.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/broker/topic_tree.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
@@ -37,8 +38,13 @@ class BrokerHost {
 };
 
 struct BrokerConfig {
-  std::optional<std::string> username;  // when set, CONNECT must carry it
-  std::optional<std::string> password;  // when set, CONNECT must carry it
+  // Credentials: a client is accepted when it matches `username`/`password`, or a password-file
+  // entry. With neither configured every client is accepted (the brief's default); with either,
+  // a CONNECT without a username is accepted only when `allow_anonymous` is set.
+  std::optional<std::string> username;
+  std::optional<std::string> password;  // with `username` only
+  std::shared_ptr<const auth::PasswordFile> password_file;
+  bool allow_anonymous = false;
   std::size_t max_packet_size = 16 * 1024 * 1024;
   // A subscriber with this much queued toward it loses further QoS 0 messages (counted).
   std::size_t max_queued_bytes = 4 * 1024 * 1024;
@@ -82,6 +88,7 @@ class Broker {
 
   void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
   void handle_connect(Session& s, const mqtt::Connect& c, TimePoint now);
+  bool authorized(const mqtt::Connect& c) const;
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);

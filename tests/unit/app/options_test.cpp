@@ -44,6 +44,20 @@ TEST(Options, RepeatableForwardersAndInterfaces) {
   EXPECT_EQ(o.log_level, log::Level::Debug);
 }
 
+TEST(Options, PasswordFileAndAnonymousAccess) {
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({"--password-file", "/etc/mqtt/pw", "--allow-anonymous"}, o, msg),
+            ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(o.password_file, "/etc/mqtt/pw");
+  EXPECT_TRUE(o.allow_anonymous);
+  Options d;
+  ASSERT_EQ(parse({}, d, msg), ParseOutcome::Run) << msg;
+  EXPECT_TRUE(d.password_file.empty());
+  EXPECT_FALSE(d.allow_anonymous);
+}
+
 TEST(Options, BadValuesAreOneLineErrors) {
   const std::vector<std::vector<const char*>> bad = {{"-t", "0"},
                                                      {"-t", "70000"},

@@ -326,7 +326,7 @@ TEST_F(Broker, SlowSubscriberLosesMessagesOthersDoNot) {
   EXPECT_EQ(counters_.mqtt_publish_dropped_slow, 1u);
 }
 
-TEST_F(Broker, AnonymousAccessWhenNoUsernameIsConfigured) {
+TEST_F(Broker, AnonymousAccessWhenNoCredentialsAreConfigured) {
   metrics::Counters counters;
   FakeHost host;
   peering::Peering peering({}, log::null_logger(), counters);
@@ -334,6 +334,42 @@ TEST_F(Broker, AnonymousAccessWhenNoUsernameIsConfigured) {
   open_broker.on_open(1, "x", now_);
   open_broker.on_data(1, connect_packet("anon", 60, "", ""), now_);
   EXPECT_EQ(to_hex(host.take(1)[0].body), "00 00");
+}
+
+// Users alice/secret1 (mosquitto_passwd 2.0.11), besides the fixture's -u jorge -p passwd.
+std::string connack_code(const broker::BrokerConfig& base, bool allow_anonymous,
+                         std::string_view user, std::string_view pass) {
+  broker::BrokerConfig cfg = base;
+  std::string error;
+  auto file = auth::PasswordFile::parse(
+      "alice:$7$101$RiJEb9vV0/tONA5O$Z5El9L0Bn7hlRFq7TWkJ5TiyWPaZomxgk7OjmjX9Qpg0wIga5JzbGl6WBxzC"
+      "TnY+PqfcpcB4CRO97229JI83QQ==\n",
+      error);
+  cfg.password_file = std::make_shared<const auth::PasswordFile>(std::move(*file));
+  cfg.allow_anonymous = allow_anonymous;
+  metrics::Counters counters;
+  FakeHost host;
+  peering::Peering peering({}, log::null_logger(), counters);
+  broker::Broker b(cfg, host, peering, log::null_logger(), counters);
+  b.on_open(1, "x", t0());
+  b.on_data(1, connect_packet("c", 60, user, pass), t0());
+  return to_hex(host.take(1)[0].body);
+}
+
+TEST(BrokerAuth, PasswordFileUsersAndTheCommandLineUserAreBothAccepted) {
+  broker::BrokerConfig with_user;
+  with_user.username = "jorge";
+  with_user.password = "passwd";
+  for (const auto& base : {broker::BrokerConfig{}, with_user}) {
+    EXPECT_EQ(connack_code(base, false, "alice", "secret1"), "00 00");
+    EXPECT_EQ(connack_code(base, false, "alice", "wrong"), "00 05");
+    EXPECT_EQ(connack_code(base, false, "mallory", "secret1"), "00 05");
+    EXPECT_EQ(connack_code(base, false, "", ""), "00 05");  // anonymous only when allowed
+    EXPECT_EQ(connack_code(base, true, "", ""), "00 00");
+    EXPECT_EQ(connack_code(base, true, "alice", "wrong"), "00 05");  // a name must still match
+  }
+  EXPECT_EQ(connack_code(with_user, false, "jorge", "passwd"), "00 00");
+  EXPECT_EQ(connack_code({}, false, "jorge", "passwd"), "00 05");
 }
 
 // --- Retained messages
