@@ -195,19 +195,21 @@ class EndToEnd(unittest.TestCase):
         command("quit")
         self.assertEqual(p.wait(10), 0)
 
-    def paho(self, host, broker, client_id, keepalive=60):
+    def paho(self, host, broker, client_id, keepalive=60, persistent=False,
+             connack="CONNACK 0"):
         """A Paho client process driven by commands; returns (process, lines, send)."""
         p = self.tb.popen(host, ["/usr/bin/python3", os.path.join(HERE, "clients", "paho_client.py"),
                                  "--host", broker, "--user", self.testbed_mod.USER, "--password",
                                  self.testbed_mod.PASSWORD, "--id", client_id, "--keepalive",
-                                 str(keepalive)], stdin=subprocess.PIPE)
+                                 str(keepalive)] + (["--persistent"] if persistent else []),
+                          stdin=subprocess.PIPE)
         lines = Lines(p.stdout)
 
         def command(c):
             p.stdin.write((c + "\n").encode())
             p.stdin.flush()
 
-        self.assertEqual(lines.expect("CONNACK"), "CONNACK 0")
+        self.assertEqual(lines.expect("CONNACK"), connack)
         return p, lines, command
 
     def test_06_subscriber_gone_silently_loses_interest_after_keepalive(self):
@@ -319,6 +321,22 @@ class EndToEnd(unittest.TestCase):
         rc, out, _ = self.tb.run("h2", ["mosquitto_sub", "-h", H1, "-t", "e2e/retained/+", "-C",
                                         "1", "-W", "2"] + self.auth(), timeout=10)
         self.assertEqual(out, "")
+
+    def test_13_persistent_session_resumes_its_subscription(self):
+        p, lines, command = self.paho("h2", H1, "e2e-persist", persistent=True)
+        command("sub e2e/persist")
+        self.assertEqual(lines.expect("SUBACK"), "SUBACK 0")
+        command("quit")  # DISCONNECT: a clean-session-0 session is kept
+        self.assertEqual(p.wait(10), 0)
+        self.wait_peer_interest(self.h4, "e2e/persist", subscribed=False)
+        # Back without subscribing: the stored subscription is restored and the peer told again.
+        p, lines, command = self.paho("h2", H1, "e2e-persist", persistent=True,
+                                      connack="CONNACK 0 session-present")
+        self.wait_peer_interest(self.h4, "e2e/persist", count=2)
+        self.publish("h3", H4, "e2e/persist", "resumed")
+        self.assertEqual(lines.expect("MSG"), "MSG e2e/persist resumed")
+        command("quit")
+        self.assertEqual(p.wait(10), 0)
 
     def test_98_password_file_from_mosquitto_passwd(self):
         # A third proxy, on h2, with users from mosquitto_passwd and no -u.

@@ -2,7 +2,8 @@
 """A Paho MQTT client driven line by line on stdin, for the end-to-end tests.
 
 Commands (one per line): `sub TOPIC`, `unsub TOPIC`, `pub TOPIC QOS PAYLOAD`, `quit`. It prints one
-line per event on stdout: CONNACK rc, SUBACK, UNSUBACK, PUBACK mid, MSG topic payload, DISCONNECTED rc.
+line per event on stdout: CONNACK rc [session-present], SUBACK, UNSUBACK, PUBACK mid, MSG topic
+payload, DISCONNECTED rc.
 Uses python3-paho-mqtt (1.6) unchanged: the point is that a stock library works through the proxy.
 """
 
@@ -26,12 +27,14 @@ def main():
     ap.add_argument("--password")
     ap.add_argument("--id", default="")
     ap.add_argument("--keepalive", type=int, default=60)
+    ap.add_argument("--persistent", action="store_true", help="clean session 0")
     a = ap.parse_args()
 
-    c = mqtt.Client(client_id=a.id, clean_session=True, protocol=mqtt.MQTTv311)
+    c = mqtt.Client(client_id=a.id, clean_session=not a.persistent, protocol=mqtt.MQTTv311)
     if a.user:
         c.username_pw_set(a.user, a.password)
-    c.on_connect = lambda cl, ud, flags, rc: out("CONNACK %d" % rc)
+    c.on_connect = lambda cl, ud, flags, rc: out(
+        "CONNACK %d%s" % (rc, " session-present" if flags.get("session present") else ""))
     c.on_subscribe = lambda cl, ud, mid, granted: out("SUBACK %s" % ",".join(map(str, granted)))
     c.on_unsubscribe = lambda cl, ud, mid: out("UNSUBACK")
     c.on_publish = lambda cl, ud, mid: out("PUBACK %d" % mid)

@@ -68,6 +68,8 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "largest MQTT packet accepted from a client, in bytes")
     ("max-queued-bytes", po::value<std::size_t>(&out.max_queued_bytes)->default_value(4 * 1024 * 1024),
      "bytes queued toward one client beyond which further messages to it are dropped")
+    ("session-expiry", po::value<unsigned>(&out.session_expiry_seconds)->default_value(3600),
+     "keep a clean-session-0 client's subscriptions this long after it goes, in seconds (0: never)")
     ("max-retained", po::value<std::size_t>(&out.max_retained)->default_value(100000),
      "topics with a retained message at once; beyond, new retained topics are refused")
     ("capture-buffer", po::value<std::size_t>(&capture_mib)->default_value(16),

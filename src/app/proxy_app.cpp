@@ -161,6 +161,7 @@ int run_proxy(const Options& opt) {
   cfg.broker.max_packet_size = opt.max_packet_size;
   cfg.broker.max_queued_bytes = opt.max_queued_bytes;
   cfg.broker.max_retained_messages = opt.max_retained;
+  cfg.broker.session_expiry = std::chrono::seconds(opt.session_expiry_seconds);
   cfg.peering.peers = opt.forwarders;
   cfg.peering.refresh_interval = std::chrono::seconds(opt.peer_refresh_seconds);
   for (const auto& i : chosen) {

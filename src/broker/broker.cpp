@@ -23,6 +23,7 @@ struct Broker::Session {
   mqtt::FrameSplitter splitter;
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::V311;
   std::string client_id;
+  bool clean = true;                      // clean session: nothing outlives the connection
   Duration keepalive_grace{0};            // 1.5 x keepalive; 0 = none
   TimePoint deadline{};                   // CONNECT timeout, then keepalive expiry
   std::optional<TimePoint> scheduled_at;  // the live entry in deadlines_, if any
@@ -217,7 +218,15 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   s.phase = Phase::Connected;
   s.version = c.version;
   s.client_id = client_id;
+  s.clean = c.clean_session;
   by_client_id_[client_id] = &s;
+  // [MQTT-3.1.2-4/6]: clean session 1 discards a stored session; 0 resumes it.
+  bool session_present = false;
+  if (s.clean) {
+    stored_.erase(client_id);
+  } else {
+    session_present = restore_session(s);
+  }
   if (c.will) {
     s.will =
         Session::StoredWill{std::string(c.will->topic),
@@ -229,11 +238,13 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   touch(s, now);
 
   ++counters_.mqtt_connects;
-  log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}", s.label,
+  log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}{}", s.label,
             client_id, c.username.value_or(""), c.keepalive, c.clean_session,
-            static_cast<int>(c.version));
+            static_cast<int>(c.version),
+            session_present ? fmt::format(" resumed with {} filter(s)", s.filters.size()) : "");
   scratch_.clear();
-  mqtt::encode_connack(scratch_, false, mqtt::connack::kAccepted);
+  // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
+  mqtt::encode_connack(scratch_, session_present, mqtt::connack::kAccepted);
   send(s, scratch_);
 }
 
@@ -355,9 +366,8 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub) {
     ++counters_.mqtt_subscriptions;
     log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.label, s.client_id, t.filter,
               t.requested_qos);
-    codes.push_back(0x00);                              // granted QoS 0
-    if (!s.filters.emplace(t.filter).second) continue;  // a repeat replaces the same subscription
-    if (subscriptions_.add(t.filter, &s)) peering_.local_filter_added(t.filter);
+    codes.push_back(0x00);  // granted QoS 0
+    add_subscription(s, std::string(t.filter));
   }
   scratch_.clear();
   mqtt::encode_suback(scratch_, sub.packet_id, codes);
@@ -373,6 +383,37 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub) {
                                if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
                              });
   }
+}
+
+void Broker::add_subscription(Session& s, const std::string& filter) {
+  if (!s.filters.emplace(filter).second) return;  // a repeat replaces the same subscription
+  if (subscriptions_.add(filter, &s)) peering_.local_filter_added(filter);
+}
+
+void Broker::store_session(const Session& s, TimePoint now) {
+  if (cfg_.session_expiry <= Duration::zero()) return;
+  if (stored_.size() >= cfg_.max_stored_sessions && !stored_.contains(s.client_id)) {
+    if (counters_.mqtt_sessions_not_stored++ % 1000 == 0) {
+      log_.warn(kLog, "session id={} not kept: {} stored sessions is the limit", s.client_id,
+                cfg_.max_stored_sessions);
+    }
+    return;
+  }
+  StoredSession& st = stored_[s.client_id];
+  st.filters.assign(s.filters.begin(), s.filters.end());
+  st.expires_at = now + cfg_.session_expiry;
+  stored_expiry_.push(st.expires_at, s.client_id);
+  log_.debug(kLog, "session id={} kept with {} filter(s) for {} s", s.client_id, st.filters.size(),
+             std::chrono::duration_cast<std::chrono::seconds>(cfg_.session_expiry).count());
+}
+
+bool Broker::restore_session(Session& s) {
+  auto it = stored_.find(s.client_id);
+  if (it == stored_.end()) return false;
+  for (const auto& f : it->second.filters) add_subscription(s, f);
+  stored_.erase(it);
+  ++counters_.mqtt_sessions_resumed;
+  return true;
 }
 
 void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
@@ -406,6 +447,7 @@ void Broker::publish_will(Session& s, TimePoint now) {
 void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
   const ClientHandle handle = s.handle;
   s.closing = true;
+  if (s.phase == Phase::Connected && !s.clean) store_session(s, now);
   for (const auto& f : s.filters) {
     if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
@@ -435,6 +477,13 @@ void Broker::on_lost(ClientHandle c, std::string_view reason, TimePoint now) {
 }
 
 void Broker::on_timers(TimePoint now) {
+  stored_expiry_.pop_due(now, [&](TimePoint t, const std::string& id) {
+    auto it = stored_.find(id);
+    if (it == stored_.end() || it->second.expires_at != t) return;  // resumed or stored again
+    ++counters_.mqtt_sessions_expired;
+    log_.info(kLog, "session id={} expired with {} filter(s)", id, it->second.filters.size());
+    stored_.erase(it);
+  });
   deadlines_.pop_due(now, [&](TimePoint t, ClientHandle c) {
     auto it = sessions_.find(c);
     if (it == sessions_.end()) return;

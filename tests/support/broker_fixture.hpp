@@ -87,6 +87,16 @@ class BrokerFixture : public ::testing::Test {
     ASSERT_EQ(to_hex(f[0].body), "00 00");
   }
 
+  // Opens and connects a clean-session-0 client; returns the CONNACK body ("01 00": session
+  // present).
+  std::string connect_persistent(broker::ClientHandle c, std::string_view id) {
+    open(c);
+    feed(c, connect_packet(id, 60, "jorge", "passwd", {}, false));
+    const auto f = host_.take(c);
+    if (f.size() != 1 || f[0].type != mqtt::PacketType::Connack) return "no CONNACK";
+    return to_hex(f[0].body);
+  }
+
   void subscribe(broker::ClientHandle c, std::string_view filter, std::uint16_t id = 1) {
     feed(c, subscribe_packet(filter, id));
   }

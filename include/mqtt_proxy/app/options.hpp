@@ -30,6 +30,7 @@ struct Options {
   std::size_t max_packet_size = 16 * 1024 * 1024;
   std::size_t max_queued_bytes = 4 * 1024 * 1024;
   std::size_t max_retained = 100000;
+  unsigned session_expiry_seconds = 3600;
   std::size_t capture_buffer_bytes = 16 * 1024 * 1024;
   unsigned peer_refresh_seconds = 0;
   unsigned stats_interval_seconds = 0;

@@ -50,6 +50,10 @@ struct BrokerConfig {
   std::size_t max_queued_bytes = 4 * 1024 * 1024;
   Duration connect_timeout = std::chrono::seconds(10);  // from TCP accept to CONNECT
   std::size_t max_retained_messages = 100000;           // topics; beyond, new ones are refused
+  // A client that connects with clean session 0 keeps its subscriptions this long after its
+  // connection ends, for a reconnect with the same client id; zero keeps none.
+  Duration session_expiry = std::chrono::hours(1);
+  std::size_t max_stored_sessions = 100000;  // beyond, further sessions are not kept (counted)
 };
 
 class Broker {
@@ -72,12 +76,15 @@ class Broker {
   void on_peer_interest(wire::Ipv4Address peer, std::string_view filter);
 
   void on_timers(TimePoint now);
-  std::optional<TimePoint> next_deadline() const { return deadlines_.earliest(); }
+  std::optional<TimePoint> next_deadline() const {
+    return earliest(deadlines_.earliest(), stored_expiry_.earliest());
+  }
 
   // Closes every session (shutdown): no wills, peers are told the filters are gone.
   void close_all(std::string_view reason, TimePoint now);
 
   std::size_t session_count() const { return sessions_.size(); }
+  std::size_t stored_session_count() const { return stored_.size(); }
   std::size_t connected_count() const { return by_client_id_.size(); }
   std::size_t local_filter_count() const { return subscriptions_.filter_count(); }
   const RetainedStore& retained() const { return retained_; }
@@ -91,6 +98,12 @@ class Broker {
   bool authorized(const mqtt::Connect& c) const;
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub);
+  // Adds one subscription; the peers hear of the filter if it is new here.
+  void add_subscription(Session& s, const std::string& filter);
+  // A persistent client's connection ended: its subscriptions wait for a reconnect.
+  void store_session(const Session& s, TimePoint now);
+  // Gives `s` the subscriptions stored under its client id, if any; returns whether there were.
+  bool restore_session(Session& s);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
   void protocol_error(Session& s, std::string_view reason, TimePoint now);
   void deliver_local(std::string_view topic, ByteSpan payload, bool retain);
@@ -114,6 +127,13 @@ class Broker {
   std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_client_id_;
   TopicTree<Session*> subscriptions_;
+  // Sessions of clean-session-0 clients that are not connected: client id -> filters.
+  struct StoredSession {
+    std::vector<std::string> filters;
+    TimePoint expires_at;
+  };
+  std::unordered_map<std::string, StoredSession> stored_;
+  DeadlineQueue<std::string> stored_expiry_;
   RetainedStore retained_;
   DeadlineQueue<ClientHandle> deadlines_;
   std::uint64_t delivery_mark_ = 0;

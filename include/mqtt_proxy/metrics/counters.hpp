@@ -35,6 +35,9 @@ namespace mqtt_proxy::metrics {
   X(mqtt_keepalive_expired, "clients closed for keepalive expiry")                               \
   X(mqtt_protocol_errors, "clients closed for a malformed packet or protocol violation")         \
   X(mqtt_sessions_taken_over, "sessions closed by a new connection with the same client id")     \
+  X(mqtt_sessions_resumed, "clean-session-0 reconnects that found their stored subscriptions")   \
+  X(mqtt_sessions_expired, "stored sessions dropped after the session expiry")                   \
+  X(mqtt_sessions_not_stored, "sessions not kept because the stored-session limit was reached")  \
   X(mqtt_publish_received, "PUBLISH packets from local clients")                                 \
   X(mqtt_publish_delivered, "PUBLISH packets queued to local subscribers")                       \
   X(mqtt_publish_dropped_slow, "PUBLISH copies dropped because a subscriber's queue was full")   \

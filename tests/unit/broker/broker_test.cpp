@@ -372,6 +372,63 @@ TEST(BrokerAuth, PasswordFileUsersAndTheCommandLineUserAreBothAccepted) {
   EXPECT_EQ(connack_code({}, false, "jorge", "passwd"), "00 05");
 }
 
+// --- Persistent sessions (clean session 0)
+// ----------------------------------------------------------
+
+TEST_F(Broker, PersistentSessionKeepsItsSubscriptionsAcrossAReconnect) {
+  EXPECT_EQ(connect_persistent(1, "keeper"), "00 00");  // nothing stored yet
+  subscribe(1, "k/#");
+  host_.take(1);
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_EQ(broker_.stored_session_count(), 1u);
+  connect(2, "pub");
+  publish(2, "k/1", "while away");  // QoS 0 messages are not queued for an absent client
+  now_ += 10min;
+  EXPECT_EQ(connect_persistent(3, "keeper"), "01 00");  // session present [MQTT-3.2.2-2]
+  EXPECT_EQ(broker_.stored_session_count(), 0u);
+  publish(2, "k/2", "back");
+  EXPECT_EQ(received(3), (std::vector<std::string>{"k/2=back"}));
+  EXPECT_EQ(counters_.mqtt_sessions_resumed, 1u);
+}
+
+TEST_F(Broker, CleanSessionDiscardsAStoredSession) {
+  connect_persistent(1, "c");
+  subscribe(1, "t");
+  feed(1, Bytes{std::byte{0xe0}, std::byte{0x00}});  // DISCONNECT also keeps the session
+  EXPECT_EQ(broker_.stored_session_count(), 1u);
+  connect(2, "c");  // clean session 1 [MQTT-3.1.2-6]
+  EXPECT_EQ(broker_.stored_session_count(), 0u);
+  connect(3, "pub");
+  publish(3, "t", "x");
+  EXPECT_TRUE(received(2).empty());
+  broker_.on_lost(2, "reset", now_);
+  EXPECT_EQ(connect_persistent(4, "c"), "00 00");
+}
+
+TEST_F(Broker, StoredSessionExpires) {
+  connect_persistent(1, "e");
+  subscribe(1, "t");
+  broker_.on_lost(1, "reset", now_);
+  ASSERT_TRUE(broker_.next_deadline());
+  broker_.on_timers(now_ + 59min);
+  EXPECT_EQ(broker_.stored_session_count(), 1u);
+  broker_.on_timers(now_ + 1h);
+  EXPECT_EQ(broker_.stored_session_count(), 0u);
+  EXPECT_EQ(counters_.mqtt_sessions_expired, 1u);
+  EXPECT_EQ(connect_persistent(2, "e"), "00 00");
+}
+
+TEST_F(Broker, TakeoverOfAPersistentSessionCarriesItsSubscriptions) {
+  connect_persistent(1, "dev");
+  subscribe(1, "cmd");
+  host_.take(1);
+  EXPECT_EQ(connect_persistent(2, "dev"), "01 00");
+  EXPECT_TRUE(host_.closed.contains(1));
+  connect(3, "pub");
+  publish(3, "cmd", "go");
+  EXPECT_EQ(received(2), (std::vector<std::string>{"cmd=go"}));
+}
+
 // --- Retained messages
 // -----------------------------------------------------------------------------
 
@@ -572,6 +629,16 @@ TEST_F(BrokerWithPeers, RetainedMessageFromAPeerServesLaterLocalSubscribersUntil
   EXPECT_EQ(broker_.retained().size(), 1u);  // "second" still wants r/far
   unsubscribe(2, "r/far");
   EXPECT_EQ(broker_.retained().size(), 0u);
+}
+
+TEST_F(BrokerWithPeers, AbsentPersistentClientIsNotAnInterestPeersKeep) {
+  connect_persistent(1, "p");
+  subscribe(1, "t");
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"SUBSCRIBE"}));
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"UNSUBSCRIBE"}));
+  connect_persistent(2, "p");
+  EXPECT_EQ(datagram_types(), (std::vector<std::string>{"SUBSCRIBE"}));
 }
 
 }  // namespace
