@@ -338,6 +338,46 @@ class EndToEnd(unittest.TestCase):
         command("quit")
         self.assertEqual(p.wait(10), 0)
 
+    def test_14_protocol_versions_and_qos_levels_of_stock_clients(self):
+        # Every pairing of 3.1, 3.1.1 and 5.0 clients, across the proxies, at QoS 0, 1 and 2.
+        for sub_v in ("31", "311", "5"):
+            topic = "e2e/v/%s" % sub_v
+            args = ["mosquitto_sub", "-V", sub_v, "-h", H1, "-t", topic, "-C", "9", "-W", "30",
+                    "-q", "1"] + self.auth()
+            if sub_v == "31":
+                args += ["-i", "sub-v31"]  # 3.1 has no server-assigned ids
+            sub = self.tb.popen("h2", args)
+            lines = Lines(sub.stdout)
+            self.wait_peer_interest(self.h4, topic)
+            sent = []
+            for pub_v in ("31", "311", "5"):
+                for qos in ("0", "1", "2"):
+                    msg = "from-%s-q%s" % (pub_v, qos)
+                    args = ["mosquitto_pub", "-V", pub_v, "-h", H4, "-t", topic, "-q", qos, "-m",
+                            msg] + self.auth()
+                    if pub_v == "31":
+                        args += ["-i", "pub-v31"]
+                    rc, out, err = self.tb.run("h3", args, 10)
+                    self.assertEqual(rc, 0, "%s: %s %s" % (msg, out, err))
+                    sent.append(msg)
+            self.assertEqual(self.received(lines, 9), sent, "subscriber -V %s" % sub_v)
+            self.assertEqual(sub.wait(10), 0)
+
+    def test_15_v5_will_reaches_a_v5_subscriber_across_peers(self):
+        # A v5 will (the subscriber goes without DISCONNECT) reaches a v5 subscriber across peers.
+        watcher = self.tb.popen("h2", ["mosquitto_sub", "-V", "5", "-h", H1, "-t", "e2e/v5will",
+                                       "-C", "1", "-W", "20"] + self.auth())
+        wl = Lines(watcher.stdout)
+        self.wait_peer_interest(self.h4, "e2e/v5will")
+        dev = self.tb.popen("h3", ["mosquitto_sub", "-V", "5", "-h", H4, "-t", "e2e/none",
+                                   "--will-topic", "e2e/v5will", "--will-payload", "gone"] +
+                            self.auth())
+        self.assertTrue(self.h4.wait_log("topic=e2e/none"))
+        dev.send_signal(signal.SIGKILL)  # the kernel closes the socket: FIN, no DISCONNECT
+        dev.wait(5)
+        self.assertEqual(wl.next(20), "gone")
+        self.assertEqual(watcher.wait(10), 0)
+
     def test_98_password_file_from_mosquitto_passwd(self):
         # A third proxy, on h2, with users from mosquitto_passwd and no -u.
         pw = os.path.join(ARGS.artifacts, "passwords")

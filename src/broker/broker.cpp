@@ -23,7 +23,19 @@ struct Broker::Session {
   mqtt::FrameSplitter splitter;
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::V311;
   std::string client_id;
-  bool clean = true;                      // clean session: nothing outlives the connection
+  bool clean = true;     // clean session: nothing outlives the connection
+  Duration keep_for{0};  // how long the session is stored after the connection
+  bool v5 = false;
+  std::uint32_t max_packet_out = UINT32_MAX;  // the client's Maximum Packet Size (v5)
+  std::vector<std::string> topic_aliases;     // v5: alias -> topic, index 0 unused
+  bool expiry_was_zero = true;                // v5: CONNECT's Session Expiry Interval was 0
+  Bytes will_properties;                      // v5: forwarded with the will
+  // v5 subscription options of filters that need them; a filter not listed has the defaults.
+  struct FilterOptions {
+    bool no_local = false;
+    bool retain_as_published = false;
+  };
+  std::unordered_map<std::string, FilterOptions> filter_options;
   Duration keepalive_grace{0};            // 1.5 x keepalive; 0 = none
   TimePoint deadline{};                   // CONNECT timeout, then keepalive expiry
   std::optional<TimePoint> scheduled_at;  // the live entry in deadlines_, if any
@@ -92,7 +104,9 @@ void Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
     mqtt::DecodeError err;
     const auto frame = s.splitter.next(err);
     if (!frame) {
-      if (err != mqtt::DecodeError::None) protocol_error(s, mqtt::decode_error_name(err), now);
+      if (err != mqtt::DecodeError::None) {
+        protocol_error(s, mqtt::decode_error_name(err), now, mqtt::reason_code_for(err));
+      }
       return;
     }
     handle_frame(s, *frame, now);
@@ -102,10 +116,20 @@ void Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
   }
 }
 
-void Broker::protocol_error(Session& s, std::string_view reason, TimePoint now) {
+void Broker::protocol_error(Session& s, std::string_view reason, TimePoint now,
+                            std::uint8_t v5_reason) {
   ++counters_.mqtt_protocol_errors;
   log_.warn(kLog, "closing client={} id={}: {}", s.label, s.client_id, reason);
+  send_disconnect(s, v5_reason);
   end_session(s, /*publish_will_msg=*/true, now);
+}
+
+void Broker::send_disconnect(Session& s, std::uint8_t reason) {
+  // Only a v5 session that got its CONNACK may be told why (4.13.2).
+  if (!s.v5 || s.phase != Phase::Connected) return;
+  scratch_.clear();
+  mqtt::encode_disconnect_v5(scratch_, reason);
+  send(s, scratch_);
 }
 
 void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
@@ -125,11 +149,12 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
     protocol_error(s,
                    fmt::format("malformed {}: {}", mqtt::packet_type_name(f.type()),
                                mqtt::decode_error_name(err)),
-                   now);
+                   now, mqtt::reason_code_for(err));
     return;
   }
   if (s.phase == Phase::AwaitConnect && !std::holds_alternative<mqtt::Connect>(packet)) {
-    protocol_error(s, fmt::format("{} before CONNECT", mqtt::packet_type_name(f.type())), now);
+    protocol_error(s, fmt::format("{} before CONNECT", mqtt::packet_type_name(f.type())), now,
+                   mqtt::reason::kProtocolError);
     return;
   }
   touch(s, now);
@@ -138,14 +163,15 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
         using T = std::decay_t<decltype(p)>;
         if constexpr (std::is_same_v<T, mqtt::Connect>) {
           if (s.phase == Phase::Connected) {
-            protocol_error(s, "second CONNECT", now);  // [MQTT-3.1.0-2]
+            protocol_error(s, "second CONNECT", now,
+                           mqtt::reason::kProtocolError);  // [MQTT-3.1.0-2]
           } else {
             handle_connect(s, p, now);
           }
         } else if constexpr (std::is_same_v<T, mqtt::Publish>) {
           handle_publish(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::Subscribe>) {
-          handle_subscribe(s, p);
+          handle_subscribe(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::Unsubscribe>) {
           handle_unsubscribe(s, p);
         } else if constexpr (std::is_same_v<T, mqtt::PacketIdAck>) {
@@ -166,9 +192,23 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
           mqtt::encode_pingresp(scratch_);
           send(s, scratch_);
         } else if constexpr (std::is_same_v<T, mqtt::Disconnect>) {
+          if (p.properties.session_expiry) {
+            // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be kept now.
+            if (s.expiry_was_zero && *p.properties.session_expiry != 0) {
+              protocol_error(s, "DISCONNECT sets a session expiry after CONNECT said 0", now,
+                             mqtt::reason::kProtocolError);
+              return;
+            }
+            s.keep_for = session_keep_for(*p.properties.session_expiry);
+          }
           ++counters_.mqtt_disconnects;
           log_.info(kLog, "DISCONNECT client={} id={}", s.label, s.client_id);
-          end_session(s, /*publish_will_msg=*/false, now);  // [MQTT-3.14.4-3]: will discarded
+          // [MQTT-3.14.4-3]: the will is discarded, unless a v5 client asks for it (0x04).
+          end_session(s, p.reason_code == mqtt::reason::kDisconnectWithWill, now);
+        } else if constexpr (std::is_same_v<T, mqtt::Auth>) {
+          // No CONNECT here carries an Authentication Method, so AUTH is out of place (4.12).
+          protocol_error(s, "AUTH without enhanced authentication", now,
+                         mqtt::reason::kProtocolError);
         }
       },
       packet);
@@ -184,26 +224,48 @@ bool Broker::authorized(const mqtt::Connect& c) const {
   return cfg_.password_file && c.password && cfg_.password_file->check(*c.username, *c.password);
 }
 
+Duration Broker::session_keep_for(std::uint32_t expiry_seconds) const {
+  // v5 Session Expiry Interval, capped by --session-expiry (0xffffffff means "never" to the
+  // client).
+  return std::min<Duration>(std::chrono::seconds(expiry_seconds), cfg_.session_expiry);
+}
+
 void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
-  auto refuse = [&](std::uint8_t code, std::string_view why) {
+  const bool v5 = c.version == mqtt::ProtocolVersion::V5;
+  auto refuse = [&](std::uint8_t v3_code, std::uint8_t v5_code, std::string_view why) {
     ++counters_.mqtt_connects_refused;
     log_.info(kLog, "CONNECT refused client={} id={} user={}: {}", s.label, c.client_id,
               c.username.value_or(""), why);
     scratch_.clear();
-    mqtt::encode_connack(scratch_, false, code);
+    if (v5) {
+      mqtt::encode_connack_v5(scratch_, false, v5_code, {});
+    } else {
+      mqtt::encode_connack(scratch_, false, v3_code);
+    }
     send(s, scratch_);
     end_session(s, false, now);
   };
 
-  if (!authorized(c)) return refuse(mqtt::connack::kNotAuthorized, "wrong credentials");
+  if (c.properties.authentication_method) {
+    return refuse(0, mqtt::reason::kBadAuthenticationMethod,
+                  "enhanced authentication is not supported");
+  }
+  if (!authorized(c)) {
+    return refuse(mqtt::connack::kNotAuthorized, mqtt::reason::kBadUserNameOrPassword,
+                  "wrong credentials");
+  }
 
   std::string client_id(c.client_id);
+  bool assigned = false;
   if (client_id.empty()) {
-    // 3.1.1 lets the server assign an id to a clean session [MQTT-3.1.3-6/7]; 3.1 does not.
-    if (c.version == mqtt::ProtocolVersion::V31 || !c.clean_session) {
-      return refuse(mqtt::connack::kIdentifierRejected, "empty client id");
+    // 3.1.1 lets the server assign an id to a clean session [MQTT-3.1.3-6/7], 5.0 to any
+    // [MQTT-3.1.3-6]; 3.1 does not.
+    if (c.version == mqtt::ProtocolVersion::V31 || (!v5 && !c.clean_session)) {
+      return refuse(mqtt::connack::kIdentifierRejected, mqtt::reason::kClientIdentifierNotValid,
+                    "empty client id");
     }
     client_id = fmt::format("auto-{}", ++auto_id_);
+    assigned = true;
   }
 
   // Session takeover [MQTT-3.1.4-2]: the new connection wins.
@@ -212,15 +274,28 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     ++counters_.mqtt_sessions_taken_over;
     log_.info(kLog, "session id={} taken over: closing client={} for client={}", client_id,
               old.label, s.label);
+    send_disconnect(old, mqtt::reason::kSessionTakenOver);
     end_session(old, /*publish_will_msg=*/true, now);
   }
 
   s.phase = Phase::Connected;
   s.version = c.version;
+  s.v5 = v5;
   s.client_id = client_id;
+  // Clean Session (3.1.1) / Clean Start (5.0) share the flag. What outlives the connection: 3.1.1
+  // keeps a clean-session-0 session; 5.0 keeps one with a non-zero Session Expiry Interval.
   s.clean = c.clean_session;
+  if (v5) {
+    const std::uint32_t expiry = c.properties.session_expiry.value_or(0);
+    s.expiry_was_zero = expiry == 0;
+    s.keep_for = session_keep_for(expiry);
+    s.max_packet_out = c.properties.maximum_packet_size.value_or(UINT32_MAX);
+    s.topic_aliases.assign(std::size_t{cfg_.topic_alias_maximum} + 1, std::string());
+  } else {
+    s.keep_for = s.clean ? Duration::zero() : cfg_.session_expiry;
+  }
   by_client_id_[client_id] = &s;
-  // [MQTT-3.1.2-4/6]: clean session 1 discards a stored session; 0 resumes it.
+  // [MQTT-3.1.2-4/6], v5 [MQTT-3.1.2-4/5]: a clean start discards a stored session; else resume.
   bool session_present = false;
   if (s.clean) {
     stored_.erase(client_id);
@@ -231,6 +306,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     s.will =
         Session::StoredWill{std::string(c.will->topic),
                             Bytes(c.will->payload.begin(), c.will->payload.end()), c.will->retain};
+    if (v5) s.will_properties = mqtt::without_properties(c.will->properties.raw, {0x18});
   }
   // [MQTT-3.1.2-24]: one and a half keepalive periods without a packet ends the session.
   s.keepalive_grace = std::chrono::milliseconds(std::int64_t{c.keepalive} * 1500);
@@ -244,15 +320,50 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
             session_present ? fmt::format(" resumed with {} filter(s)", s.filters.size()) : "");
   scratch_.clear();
   // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
-  mqtt::encode_connack(scratch_, session_present, mqtt::connack::kAccepted);
+  if (v5) {
+    // 3.2.2.3: what this server offers. Maximum QoS is left out: QoS 1 and 2 PUBLISHes are
+    // acknowledged by the book (delivery onward is QoS 0, as SUBACK says).
+    mqtt::PropertyWriter props;
+    props
+        .u16(0x21, 65535)                                             // Receive Maximum
+        .u32(0x27, static_cast<std::uint32_t>(cfg_.max_packet_size))  // Maximum Packet Size
+        .u16(0x22, cfg_.topic_alias_maximum)                          // Topic Alias Maximum
+        .u8(0x25, 1)                                                  // Retain Available
+        .u8(0x28, 1)                              // Wildcard Subscription Available
+        .u8(0x29, 0)                              // Subscription Identifiers Available
+        .u8(0x2a, 0);                             // Shared Subscription Available
+    if (assigned) props.string(0x12, client_id);  // Assigned Client Identifier
+    mqtt::encode_connack_v5(scratch_, session_present, mqtt::reason::kSuccess, props.bytes());
+  } else {
+    mqtt::encode_connack(scratch_, session_present, mqtt::connack::kAccepted);
+  }
   send(s, scratch_);
 }
 
 void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
-  (void)now;
+  std::string_view topic = p.topic;
+  if (s.v5 && p.properties.topic_alias) {
+    // 3.3.2.3.4: an alias from 1 to our Topic Alias Maximum; a topic sets it, none uses it.
+    const std::uint16_t alias = *p.properties.topic_alias;
+    if (alias == 0 || alias >= s.topic_aliases.size()) {
+      protocol_error(s, fmt::format("topic alias {} out of range", alias), now,
+                     mqtt::reason::kTopicAliasInvalid);
+      return;
+    }
+    if (topic.empty()) {
+      topic = s.topic_aliases[alias];
+      if (topic.empty()) {
+        protocol_error(s, fmt::format("topic alias {} used before it was set", alias), now,
+                       mqtt::reason::kProtocolError);
+        return;
+      }
+    } else {
+      s.topic_aliases[alias] = std::string(topic);
+    }
+  }
   ++counters_.mqtt_publish_received;
-  log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.label, s.client_id,
-             p.topic, p.qos, p.payload.size());
+  log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.label, s.client_id, topic,
+             p.qos, p.payload.size());
   bool deliver = true;
   if (p.qos == 1) {
     scratch_.clear();
@@ -267,9 +378,11 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
     send(s, scratch_);
   }
   if (!deliver) return;
-  if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Local);
-  deliver_local(p.topic, p.payload, false);
-  peering_.forward_publish(p.topic, p.payload, p.retain);
+  if (p.retain) retain(topic, p.payload, RetainedStore::Origin::Local);
+  // v5 properties go on to v5 subscribers, less the alias, which belongs to this connection.
+  const Bytes props = s.v5 ? mqtt::without_properties(p.properties.raw, {0x23}) : Bytes{};
+  deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props});
+  peering_.forward_publish(topic, p.payload, p.retain);
 }
 
 void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint now) {
@@ -278,7 +391,7 @@ void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint now) {
   // answers our SUBSCRIBE with; the two cannot be told apart, so local subscribers see the flag
   // either way (as behind a Mosquitto bridge).
   if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Peer);
-  deliver_local(p.topic, p.payload, p.retain);
+  deliver_local(Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}});
 }
 
 void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter) {
@@ -321,6 +434,11 @@ void Broker::filter_removed(std::string_view filter) {
 }
 
 bool Broker::offer(Session& sub, const Bytes& packet) {
+  if (packet.size() > sub.max_packet_out) {
+    // [MQTT-3.1.2-25] v5: never send a client more than its Maximum Packet Size.
+    ++counters_.mqtt_publish_dropped_too_large;
+    return false;
+  }
   if (host_.queued_bytes(sub.handle) + packet.size() > cfg_.max_queued_bytes) {
     ++counters_.mqtt_publish_dropped_slow;
     if (sub.dropped_in_a_row++ == 0) {
@@ -340,58 +458,116 @@ bool Broker::offer(Session& sub, const Bytes& packet) {
   return true;
 }
 
-void Broker::deliver_local(std::string_view topic, ByteSpan payload, bool retain) {
-  // One encoding for every subscriber. Retain is 0 on live delivery [MQTT-3.3.1-9], except for
-  // what peers send retained (see on_peer_publish).
-  Bytes packet;
-  mqtt::encode_publish(packet, topic, payload, 0, retain, false, 0);
+void Broker::deliver_local(const Outgoing& m) {
+  // At most four encodings, each made once: 3.x or 5.0, RETAIN 0 or 1. Retain is 0 on live
+  // delivery [MQTT-3.3.1-9] unless the message came retained from a peer (see on_peer_publish)
+  // or a v5 subscriber asked for Retain As Published.
+  std::optional<Bytes> encoded[2][2];
+  auto packet = [&](bool v5, bool retain) -> const Bytes& {
+    auto& e = encoded[v5][retain];
+    if (!e) {
+      e.emplace();
+      if (v5) {
+        mqtt::encode_publish_v5(*e, m.topic, m.payload, 0, retain, false, 0, m.v5_properties);
+      } else {
+        mqtt::encode_publish(*e, m.topic, m.payload, 0, retain, false, 0);
+      }
+    }
+    return *e;
+  };
   const std::uint64_t mark = ++delivery_mark_;
-  subscriptions_.match(topic, [&](Session* sub) {
+  subscriptions_.match(m.topic, [&](Session* sub) {
     if (sub->delivery_mark == mark) return;  // several matching filters: one copy
     sub->delivery_mark = mark;
-    offer(*sub, packet);
+    bool retain = m.retain;
+    if (!sub->filter_options.empty()) {
+      // v5 options: a copy unless every matching filter has No Local and this is the publisher.
+      bool wanted = false;
+      for (const auto& f : sub->filters) {
+        if (!mqtt::topic_matches(f, m.topic)) continue;
+        const auto it = sub->filter_options.find(f);
+        const Session::FilterOptions o =
+            it == sub->filter_options.end() ? Session::FilterOptions{} : it->second;
+        if (o.no_local && sub == m.origin) continue;
+        wanted = true;
+        retain = retain || (o.retain_as_published && m.published_retain);
+      }
+      if (!wanted) return;
+    }
+    offer(*sub, packet(sub->v5, retain));
   });
 }
 
-void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub) {
+void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now) {
+  if (sub.properties.subscription_id) {
+    // CONNACK said Subscription Identifiers Available = 0 [MQTT-3.8.2-?].
+    protocol_error(s, "subscription identifiers are not supported", now,
+                   mqtt::reason::kSubscriptionIdentifiersNotSupported);
+    return;
+  }
   std::vector<std::uint8_t> codes;
   codes.reserve(sub.topics.size());
-  for (const auto& t : sub.topics) {
+  std::vector<bool> send_retained(sub.topics.size(), false);
+  for (std::size_t i = 0; i < sub.topics.size(); ++i) {
+    const auto& t = sub.topics[i];
     if (!t.filter_valid) {
       log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: invalid filter", s.label,
                 s.client_id, t.filter);
-      codes.push_back(mqtt::kSubackFailure);
+      codes.push_back(s.v5 ? mqtt::reason::kTopicFilterInvalid : mqtt::kSubackFailure);
+      continue;
+    }
+    if (s.v5 && t.filter.starts_with("$share/")) {
+      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: shared subscriptions", s.label,
+                s.client_id, t.filter);
+      codes.push_back(mqtt::reason::kSharedSubscriptionsNotSupported);
       continue;
     }
     ++counters_.mqtt_subscriptions;
     log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.label, s.client_id, t.filter,
               t.requested_qos);
     codes.push_back(0x00);  // granted QoS 0
-    add_subscription(s, std::string(t.filter));
+    const std::string filter(t.filter);
+    const bool is_new = add_subscription(s, filter);
+    if (t.no_local || t.retain_as_published) {
+      s.filter_options[filter] = Session::FilterOptions{t.no_local, t.retain_as_published};
+    } else {
+      s.filter_options.erase(filter);
+    }
+    // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1).
+    send_retained[i] = t.retain_handling == 0 || (t.retain_handling == 1 && is_new);
   }
   scratch_.clear();
-  mqtt::encode_suback(scratch_, sub.packet_id, codes);
+  if (s.v5) {
+    mqtt::encode_suback_v5(scratch_, sub.packet_id, codes);
+  } else {
+    mqtt::encode_suback(scratch_, sub.packet_id, codes);
+  }
   send(s, scratch_);
   // [MQTT-3.3.1-6], [MQTT-3.8.4-3]: the retained messages of each filter, RETAIN set, after the
   // SUBACK.
-  for (const auto& t : sub.topics) {
-    if (!t.filter_valid) continue;
-    retained_.for_each_match(t.filter,
-                             [&](std::string_view topic, ByteSpan payload, RetainedStore::Origin) {
-                               scratch_.clear();
-                               mqtt::encode_publish(scratch_, topic, payload, 0, true, false, 0);
-                               if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
-                             });
+  for (std::size_t i = 0; i < sub.topics.size(); ++i) {
+    if (!send_retained[i]) continue;
+    retained_.for_each_match(
+        sub.topics[i].filter, [&](std::string_view topic, ByteSpan payload, RetainedStore::Origin) {
+          scratch_.clear();
+          if (s.v5) {
+            mqtt::encode_publish_v5(scratch_, topic, payload, 0, true, false, 0, {});
+          } else {
+            mqtt::encode_publish(scratch_, topic, payload, 0, true, false, 0);
+          }
+          if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
+        });
   }
 }
 
-void Broker::add_subscription(Session& s, const std::string& filter) {
-  if (!s.filters.emplace(filter).second) return;  // a repeat replaces the same subscription
+bool Broker::add_subscription(Session& s, const std::string& filter) {
+  if (!s.filters.emplace(filter).second) return false;  // a repeat replaces the subscription
   if (subscriptions_.add(filter, &s)) peering_.local_filter_added(filter);
+  return true;
 }
 
 void Broker::store_session(const Session& s, TimePoint now) {
-  if (cfg_.session_expiry <= Duration::zero()) return;
+  if (s.keep_for <= Duration::zero()) return;
   if (stored_.size() >= cfg_.max_stored_sessions && !stored_.contains(s.client_id)) {
     if (counters_.mqtt_sessions_not_stored++ % 1000 == 0) {
       log_.warn(kLog, "session id={} not kept: {} stored sessions is the limit", s.client_id,
@@ -400,8 +576,13 @@ void Broker::store_session(const Session& s, TimePoint now) {
     return;
   }
   StoredSession& st = stored_[s.client_id];
-  st.filters.assign(s.filters.begin(), s.filters.end());
-  st.expires_at = now + cfg_.session_expiry;
+  st.filters.clear();
+  for (const auto& f : s.filters) {
+    const auto it = s.filter_options.find(f);
+    const auto o = it == s.filter_options.end() ? Session::FilterOptions{} : it->second;
+    st.filters.push_back(StoredFilter{f, o.no_local, o.retain_as_published});
+  }
+  st.expires_at = now + s.keep_for;
   stored_expiry_.push(st.expires_at, s.client_id);
   log_.debug(kLog, "session id={} kept with {} filter(s) for {} s", s.client_id, st.filters.size(),
              std::chrono::duration_cast<std::chrono::seconds>(cfg_.session_expiry).count());
@@ -410,23 +591,38 @@ void Broker::store_session(const Session& s, TimePoint now) {
 bool Broker::restore_session(Session& s) {
   auto it = stored_.find(s.client_id);
   if (it == stored_.end()) return false;
-  for (const auto& f : it->second.filters) add_subscription(s, f);
+  for (const auto& f : it->second.filters) {
+    add_subscription(s, f.filter);
+    if (f.no_local || f.retain_as_published) {
+      s.filter_options[f.filter] = Session::FilterOptions{f.no_local, f.retain_as_published};
+    }
+  }
   stored_.erase(it);
   ++counters_.mqtt_sessions_resumed;
   return true;
 }
 
 void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
+  std::vector<std::uint8_t> codes;  // v5 only
   for (auto f : u.filters) {
     ++counters_.mqtt_unsubscriptions;
     log_.info(kLog, "UNSUBSCRIBE client={} id={} topic={}", s.label, s.client_id, f);
     auto it = s.filters.find(std::string(f));
-    if (it == s.filters.end()) continue;
+    if (it == s.filters.end()) {
+      codes.push_back(mqtt::reason::kNoSubscriptionExisted);
+      continue;
+    }
+    codes.push_back(mqtt::reason::kSuccess);
+    s.filter_options.erase(*it);
     s.filters.erase(it);
     if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
   scratch_.clear();
-  mqtt::encode_unsuback(scratch_, u.packet_id);
+  if (s.v5) {
+    mqtt::encode_unsuback_v5(scratch_, u.packet_id, codes);
+  } else {
+    mqtt::encode_unsuback(scratch_, u.packet_id);
+  }
   send(s, scratch_);
 }
 
@@ -440,14 +636,14 @@ void Broker::publish_will(Session& s, TimePoint now) {
   s.will.reset();
   // [MQTT-3.1.2-17]: a will with Will Retain is published as a retained message.
   if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local);
-  deliver_local(will.topic, will.payload, false);
+  deliver_local(Outgoing{will.topic, will.payload, false, will.retain, &s, s.will_properties});
   peering_.forward_publish(will.topic, will.payload, will.retain);
 }
 
 void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
   const ClientHandle handle = s.handle;
   s.closing = true;
-  if (s.phase == Phase::Connected && !s.clean) store_session(s, now);
+  if (s.phase == Phase::Connected) store_session(s, now);
   for (const auto& f : s.filters) {
     if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
@@ -501,6 +697,7 @@ void Broker::on_timers(TimePoint now) {
     } else {
       ++counters_.mqtt_keepalive_expired;
       log_.info(kLog, "DISCONNECT client={} id={}: keepalive expired", s.label, s.client_id);
+      send_disconnect(s, mqtt::reason::kKeepAliveTimeout);
       end_session(s, /*publish_will_msg=*/true, now);
     }
   });
@@ -514,6 +711,7 @@ void Broker::close_all(std::string_view reason, TimePoint now) {
     auto it = sessions_.find(h);
     if (it == sessions_.end()) continue;
     log_.debug(kLog, "closing client={}: {}", it->second->label, reason);
+    send_disconnect(*it->second, mqtt::reason::kServerShuttingDown);
     end_session(*it->second, false, now);
   }
 }

@@ -2,6 +2,7 @@
 
 #include "mqtt_proxy/mqtt/codec.hpp"
 
+#include <algorithm>
 #include <cassert>
 
 #include "mqtt_proxy/mqtt/topic.hpp"
@@ -92,8 +93,40 @@ const char* decode_error_name(DecodeError e) {
       return "no topic filters";
     case DecodeError::BadSubscriptionOptions:
       return "bad subscription options";
+    case DecodeError::MalformedProperty:
+      return "malformed property";
+    case DecodeError::DuplicateProperty:
+      return "duplicate property";
+    case DecodeError::BadPropertyValue:
+      return "forbidden property value";
+    case DecodeError::EmptyTopicWithoutAlias:
+      return "empty topic without a topic alias";
+    case DecodeError::NoLocalOnSharedSubscription:
+      return "No Local on a shared subscription";
   }
   return "?";
+}
+
+std::uint8_t reason_code_for(DecodeError e) {
+  switch (e) {
+    case DecodeError::PacketTooLarge:
+      return reason::kPacketTooLarge;
+    case DecodeError::InvalidTopicName:
+      return reason::kTopicNameInvalid;
+    case DecodeError::UnsupportedProtocolVersion:
+      return reason::kUnsupportedProtocolVersion;
+    case DecodeError::DupWithQos0:
+    case DecodeError::PacketIdZero:
+    case DecodeError::UnexpectedPacketType:
+    case DecodeError::DuplicateProperty:
+    case DecodeError::BadPropertyValue:
+    case DecodeError::EmptyTopicWithoutAlias:
+    case DecodeError::NoLocalOnSharedSubscription:
+    case DecodeError::NoTopicFilters:
+      return reason::kProtocolError;
+    default:
+      return reason::kMalformedPacket;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -168,6 +201,29 @@ class Reader {
     pos_ += 2;
     return true;
   }
+  bool u32(std::uint32_t& v) {
+    if (remaining() < 4) return false;
+    v = load_be32(b_, pos_);
+    pos_ += 4;
+    return true;
+  }
+  // A Variable Byte Integer (1.5.5): at most four bytes.
+  bool varint(std::uint32_t& v) {
+    v = 0;
+    for (int i = 0; i < 4; ++i) {
+      std::uint8_t b = 0;
+      if (!u8(b)) return false;
+      v |= std::uint32_t{b & 0x7fu} << (7 * i);
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  }
+  bool take(std::size_t n, ByteSpan& v) {
+    if (remaining() < n) return false;
+    v = b_.subspan(pos_, n);
+    pos_ += n;
+    return true;
+  }
   bool binary(ByteSpan& v) {
     std::uint16_t len = 0;
     if (!u16(len) || remaining() < len) return false;
@@ -202,6 +258,177 @@ DecodeError read_string(Reader& r, std::string_view& out) {
   return DecodeError::InvalidUtf8;
 }
 
+// --- MQTT 5 properties (2.2.2)
+
+enum class PropType : std::uint8_t {
+  None,
+  Byte,
+  TwoByte,
+  FourByte,
+  Varint,
+  Utf8,
+  Binary,
+  Utf8Pair
+};
+
+// Where a property may appear, in packets from a client.
+namespace ctx {
+constexpr std::uint8_t kConnect = 0x01;
+constexpr std::uint8_t kWill = 0x02;
+constexpr std::uint8_t kPublish = 0x04;
+constexpr std::uint8_t kSubscribe = 0x08;
+constexpr std::uint8_t kUnsubscribe = 0x10;
+constexpr std::uint8_t kAck = 0x20;  // PUBACK, PUBREC, PUBREL, PUBCOMP
+constexpr std::uint8_t kDisconnect = 0x40;
+constexpr std::uint8_t kAuth = 0x80;
+constexpr std::uint8_t kAll = 0xff;
+}  // namespace ctx
+
+struct PropSpec {
+  PropType type = PropType::None;
+  std::uint8_t where = 0;
+};
+
+PropSpec prop_spec(std::uint8_t id) {
+  using enum PropType;
+  switch (id) {
+    case 0x01:
+      return {Byte, ctx::kPublish | ctx::kWill};  // Payload Format Indicator
+    case 0x02:
+      return {FourByte, ctx::kPublish | ctx::kWill};  // Message Expiry Interval
+    case 0x03:
+      return {Utf8, ctx::kPublish | ctx::kWill};  // Content Type
+    case 0x08:
+      return {Utf8, ctx::kPublish | ctx::kWill};  // Response Topic
+    case 0x09:
+      return {Binary, ctx::kPublish | ctx::kWill};  // Correlation Data
+    case 0x0b:
+      return {Varint, ctx::kSubscribe};  // Subscription Identifier
+    case 0x11:
+      return {FourByte, ctx::kConnect | ctx::kDisconnect};  // Session Expiry Interval
+    case 0x15:
+      return {Utf8, ctx::kConnect | ctx::kAuth};  // Authentication Method
+    case 0x16:
+      return {Binary, ctx::kConnect | ctx::kAuth};  // Authentication Data
+    case 0x17:
+      return {Byte, ctx::kConnect};  // Request Problem Information
+    case 0x18:
+      return {FourByte, ctx::kWill};  // Will Delay Interval
+    case 0x19:
+      return {Byte, ctx::kConnect};  // Request Response Information
+    case 0x1f:
+      return {Utf8, ctx::kAck | ctx::kDisconnect | ctx::kAuth};  // Reason String
+    case 0x21:
+      return {TwoByte, ctx::kConnect};  // Receive Maximum
+    case 0x22:
+      return {TwoByte, ctx::kConnect};  // Topic Alias Maximum
+    case 0x23:
+      return {TwoByte, ctx::kPublish};  // Topic Alias
+    case 0x26:
+      return {Utf8Pair, ctx::kAll};  // User Property
+    case 0x27:
+      return {FourByte, ctx::kConnect};  // Maximum Packet Size
+    default:
+      return {};
+  }
+}
+
+DecodeError check_utf8_field(ByteSpan b) {
+  switch (check_utf8(as_chars(b))) {
+    case Utf8Status::Ok:
+      return DecodeError::None;
+    case Utf8Status::Invalid:
+      return DecodeError::InvalidUtf8;
+    case Utf8Status::ContainsNull:
+      return DecodeError::NullCharacter;
+  }
+  return DecodeError::InvalidUtf8;
+}
+
+DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
+  std::uint32_t len = 0;
+  ByteSpan all;
+  if (!r.varint(len) || !r.take(len, all)) return DecodeError::MalformedProperty;
+  out.raw = all;
+  Reader p(all);
+  std::uint64_t seen = 0;  // single-instance identifiers seen, by bit (all ids are below 64)
+  while (p.remaining() > 0) {
+    std::uint32_t id = 0;
+    if (!p.varint(id) || id > 0x7f) return DecodeError::MalformedProperty;
+    const PropSpec spec = prop_spec(static_cast<std::uint8_t>(id));
+    if (spec.type == PropType::None || !(spec.where & where)) return DecodeError::MalformedProperty;
+    if (id != 0x26) {
+      if (seen & (std::uint64_t{1} << id)) return DecodeError::DuplicateProperty;
+      seen |= std::uint64_t{1} << id;
+    }
+    std::uint8_t b8 = 0;
+    std::uint16_t b16 = 0;
+    std::uint32_t b32 = 0;
+    ByteSpan bin, bin2;
+    switch (spec.type) {
+      case PropType::Byte:
+        if (!p.u8(b8)) return DecodeError::MalformedProperty;
+        if (b8 > 1) return DecodeError::BadPropertyValue;  // every byte property here is 0 or 1
+        break;
+      case PropType::TwoByte:
+        if (!p.u16(b16)) return DecodeError::MalformedProperty;
+        break;
+      case PropType::FourByte:
+        if (!p.u32(b32)) return DecodeError::MalformedProperty;
+        break;
+      case PropType::Varint:
+        if (!p.varint(b32)) return DecodeError::MalformedProperty;
+        break;
+      case PropType::Utf8:
+        if (!p.binary(bin)) return DecodeError::MalformedProperty;
+        if (auto e = check_utf8_field(bin); e != DecodeError::None) return e;
+        break;
+      case PropType::Binary:
+        if (!p.binary(bin)) return DecodeError::MalformedProperty;
+        break;
+      case PropType::Utf8Pair:
+        if (!p.binary(bin) || !p.binary(bin2)) return DecodeError::MalformedProperty;
+        if (auto e = check_utf8_field(bin); e != DecodeError::None) return e;
+        if (auto e = check_utf8_field(bin2); e != DecodeError::None) return e;
+        break;
+      case PropType::None:
+        return DecodeError::MalformedProperty;
+    }
+    switch (id) {
+      case 0x11:
+        out.session_expiry = b32;
+        break;
+      case 0x21:
+        if (b16 == 0) return DecodeError::BadPropertyValue;  // 3.1.2.11.3
+        out.receive_maximum = b16;
+        break;
+      case 0x27:
+        if (b32 == 0) return DecodeError::BadPropertyValue;  // 3.1.2.11.4
+        out.maximum_packet_size = b32;
+        break;
+      case 0x22:
+        out.topic_alias_maximum = b16;
+        break;
+      case 0x23:
+        out.topic_alias = b16;
+        break;
+      case 0x0b:
+        if (b32 == 0) return DecodeError::BadPropertyValue;  // 3.8.2.1.2
+        out.subscription_id = b32;
+        break;
+      case 0x18:
+        out.will_delay = b32;
+        break;
+      case 0x15:
+        out.authentication_method = as_chars(bin);
+        break;
+      default:
+        break;
+    }
+  }
+  return DecodeError::None;
+}
+
 DecodeError decode_connect(ByteSpan body, Connect& c) {
   Reader r(body);
   std::string_view name;
@@ -211,7 +438,7 @@ DecodeError decode_connect(ByteSpan body, Connect& c) {
   std::uint8_t level = 0;
   if (!r.u8(level)) return DecodeError::Truncated;
   if (name == "MQTT") {
-    if (level != 4) return DecodeError::UnsupportedProtocolVersion;  // level 5 arrives with issue 4
+    if (level != 4 && level != 5) return DecodeError::UnsupportedProtocolVersion;
   } else if (name == "MQIsdp") {
     if (level != 3) return DecodeError::UnsupportedProtocolVersion;
   } else {
@@ -221,7 +448,8 @@ DecodeError decode_connect(ByteSpan body, Connect& c) {
 
   std::uint8_t flags = 0;
   if (!r.u8(flags) || !r.u16(c.keepalive)) return DecodeError::Truncated;
-  if (c.version == ProtocolVersion::V311 && (flags & 0x01)) return DecodeError::ReservedConnectFlag;
+  const bool v5 = c.version == ProtocolVersion::V5;
+  if (c.version != ProtocolVersion::V31 && (flags & 0x01)) return DecodeError::ReservedConnectFlag;
   c.clean_session = flags & 0x02;
   const bool will_flag = flags & 0x04;
   const std::uint8_t will_qos = (flags >> 3) & 0x03;
@@ -230,11 +458,18 @@ DecodeError decode_connect(ByteSpan body, Connect& c) {
   const bool username_flag = flags & 0x80;
   if (will_qos == 3) return DecodeError::BadWillFlags;
   if (!will_flag && (will_qos != 0 || will_retain)) return DecodeError::BadWillFlags;
-  if (password_flag && !username_flag) return DecodeError::PasswordWithoutUsername;
+  // v5 allows a password without a user name (3.1.2.9).
+  if (!v5 && password_flag && !username_flag) return DecodeError::PasswordWithoutUsername;
+  if (v5) {
+    if (auto e = read_properties(r, ctx::kConnect, c.properties); e != DecodeError::None) return e;
+  }
 
   if (auto e = read_string(r, c.client_id); e != DecodeError::None) return e;
   if (will_flag) {
     Will w;
+    if (v5) {
+      if (auto e = read_properties(r, ctx::kWill, w.properties); e != DecodeError::None) return e;
+    }
     if (auto e = read_string(r, w.topic); e != DecodeError::None) return e;
     if (!is_valid_topic_name(w.topic)) return DecodeError::InvalidTopicName;
     if (!r.binary(w.payload)) return DecodeError::Truncated;
@@ -256,7 +491,7 @@ DecodeError decode_connect(ByteSpan body, Connect& c) {
   return DecodeError::None;
 }
 
-DecodeError decode_publish(const FrameView& f, Publish& p) {
+DecodeError decode_publish(const FrameView& f, bool v5, Publish& p) {
   Reader r(f.body);
   const std::uint8_t flags = f.flags();
   p.qos = (flags >> 1) & 0x03;
@@ -265,27 +500,50 @@ DecodeError decode_publish(const FrameView& f, Publish& p) {
   if (p.qos == 3) return DecodeError::BadQos;
   if (p.dup && p.qos == 0) return DecodeError::DupWithQos0;
   if (auto e = read_string(r, p.topic); e != DecodeError::None) return e;
-  if (!is_valid_topic_name(p.topic)) return DecodeError::InvalidTopicName;
+  // v5: an empty topic stands for the one a Topic Alias names (3.3.2.3.4).
+  if (!(v5 && p.topic.empty()) && !is_valid_topic_name(p.topic)) {
+    return DecodeError::InvalidTopicName;
+  }
   if (p.qos > 0) {
     if (!r.u16(p.packet_id)) return DecodeError::Truncated;
     if (p.packet_id == 0) return DecodeError::PacketIdZero;
+  }
+  if (v5) {
+    if (auto e = read_properties(r, ctx::kPublish, p.properties); e != DecodeError::None) return e;
+    if (p.topic.empty() && !p.properties.topic_alias) return DecodeError::EmptyTopicWithoutAlias;
   }
   p.payload = r.rest();
   return DecodeError::None;
 }
 
-DecodeError decode_subscribe(ByteSpan body, Subscribe& s) {
+DecodeError decode_subscribe(ByteSpan body, bool v5, Subscribe& s) {
   Reader r(body);
   if (!r.u16(s.packet_id)) return DecodeError::Truncated;
   if (s.packet_id == 0) return DecodeError::PacketIdZero;
+  if (v5) {
+    if (auto e = read_properties(r, ctx::kSubscribe, s.properties); e != DecodeError::None) {
+      return e;
+    }
+  }
   while (r.remaining() > 0) {
     TopicRequest t;
     if (auto e = read_string(r, t.filter); e != DecodeError::None) return e;
     if (t.filter.empty()) return DecodeError::EmptyTopicFilter;
     std::uint8_t options = 0;
     if (!r.u8(options)) return DecodeError::Truncated;
-    if ((options & 0xfc) != 0 || (options & 0x03) == 3) return DecodeError::BadSubscriptionOptions;
+    // 3.1.1 uses two bits; v5 adds No Local, Retain As Published and Retain Handling (3.8.3.1).
+    const std::uint8_t reserved = v5 ? 0xc0 : 0xfc;
+    if ((options & reserved) != 0 || (options & 0x03) == 3) {
+      return DecodeError::BadSubscriptionOptions;
+    }
     t.requested_qos = options & 0x03;
+    t.no_local = options & 0x04;
+    t.retain_as_published = options & 0x08;
+    t.retain_handling = (options >> 4) & 0x03;
+    if (t.retain_handling == 3) return DecodeError::BadSubscriptionOptions;
+    if (t.no_local && t.filter.starts_with("$share/")) {
+      return DecodeError::NoLocalOnSharedSubscription;
+    }
     t.filter_valid = is_valid_topic_filter(t.filter);
     s.topics.push_back(t);
   }
@@ -293,10 +551,14 @@ DecodeError decode_subscribe(ByteSpan body, Subscribe& s) {
   return DecodeError::None;
 }
 
-DecodeError decode_unsubscribe(ByteSpan body, Unsubscribe& u) {
+DecodeError decode_unsubscribe(ByteSpan body, bool v5, Unsubscribe& u) {
   Reader r(body);
   if (!r.u16(u.packet_id)) return DecodeError::Truncated;
   if (u.packet_id == 0) return DecodeError::PacketIdZero;
+  if (v5) {
+    Properties props;
+    if (auto e = read_properties(r, ctx::kUnsubscribe, props); e != DecodeError::None) return e;
+  }
   while (r.remaining() > 0) {
     std::string_view filter;
     if (auto e = read_string(r, filter); e != DecodeError::None) return e;
@@ -323,10 +585,11 @@ std::uint8_t required_flags(PacketType t) {
 
 DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, ClientPacket& out,
                                  bool lenient_flags) {
-  (void)version;
+  const bool v5 = version == ProtocolVersion::V5;
   const PacketType type = f.type();
-  if (type == PacketType::Reserved || type == PacketType::Auth)
+  if (type == PacketType::Reserved || (type == PacketType::Auth && !v5)) {
     return DecodeError::ReservedPacketType;
+  }
   if (type == PacketType::Connack || type == PacketType::Suback || type == PacketType::Unsuback ||
       type == PacketType::Pingresp) {
     return DecodeError::UnexpectedPacketType;
@@ -343,19 +606,19 @@ DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, Cl
     }
     case PacketType::Publish: {
       Publish p;
-      const auto e = decode_publish(f, p);
+      const auto e = decode_publish(f, v5, p);
       out = p;
       return e;
     }
     case PacketType::Subscribe: {
       Subscribe s;
-      const auto e = decode_subscribe(f.body, s);
+      const auto e = decode_subscribe(f.body, v5, s);
       out = std::move(s);
       return e;
     }
     case PacketType::Unsubscribe: {
       Unsubscribe u;
-      const auto e = decode_unsubscribe(f.body, u);
+      const auto e = decode_unsubscribe(f.body, v5, u);
       out = std::move(u);
       return e;
     }
@@ -364,9 +627,17 @@ DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, Cl
     case PacketType::Pubrel:
     case PacketType::Pubcomp: {
       if (f.body.size() < 2) return DecodeError::Truncated;
-      if (f.body.size() > 2) return DecodeError::TrailingBytes;
-      PacketIdAck a{type, load_be16(f.body, 0)};
+      if (f.body.size() > 2 && !v5) return DecodeError::TrailingBytes;
+      PacketIdAck a{type, load_be16(f.body, 0), 0};
       if (a.packet_id == 0) return DecodeError::PacketIdZero;
+      // v5 (3.4.2.1): the reason code and properties may be left out.
+      Reader r(f.body.subspan(2));
+      if (r.remaining() > 0 && !r.u8(a.reason_code)) return DecodeError::Truncated;
+      if (r.remaining() > 0) {
+        Properties props;
+        if (auto e = read_properties(r, ctx::kAck, props); e != DecodeError::None) return e;
+        if (r.remaining() > 0) return DecodeError::TrailingBytes;
+      }
       out = a;
       return DecodeError::None;
     }
@@ -374,10 +645,36 @@ DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, Cl
       if (!f.body.empty()) return DecodeError::TrailingBytes;
       out = Pingreq{};
       return DecodeError::None;
-    case PacketType::Disconnect:
-      if (!f.body.empty()) return DecodeError::TrailingBytes;
-      out = Disconnect{};
+    case PacketType::Disconnect: {
+      if (!v5) {
+        if (!f.body.empty()) return DecodeError::TrailingBytes;
+        out = Disconnect{};
+        return DecodeError::None;
+      }
+      Disconnect d;
+      Reader r(f.body);
+      if (r.remaining() > 0 && !r.u8(d.reason_code)) return DecodeError::Truncated;
+      if (r.remaining() > 0) {
+        if (auto e = read_properties(r, ctx::kDisconnect, d.properties); e != DecodeError::None) {
+          return e;
+        }
+        if (r.remaining() > 0) return DecodeError::TrailingBytes;
+      }
+      out = d;
       return DecodeError::None;
+    }
+    case PacketType::Auth: {
+      Auth a;
+      Reader r(f.body);
+      if (r.remaining() > 0 && !r.u8(a.reason_code)) return DecodeError::Truncated;
+      if (r.remaining() > 0) {
+        Properties props;
+        if (auto e = read_properties(r, ctx::kAuth, props); e != DecodeError::None) return e;
+        if (r.remaining() > 0) return DecodeError::TrailingBytes;
+      }
+      out = a;
+      return DecodeError::None;
+    }
     default:
       return DecodeError::ReservedPacketType;
   }
@@ -491,10 +788,151 @@ void encode_unsubscribe(Bytes& out, std::uint16_t packet_id,
   for (auto f : filters) put_string(out, f);
 }
 
+std::size_t varint_size(std::size_t v) {
+  std::size_t n = 1;
+  while (v >= 128) {
+    v >>= 7;
+    ++n;
+  }
+  return n;
+}
+
+void put_properties(Bytes& out, ByteSpan properties) {
+  encode_remaining_length(out, properties.size());
+  append(out, properties);
+}
+
+std::size_t properties_size(ByteSpan properties) {
+  return varint_size(properties.size()) + properties.size();
+}
+
+void encode_connack_v5(Bytes& out, bool session_present, std::uint8_t reason, ByteSpan properties) {
+  put_header(out, 0x20, 2 + properties_size(properties));
+  put_u8(out, session_present ? 1 : 0);
+  put_u8(out, reason);
+  put_properties(out, properties);
+}
+
+void encode_publish_v5(Bytes& out, std::string_view topic, ByteSpan payload, std::uint8_t qos,
+                       bool retain, bool dup, std::uint16_t packet_id, ByteSpan properties) {
+  const std::uint8_t first =
+      static_cast<std::uint8_t>(0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 0x01 : 0));
+  put_header(out, first,
+             string_size(topic) + (qos > 0 ? 2 : 0) + properties_size(properties) + payload.size());
+  put_string(out, topic);
+  if (qos > 0) put_u16(out, packet_id);
+  put_properties(out, properties);
+  append(out, payload);
+}
+
+void encode_suback_v5(Bytes& out, std::uint16_t packet_id, std::span<const std::uint8_t> codes) {
+  put_header(out, 0x90, 3 + codes.size());
+  put_u16(out, packet_id);
+  put_u8(out, 0);  // no properties
+  for (auto c : codes) put_u8(out, c);
+}
+
+void encode_unsuback_v5(Bytes& out, std::uint16_t packet_id, std::span<const std::uint8_t> codes) {
+  put_header(out, 0xb0, 3 + codes.size());
+  put_u16(out, packet_id);
+  put_u8(out, 0);
+  for (auto c : codes) put_u8(out, c);
+}
+
+void encode_disconnect_v5(Bytes& out, std::uint8_t reason) {
+  put_header(out, 0xe0, 2);
+  put_u8(out, reason);
+  put_u8(out, 0);  // no properties
+}
+
+void encode_subscribe_v5(Bytes& out, std::uint16_t packet_id, std::string_view filter,
+                         std::uint8_t options, ByteSpan properties) {
+  put_header(out, 0x82, 2 + properties_size(properties) + string_size(filter) + 1);
+  put_u16(out, packet_id);
+  put_properties(out, properties);
+  put_string(out, filter);
+  put_u8(out, options);
+}
+
+PropertyWriter& PropertyWriter::u8(std::uint8_t id, std::uint8_t v) {
+  put_u8(b_, id);
+  put_u8(b_, v);
+  return *this;
+}
+PropertyWriter& PropertyWriter::u16(std::uint8_t id, std::uint16_t v) {
+  put_u8(b_, id);
+  put_u16(b_, v);
+  return *this;
+}
+PropertyWriter& PropertyWriter::u32(std::uint8_t id, std::uint32_t v) {
+  put_u8(b_, id);
+  put_u16(b_, static_cast<std::uint16_t>(v >> 16));
+  put_u16(b_, static_cast<std::uint16_t>(v & 0xffff));
+  return *this;
+}
+PropertyWriter& PropertyWriter::varint(std::uint8_t id, std::uint32_t v) {
+  put_u8(b_, id);
+  encode_remaining_length(b_, v);
+  return *this;
+}
+PropertyWriter& PropertyWriter::string(std::uint8_t id, std::string_view v) {
+  put_u8(b_, id);
+  put_string(b_, v);
+  return *this;
+}
+
+Bytes without_properties(ByteSpan properties, std::initializer_list<std::uint8_t> ids) {
+  Bytes out;
+  Reader r(properties);
+  while (r.remaining() > 0) {
+    const std::size_t start = properties.size() - r.remaining();
+    std::uint32_t id = 0;
+    if (!r.varint(id)) break;
+    ByteSpan skip;
+    std::uint16_t len = 0;
+    std::uint32_t v = 0;
+    bool ok = true;
+    switch (prop_spec(static_cast<std::uint8_t>(id)).type) {
+      case PropType::Byte:
+        ok = r.take(1, skip);
+        break;
+      case PropType::TwoByte:
+        ok = r.take(2, skip);
+        break;
+      case PropType::FourByte:
+        ok = r.take(4, skip);
+        break;
+      case PropType::Varint:
+        ok = r.varint(v);
+        break;
+      case PropType::Utf8:
+      case PropType::Binary:
+        ok = r.binary(skip);
+        break;
+      case PropType::Utf8Pair:
+        ok = r.binary(skip) && r.binary(skip);
+        break;
+      case PropType::None:
+        ok = false;
+        break;
+    }
+    (void)len;
+    if (!ok) break;
+    const std::size_t end = properties.size() - r.remaining();
+    if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
+      append(out, properties.subspan(start, end - start));
+    }
+  }
+  return out;
+}
+
 void encode_connect(Bytes& out, const Connect& c) {
   const bool v31 = c.version == ProtocolVersion::V31;
+  const bool v5 = c.version == ProtocolVersion::V5;
   const std::string_view name = v31 ? "MQIsdp" : "MQTT";
   std::size_t len = string_size(name) + 1 + 1 + 2 + string_size(c.client_id);
+  if (v5) len += properties_size(c.properties.raw);
+  if (v5 && c.will) len += properties_size(c.will->properties.raw);
   std::uint8_t flags = c.clean_session ? 0x02 : 0x00;
   if (c.will) {
     flags |= static_cast<std::uint8_t>(0x04 | (c.will->qos << 3) | (c.will->retain ? 0x20 : 0));
@@ -513,8 +951,10 @@ void encode_connect(Bytes& out, const Connect& c) {
   put_u8(out, static_cast<std::uint8_t>(c.version));
   put_u8(out, flags);
   put_u16(out, c.keepalive);
+  if (v5) put_properties(out, c.properties.raw);
   put_string(out, c.client_id);
   if (c.will) {
+    if (v5) put_properties(out, c.will->properties.raw);
     put_string(out, c.will->topic);
     put_binary(out, c.will->payload);
   }

@@ -1,6 +1,6 @@
 // Fuzzes the MQTT codec and the broker's handling of a client's byte stream. Input layout (after
-// mosquitto's OSS-Fuzz broker target): byte 0 = session state (even: awaiting CONNECT, odd: already
-// connected), byte 1 = where to split the stream, then the bytes the client sends.
+// mosquitto's OSS-Fuzz broker target): byte 0 = session state (bit 0: already connected, bit 1:
+// with MQTT 5), byte 1 = where to split the stream, then the bytes the client sends.
 #include <cstddef>
 #include <cstdint>
 
@@ -25,7 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const ByteSpan stream{reinterpret_cast<const std::byte*>(data + 2), size - 2};
 
   // The codec on its own, for every version.
-  for (auto v : {mqtt::ProtocolVersion::V31, mqtt::ProtocolVersion::V311}) {
+  for (auto v :
+       {mqtt::ProtocolVersion::V31, mqtt::ProtocolVersion::V311, mqtt::ProtocolVersion::V5}) {
     mqtt::FrameSplitter splitter(1 << 20);
     splitter.feed(stream);
     mqtt::DecodeError err;
@@ -58,6 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     mqtt::Connect cc;
     cc.client_id = "fuzz";
     cc.keepalive = 1;
+    // Bit 1 of the state byte: an MQTT 5 session, so the stream is decoded as 5.0.
+    if (data[0] & 2) cc.version = mqtt::ProtocolVersion::V5;
     mqtt::encode_connect(connect, cc);
     b.on_data(1, connect, now);
   }

@@ -82,6 +82,28 @@ write("mqtt_codec", "session", b"\x01\x07" + subscribe("a/#", "+/b") + publish("
       + unsubscribe("a/#") + pkt(0xE0, b""))
 write("mqtt_codec", "bad", b"\x01\x01" + bytes.fromhex("30ffffffff01"))
 
+
+def props(*items):
+    b = b"".join(items)
+    return rl(len(b)) + b
+
+
+def connect5(cid="c5", prop=b"\x11\x00\x00\x00\x3c"):
+    body = s("MQTT") + bytes([5, 0x02]) + struct.pack(">H", 60) + props(prop) + s(cid)
+    return pkt(0x10, body)
+
+
+# MQTT 5: a CONNECT with Session Expiry; a session (state bit 1) with a topic alias, subscription
+# options, properties on PUBLISH, acks with reason codes and a DISCONNECT with reason and expiry.
+write("mqtt_codec", "connect5", b"\x00\x03" + connect5())
+write("mqtt_codec", "session5", b"\x03\x09"
+      + pkt(0x82, struct.pack(">H", 1) + props() + s("a/#") + b"\x2c")
+      + pkt(0x30, s("a/b") + props(b"\x23\x00\x01", b"\x03" + s("text")) + b"x")
+      + pkt(0x30, s("") + props(b"\x23\x00\x01") + b"y")
+      + pkt(0x32, s("a/c") + struct.pack(">H", 4) + props(b"\x26" + s("k") + s("v")) + b"z")
+      + pkt(0x40, b"\x00\x04\x10") + pkt(0xA2, struct.pack(">H", 2) + props() + s("a/#"))
+      + pkt(0xE0, b"\x04" + props(b"\x11\x00\x00\x00\x00")))
+
 # peer_datagram: one datagram
 write("peer_datagram", "subscribe", subscribe("topic1", "sensors/+/t"))
 write("peer_datagram", "unsubscribe", unsubscribe("topic1"))

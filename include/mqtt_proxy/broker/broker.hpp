@@ -54,6 +54,7 @@ struct BrokerConfig {
   // connection ends, for a reconnect with the same client id; zero keeps none.
   Duration session_expiry = std::chrono::hours(1);
   std::size_t max_stored_sessions = 100000;  // beyond, further sessions are not kept (counted)
+  std::uint16_t topic_alias_maximum = 10;    // v5 aliases a client may set per connection
 };
 
 class Broker {
@@ -97,16 +98,30 @@ class Broker {
   void handle_connect(Session& s, const mqtt::Connect& c, TimePoint now);
   bool authorized(const mqtt::Connect& c) const;
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
-  void handle_subscribe(Session& s, const mqtt::Subscribe& sub);
-  // Adds one subscription; the peers hear of the filter if it is new here.
-  void add_subscription(Session& s, const std::string& filter);
+  void handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now);
+  // Adds one subscription (false: the session had it already); the peers hear of the filter if
+  // it is new here.
+  bool add_subscription(Session& s, const std::string& filter);
   // A persistent client's connection ended: its subscriptions wait for a reconnect.
   void store_session(const Session& s, TimePoint now);
   // Gives `s` the subscriptions stored under its client id, if any; returns whether there were.
   bool restore_session(Session& s);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
-  void protocol_error(Session& s, std::string_view reason, TimePoint now);
-  void deliver_local(std::string_view topic, ByteSpan payload, bool retain);
+  // Ends a session for a malformed packet or a protocol violation; a v5 client is told `v5_reason`
+  // in a DISCONNECT first.
+  void protocol_error(Session& s, std::string_view reason, TimePoint now, std::uint8_t v5_reason);
+  void send_disconnect(Session& s, std::uint8_t reason);
+  // A message for local subscribers.
+  struct Outgoing {
+    std::string_view topic;
+    ByteSpan payload;
+    bool retain = false;              // RETAIN for every subscriber (messages retained at a peer)
+    bool published_retain = false;    // the publisher's RETAIN, for v5 Retain As Published
+    const Session* origin = nullptr;  // the publishing session, for v5 No Local
+    ByteSpan v5_properties;           // for v5 subscribers
+  };
+  void deliver_local(const Outgoing& m);
+  Duration session_keep_for(std::uint32_t expiry_seconds) const;
   // Queues a PUBLISH for a subscriber unless its queue is full (then drops and counts it).
   bool offer(Session& sub, const Bytes& packet);
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin);
@@ -128,8 +143,13 @@ class Broker {
   std::unordered_map<std::string, Session*> by_client_id_;
   TopicTree<Session*> subscriptions_;
   // Sessions of clean-session-0 clients that are not connected: client id -> filters.
+  struct StoredFilter {
+    std::string filter;
+    bool no_local = false;  // v5 subscription options
+    bool retain_as_published = false;
+  };
   struct StoredSession {
-    std::vector<std::string> filters;
+    std::vector<StoredFilter> filters;
     TimePoint expires_at;
   };
   std::unordered_map<std::string, StoredSession> stored_;

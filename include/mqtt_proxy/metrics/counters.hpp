@@ -41,6 +41,7 @@ namespace mqtt_proxy::metrics {
   X(mqtt_publish_received, "PUBLISH packets from local clients")                                 \
   X(mqtt_publish_delivered, "PUBLISH packets queued to local subscribers")                       \
   X(mqtt_publish_dropped_slow, "PUBLISH copies dropped because a subscriber's queue was full")   \
+  X(mqtt_publish_dropped_too_large, "PUBLISH copies over a v5 client's Maximum Packet Size")     \
   X(mqtt_wills_published, "will messages published")                                             \
   X(mqtt_retained_topics, "topics with a retained message now (a gauge)")                        \
   X(mqtt_retained_sent, "retained messages sent to new subscribers and subscribing peers")       \

@@ -1,4 +1,4 @@
-// Framing, decoding and encoding of MQTT 3.1 and 3.1.1 packets.
+// Framing, decoding and encoding of MQTT 3.1, 3.1.1 and 5.0 packets.
 //
 // Decoding never throws and never allocates the announced remaining length up front: a frame is
 // only handed out once all of its bytes have arrived, and its size is checked against the limit as
@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "mqtt_proxy/mqtt/packet.hpp"
@@ -36,8 +38,18 @@ enum class DecodeError : std::uint8_t {
   InvalidTopicName,            // empty or with wildcards [MQTT-3.3.2-2], [MQTT-4.7.3-1]
   EmptyTopicFilter,            // [MQTT-4.7.3-1]
   NoTopicFilters,              // [MQTT-3.8.3-3], [MQTT-3.10.3-2]
-  BadSubscriptionOptions,      // reserved bits or QoS 3 [MQTT-3.8.3-4]
+  BadSubscriptionOptions,      // reserved bits or QoS 3 [MQTT-3.8.3-4]; v5: Retain Handling 3
+  // MQTT 5
+  MalformedProperty,       // unknown identifier, not allowed in this packet, bad encoding (0x81)
+  DuplicateProperty,       // a single-instance property twice (0x82)
+  BadPropertyValue,        // a value the specification forbids, e.g. Receive Maximum 0 (0x82)
+  EmptyTopicWithoutAlias,  // v5 3.3.2.1 (0x82)
+  NoLocalOnSharedSubscription,  // [MQTT-3.8.3-4] v5 (0x82)
 };
+
+// The MQTT 5 reason code for closing a connection because of `e` (DISCONNECT, or CONNACK for a
+// CONNECT).
+std::uint8_t reason_code_for(DecodeError e);
 
 const char* decode_error_name(DecodeError e);
 
@@ -71,8 +83,35 @@ std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size,
 DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, ClientPacket& out,
                                  bool lenient_flags = false);
 
-// Encoders append one complete packet to `out`.
+// Encoders append one complete packet to `out`. The _v5 forms write MQTT 5's layout; `properties`
+// are property bytes without their length (PropertyWriter builds them).
 void encode_connack(Bytes& out, bool session_present, std::uint8_t return_code);
+void encode_connack_v5(Bytes& out, bool session_present, std::uint8_t reason, ByteSpan properties);
+void encode_publish_v5(Bytes& out, std::string_view topic, ByteSpan payload, std::uint8_t qos,
+                       bool retain, bool dup, std::uint16_t packet_id, ByteSpan properties);
+void encode_suback_v5(Bytes& out, std::uint16_t packet_id, std::span<const std::uint8_t> codes);
+void encode_unsuback_v5(Bytes& out, std::uint16_t packet_id, std::span<const std::uint8_t> codes);
+void encode_disconnect_v5(Bytes& out, std::uint8_t reason);
+// Client side, for tests and tools: `options` is the v5 subscription options byte.
+void encode_subscribe_v5(Bytes& out, std::uint16_t packet_id, std::string_view filter,
+                         std::uint8_t options, ByteSpan properties = {});
+
+// MQTT 5 property bytes.
+class PropertyWriter {
+ public:
+  PropertyWriter& u8(std::uint8_t id, std::uint8_t v);
+  PropertyWriter& u16(std::uint8_t id, std::uint16_t v);
+  PropertyWriter& u32(std::uint8_t id, std::uint32_t v);
+  PropertyWriter& varint(std::uint8_t id, std::uint32_t v);
+  PropertyWriter& string(std::uint8_t id, std::string_view v);
+  const Bytes& bytes() const { return b_; }
+
+ private:
+  Bytes b_;
+};
+
+// Copies property bytes without the properties whose identifiers are listed (the input is valid).
+Bytes without_properties(ByteSpan properties, std::initializer_list<std::uint8_t> ids);
 void encode_publish(Bytes& out, std::string_view topic, ByteSpan payload, std::uint8_t qos,
                     bool retain, bool dup, std::uint16_t packet_id);
 void encode_packet_id_ack(Bytes& out, PacketType type, std::uint16_t packet_id);

@@ -46,11 +46,26 @@ struct FrameView {
   std::uint8_t flags() const { return first_byte & 0x0f; }
 };
 
+// MQTT 5 properties (section 2.2.2). Decoding validates every property; the values the broker acts
+// on are picked out, and `raw` keeps the property bytes (without their length) for forwarding.
+struct Properties {
+  std::optional<std::uint32_t> session_expiry;            // 0x11
+  std::optional<std::uint16_t> receive_maximum;           // 0x21
+  std::optional<std::uint32_t> maximum_packet_size;       // 0x27
+  std::optional<std::uint16_t> topic_alias_maximum;       // 0x22
+  std::optional<std::uint16_t> topic_alias;               // 0x23
+  std::optional<std::uint32_t> subscription_id;           // 0x0b
+  std::optional<std::uint32_t> will_delay;                // 0x18
+  std::optional<std::string_view> authentication_method;  // 0x15
+  ByteSpan raw;
+};
+
 struct Will {
   std::string_view topic;
   ByteSpan payload;
   std::uint8_t qos = 0;
   bool retain = false;
+  Properties properties;  // v5
 };
 
 struct Connect {
@@ -61,6 +76,7 @@ struct Connect {
   std::optional<Will> will;
   std::optional<std::string_view> username;
   std::optional<ByteSpan> password;
+  Properties properties;  // v5
 };
 
 struct Publish {
@@ -70,17 +86,23 @@ struct Publish {
   bool retain = false;
   bool dup = false;
   std::uint16_t packet_id = 0;  // only when qos > 0
+  Properties properties;        // v5; the topic may then be empty with a topic alias
 };
 
 struct TopicRequest {
   std::string_view filter;
   std::uint8_t requested_qos = 0;
-  bool filter_valid = true;  // false: wildcards misplaced; answered with SUBACK 0x80
+  bool filter_valid = true;  // false: wildcards misplaced; answered with SUBACK 0x80 (v5: 0x8f)
+  // v5 subscription options (3.8.3.1)
+  bool no_local = false;
+  bool retain_as_published = false;
+  std::uint8_t retain_handling = 0;  // 0: send retained, 1: only if new, 2: never
 };
 
 struct Subscribe {
   std::uint16_t packet_id = 0;
   std::vector<TopicRequest> topics;
+  Properties properties;  // v5
 };
 
 struct Unsubscribe {
@@ -88,17 +110,24 @@ struct Unsubscribe {
   std::vector<std::string_view> filters;
 };
 
-// PUBACK, PUBREC, PUBREL, PUBCOMP: a packet identifier and nothing else (in 3.1.1).
+// PUBACK, PUBREC, PUBREL, PUBCOMP: a packet identifier (and in v5 a reason code and properties).
 struct PacketIdAck {
   PacketType type = PacketType::Puback;
   std::uint16_t packet_id = 0;
+  std::uint8_t reason_code = 0;
 };
 
 struct Pingreq {};
-struct Disconnect {};
+struct Disconnect {
+  std::uint8_t reason_code = 0;  // v5
+  Properties properties;         // v5
+};
+struct Auth {  // v5 only
+  std::uint8_t reason_code = 0;
+};
 
 using ClientPacket =
-    std::variant<Connect, Publish, Subscribe, Unsubscribe, PacketIdAck, Pingreq, Disconnect>;
+    std::variant<Connect, Publish, Subscribe, Unsubscribe, PacketIdAck, Pingreq, Disconnect, Auth>;
 
 // CONNACK return codes of MQTT 3.1 / 3.1.1.
 namespace connack {
@@ -111,5 +140,29 @@ inline constexpr std::uint8_t kNotAuthorized = 0x05;
 }  // namespace connack
 
 inline constexpr std::uint8_t kSubackFailure = 0x80;
+
+// MQTT 5 reason codes (2.4) the proxy sends.
+namespace reason {
+inline constexpr std::uint8_t kSuccess = 0x00;
+inline constexpr std::uint8_t kDisconnectWithWill = 0x04;  // from a client's DISCONNECT
+inline constexpr std::uint8_t kNoSubscriptionExisted = 0x11;
+inline constexpr std::uint8_t kUnspecifiedError = 0x80;
+inline constexpr std::uint8_t kMalformedPacket = 0x81;
+inline constexpr std::uint8_t kProtocolError = 0x82;
+inline constexpr std::uint8_t kUnsupportedProtocolVersion = 0x84;
+inline constexpr std::uint8_t kClientIdentifierNotValid = 0x85;
+inline constexpr std::uint8_t kBadUserNameOrPassword = 0x86;
+inline constexpr std::uint8_t kNotAuthorized = 0x87;
+inline constexpr std::uint8_t kBadAuthenticationMethod = 0x8c;
+inline constexpr std::uint8_t kServerShuttingDown = 0x8b;
+inline constexpr std::uint8_t kKeepAliveTimeout = 0x8d;
+inline constexpr std::uint8_t kSessionTakenOver = 0x8e;
+inline constexpr std::uint8_t kTopicFilterInvalid = 0x8f;
+inline constexpr std::uint8_t kTopicNameInvalid = 0x90;
+inline constexpr std::uint8_t kTopicAliasInvalid = 0x94;
+inline constexpr std::uint8_t kPacketTooLarge = 0x95;
+inline constexpr std::uint8_t kSharedSubscriptionsNotSupported = 0x9e;
+inline constexpr std::uint8_t kSubscriptionIdentifiersNotSupported = 0xa1;
+}  // namespace reason
 
 }  // namespace mqtt_proxy::mqtt

@@ -45,7 +45,7 @@ TEST_F(Broker, MissingOrWrongUsernameIsRefused) {
 
 TEST_F(Broker, UnsupportedProtocolLevelGetsReturnCode1) {
   open(1);
-  feed(1, bytes("10 0c 00 04 4d 51 54 54 05 02 00 3c 00 00 00 00"));
+  feed(1, bytes("10 0c 00 04 4d 51 54 54 06 02 00 3c 00 00"));
   const auto f = host_.take(1);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(to_hex(f[0].body), "00 01");
@@ -290,7 +290,7 @@ TEST_F(Broker, WillIsPublishedWhenTheConnectionIsLost) {
   subscribe(1, "status/#");
   host_.take(1);
   open(2);
-  mqtt::Will w{"status/dev", as_bytes("offline"), 0, false};
+  mqtt::Will w{"status/dev", as_bytes("offline"), 0, false, {}};
   feed(2, connect_packet("dev", 60, "jorge", "passwd", w));
   host_.take(2);
   broker_.on_lost(2, "reset", now_);
@@ -303,7 +303,7 @@ TEST_F(Broker, WillIsDiscardedOnDisconnect) {
   subscribe(1, "status/#");
   host_.take(1);
   open(2);
-  mqtt::Will w{"status/dev", as_bytes("offline"), 0, false};
+  mqtt::Will w{"status/dev", as_bytes("offline"), 0, false, {}};
   feed(2, connect_packet("dev", 60, "jorge", "passwd", w));
   feed(2, bytes("e0 00"));
   EXPECT_TRUE(host_.closed.contains(2));
@@ -429,6 +429,218 @@ TEST_F(Broker, TakeoverOfAPersistentSessionCarriesItsSubscriptions) {
   EXPECT_EQ(received(2), (std::vector<std::string>{"cmd=go"}));
 }
 
+// --- MQTT 5 sessions
+// -------------------------------------------------------------------------------
+
+class BrokerV5 : public BrokerFixture {
+ protected:
+  // CONNECT v5 with clean start `clean`, `props` and optional credentials; the CONNACK body.
+  std::string connect5(broker::ClientHandle c, std::string_view id, const Bytes& props = {},
+                       bool clean = true, std::string_view user = "jorge",
+                       std::string_view pass = "passwd") {
+    open(c);
+    mqtt::Connect k;
+    k.version = mqtt::ProtocolVersion::V5;
+    k.client_id = id;
+    k.keepalive = 60;
+    k.clean_session = clean;
+    if (!user.empty()) k.username = user;
+    if (!pass.empty()) k.password = as_bytes(pass);
+    k.properties.raw = props;
+    Bytes b;
+    mqtt::encode_connect(b, k);
+    feed(c, b);
+    const auto f = host_.take(c);
+    if (f.empty() || f[0].type != mqtt::PacketType::Connack) return "no CONNACK";
+    return to_hex(f[0].body);
+  }
+  void subscribe5(broker::ClientHandle c, std::string_view filter, std::uint8_t options,
+                  const Bytes& props = {}) {
+    Bytes b;
+    mqtt::encode_subscribe_v5(b, 1, filter, options, props);
+    feed(c, b);
+  }
+  void publish5(broker::ClientHandle c, std::string_view topic, std::string_view payload,
+                const Bytes& props = {}, bool retain = false) {
+    Bytes b;
+    mqtt::encode_publish_v5(b, topic, as_bytes(payload), 0, retain, false, 0, props);
+    feed(c, b);
+  }
+  // Everything sent to a v5 client: "PUBLISH topic=payload [r] props=<hex>" or "TYPE body".
+  std::vector<std::string> sent5(broker::ClientHandle c) {
+    std::vector<std::string> out;
+    for (const auto& f : host_.take(c)) {
+      if (f.type != mqtt::PacketType::Publish) {
+        out.push_back(std::string(mqtt::packet_type_name(f.type)) + " " + to_hex(f.body));
+        continue;
+      }
+      mqtt::ClientPacket p;
+      mqtt::FrameView v{static_cast<std::uint8_t>(0x30 | f.flags), f.body, 0};
+      EXPECT_EQ(mqtt::decode_client_packet(v, mqtt::ProtocolVersion::V5, p),
+                mqtt::DecodeError::None);
+      const auto& pub = std::get<mqtt::Publish>(p);
+      out.push_back("PUBLISH " + std::string(pub.topic) + "=" + str(pub.payload) +
+                    (pub.retain ? " r" : "") +
+                    (pub.properties.raw.empty() ? "" : " props=" + to_hex(pub.properties.raw)));
+    }
+    return out;
+  }
+};
+
+TEST_F(BrokerV5, ConnackTellsTheLimitsAndAssignsAnEmptyId) {
+  const std::string connack = connect5(1, "");
+  // Session present 0, success, then Receive Maximum, Maximum Packet Size (16 MiB), Topic Alias
+  // Maximum 10, Retain Available, Wildcards, no Subscription Identifiers, no shared subscriptions,
+  // and the Assigned Client Identifier "auto-1".
+  EXPECT_EQ(connack,
+            "00 00 1c 21 ff ff 27 01 00 00 00 22 00 0a 25 01 28 01 29 00 2a 00 12 00 06 61 75 74 "
+            "6f 2d 31");
+}
+
+TEST_F(BrokerV5, RefusalsUseV5ReasonCodes) {
+  EXPECT_EQ(connect5(1, "x", {}, true, "jorge", "wrong"), "00 86 00");
+  EXPECT_EQ(connect5(2, "y", mqtt::PropertyWriter().string(0x15, "SCRAM").bytes()), "00 8c 00");
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_TRUE(host_.closed.contains(2));
+}
+
+TEST_F(BrokerV5, TopicAliasesAreResolvedAndOutOfRangeOnesDisconnect) {
+  connect5(1, "sub");
+  subscribe5(1, "t/#", 0);
+  sent5(1);
+  connect5(2, "pub");
+  publish5(2, "t/long/name", "one", mqtt::PropertyWriter().u16(0x23, 3).bytes());
+  publish5(2, "", "two", mqtt::PropertyWriter().u16(0x23, 3).bytes());
+  EXPECT_EQ(sent5(1),
+            (std::vector<std::string>{"PUBLISH t/long/name=one", "PUBLISH t/long/name=two"}));
+  publish5(2, "", "x", mqtt::PropertyWriter().u16(0x23, 4).bytes());  // never set
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"DISCONNECT 82 00"}));
+  connect5(3, "pub2");
+  publish5(3, "t/a", "y", mqtt::PropertyWriter().u16(0x23, 11).bytes());  // above our maximum
+  EXPECT_EQ(sent5(3), (std::vector<std::string>{"DISCONNECT 94 00"}));
+  EXPECT_TRUE(host_.closed.contains(3));
+}
+
+TEST_F(BrokerV5, NoLocalRetainAsPublishedAndRetainHandling) {
+  connect5(1, "self");
+  subscribe5(1, "n", 0x04);  // No Local
+  sent5(1);
+  publish5(1, "n", "mine");
+  EXPECT_TRUE(sent5(1).empty());
+  connect5(2, "other");
+  publish5(2, "n", "theirs");
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"PUBLISH n=theirs"}));
+
+  subscribe5(2, "r", 0x08);  // Retain As Published
+  subscribe5(1, "r", 0x00);
+  sent5(1);
+  sent5(2);
+  publish5(1, "r", "kept", {}, true);
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"PUBLISH r=kept r"}));
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"PUBLISH r=kept"}));
+
+  connect5(3, "late");
+  subscribe5(3, "r", 0x10);  // Retain Handling 1: only for a new subscription
+  subscribe5(3, "r", 0x10);
+  EXPECT_EQ(sent5(3), (std::vector<std::string>{"SUBACK 00 01 00 00", "PUBLISH r=kept r",
+                                                "SUBACK 00 01 00 00"}));
+  subscribe5(3, "r", 0x20);  // 2: never
+  EXPECT_EQ(sent5(3), (std::vector<std::string>{"SUBACK 00 01 00 00"}));
+}
+
+TEST_F(BrokerV5, SubackAndUnsubackReasonCodes) {
+  connect5(1, "s");
+  subscribe5(1, "a/#/b", 0);
+  subscribe5(1, "$share/g/t", 0);
+  feed(1, bytes("a2 09 00 02 00 00 01 78 00 01 79"));  // UNSUBSCRIBE x y (none subscribed)
+  subscribe5(1, "x", 0);
+  feed(1, bytes("a2 09 00 02 00 00 01 78 00 01 79"));
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"SUBACK 00 01 00 8f", "SUBACK 00 01 00 9e",
+                                                "UNSUBACK 00 02 00 11 11", "SUBACK 00 01 00 00",
+                                                "UNSUBACK 00 02 00 00 11"}));
+}
+
+TEST_F(BrokerV5, ViolationsAreToldInADisconnect) {
+  connect5(1, "a");
+  subscribe5(1, "t", 0, mqtt::PropertyWriter().varint(0x0b, 5).bytes());
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"DISCONNECT a1 00"}));
+  connect5(2, "b");
+  feed(2, bytes("36 03 00 01 61"));  // QoS 3
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"DISCONNECT 81 00"}));
+  connect5(3, "c");
+  feed(3, bytes("f0 00"));  // AUTH without an authentication method
+  EXPECT_EQ(sent5(3), (std::vector<std::string>{"DISCONNECT 82 00"}));
+  EXPECT_EQ(counters_.mqtt_protocol_errors, 3u);
+}
+
+TEST_F(BrokerV5, PropertiesReachV5SubscribersOnly) {
+  connect5(1, "v5");
+  subscribe5(1, "p", 0);
+  sent5(1);
+  connect(2, "v311");
+  subscribe(2, "p");
+  host_.take(2);
+  connect5(3, "pub");
+  // Content Type "j", a user property, and a topic alias that must not be passed on.
+  publish5(3, "p", "x", mqtt::PropertyWriter().string(0x03, "j").u16(0x23, 1).bytes());
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"PUBLISH p=x props=03 00 01 6a"}));
+  EXPECT_EQ(received(2), (std::vector<std::string>{"p=x"}));
+}
+
+TEST_F(BrokerV5, DisconnectWithWillPublishesTheWill) {
+  connect(1, "watch");
+  subscribe(1, "w");
+  host_.take(1);
+  open(2);
+  mqtt::Connect k;
+  k.version = mqtt::ProtocolVersion::V5;
+  k.client_id = "dev";
+  k.username = "jorge";
+  k.password = as_bytes("passwd");
+  k.will = mqtt::Will{"w", as_bytes("bye"), 0, false, {}};
+  Bytes b;
+  mqtt::encode_connect(b, k);
+  feed(2, b);
+  feed(2, bytes("e0 02 04 00"));  // reason 0x04: Disconnect with Will Message
+  EXPECT_EQ(received(1), (std::vector<std::string>{"w=bye"}));
+}
+
+TEST_F(BrokerV5, SessionExpiryDecidesWhatIsKept) {
+  const Bytes minute = mqtt::PropertyWriter().u32(0x11, 60).bytes();
+  connect5(1, "k", minute, false);
+  subscribe5(1, "t", 0);
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_EQ(broker_.stored_session_count(), 1u);
+  EXPECT_EQ(connect5(2, "k", {}, false).substr(0, 5), "01 00");  // resumed
+  feed(2, bytes("e0 00"));  // its own expiry is 0: nothing kept now
+  EXPECT_EQ(broker_.stored_session_count(), 0u);
+  connect5(3, "k2", {}, false);
+  feed(3, bytes("e0 07 00 05 11 00 00 00 3c"));  // may not raise 0 [MQTT-3.14.2-2]
+  EXPECT_EQ(sent5(3), (std::vector<std::string>{"DISCONNECT 82 00"}));
+  connect5(4, "k3", minute, false);
+  broker_.on_lost(4, "reset", now_);
+  broker_.on_timers(now_ + 61s);
+  EXPECT_EQ(broker_.stored_session_count(), 0u);
+}
+
+TEST_F(BrokerV5, MaximumPacketSizeOfTheClientIsRespected) {
+  connect5(1, "small", mqtt::PropertyWriter().u32(0x27, 20).bytes());
+  subscribe5(1, "t", 0);
+  sent5(1);
+  connect5(2, "pub");
+  publish5(2, "t", "short");
+  publish5(2, "t", std::string(50, 'L'));
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"PUBLISH t=short"}));
+  EXPECT_EQ(counters_.mqtt_publish_dropped_too_large, 1u);
+}
+
+TEST_F(BrokerV5, TakenOverSessionIsToldWhy) {
+  connect5(1, "same");
+  connect5(2, "same");
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"DISCONNECT 8e 00"}));
+  EXPECT_TRUE(host_.closed.contains(1));
+}
+
 // --- Retained messages
 // -----------------------------------------------------------------------------
 
@@ -486,7 +698,7 @@ TEST_F(Broker, WildcardsDoNotMatchDollarTopicsForRetainedMessagesEither) {
 
 TEST_F(Broker, WillWithRetainIsStoredAsARetainedMessage) {
   open(1);
-  mqtt::Will w{"status/dev", as_bytes("offline"), 0, true};
+  mqtt::Will w{"status/dev", as_bytes("offline"), 0, true, {}};
   feed(1, connect_packet("dev", 60, "jorge", "passwd", w));
   host_.take(1);
   broker_.on_lost(1, "reset", now_);

@@ -160,8 +160,8 @@ TEST(Connect, EncodeDecodeRoundTrip) {
 }
 
 TEST(Connect, Violations) {
-  // Protocol level 5 is not served yet; level 7 never.
-  EXPECT_EQ(decode_error("10 0c 00 04 4d 51 54 54 05 02 00 3c 00 00 00 00"),
+  // Levels 3 (with MQIsdp), 4 and 5 are served; 6 and 7 are not.
+  EXPECT_EQ(decode_error("10 0c 00 04 4d 51 54 54 06 02 00 3c 00 00"),
             DecodeError::UnsupportedProtocolVersion);
   EXPECT_EQ(decode_error("10 0c 00 04 4d 51 54 54 07 02 00 3c 00 00"),
             DecodeError::UnsupportedProtocolVersion);
@@ -343,6 +343,198 @@ TEST(Decoder, LenientFlagsAcceptHandBuiltPeerPackets) {
   const auto f = frame_of(b);
   EXPECT_EQ(decode_client_packet(f, ProtocolVersion::V311, p), DecodeError::BadFixedHeaderFlags);
   EXPECT_EQ(decode_client_packet(f, ProtocolVersion::V311, p, true), DecodeError::None);
+}
+
+// --- MQTT 5
+// -----------------------------------------------------------------------------------------
+
+DecodeError decode5(const Bytes& b, ClientPacket& out) {
+  bool need_more = false;
+  DecodeError err;
+  auto f = parse_frame(b, 1 << 20, need_more, err);
+  if (!f) return need_more ? DecodeError::Truncated : err;
+  return decode_client_packet(*f, ProtocolVersion::V5, out);
+}
+
+DecodeError decode5_error(std::string_view hex) {
+  ClientPacket p;
+  return decode5(bytes(hex), p);
+}
+
+// A v5 CONNECT with the given property bytes (hex) and client id "c".
+Bytes connect5(std::string_view props_hex, std::uint8_t flags = 0x02) {
+  const Bytes props = bytes(props_hex);
+  Bytes body = bytes("00 04 4d 51 54 54 05");
+  body.push_back(std::byte{flags});
+  append(body, bytes("00 3c"));
+  encode_remaining_length(body, props.size());
+  append(body, props);
+  append(body, bytes("00 01 63"));
+  Bytes out{std::byte{0x10}};
+  encode_remaining_length(out, body.size());
+  append(out, body);
+  return out;
+}
+
+TEST(V5Connect, PropertiesArePickedOutAndKeptRaw) {
+  ClientPacket p;
+  // Session Expiry 300, Receive Maximum 20, Maximum Packet Size 1000, Topic Alias Maximum 5, a
+  // user property.
+  const auto b = connect5("11 00 00 01 2c 21 00 14 27 00 00 03 e8 22 00 05 26 00 01 6b 00 01 76");
+  ASSERT_EQ(decode5(b, p), DecodeError::None);
+  const auto& c = std::get<Connect>(p);
+  EXPECT_EQ(c.version, ProtocolVersion::V5);
+  EXPECT_EQ(c.client_id, "c");
+  EXPECT_EQ(c.properties.session_expiry, 300u);
+  EXPECT_EQ(c.properties.receive_maximum, 20);
+  EXPECT_EQ(c.properties.maximum_packet_size, 1000u);
+  EXPECT_EQ(c.properties.topic_alias_maximum, 5);
+  EXPECT_EQ(c.properties.raw.size(), 23u);
+}
+
+TEST(V5Connect, PropertyViolations) {
+  ClientPacket p;
+  // Receive Maximum twice: a protocol error.
+  EXPECT_EQ(decode5(connect5("21 00 14 21 00 15"), p), DecodeError::DuplicateProperty);
+  // Receive Maximum 0 and Maximum Packet Size 0 are forbidden.
+  EXPECT_EQ(decode5(connect5("21 00 00"), p), DecodeError::BadPropertyValue);
+  EXPECT_EQ(decode5(connect5("27 00 00 00 00"), p), DecodeError::BadPropertyValue);
+  // Request Problem Information must be 0 or 1.
+  EXPECT_EQ(decode5(connect5("17 02"), p), DecodeError::BadPropertyValue);
+  // Unknown identifier; Topic Alias is not a CONNECT property; a value cut short.
+  EXPECT_EQ(decode5(connect5("7f 00"), p), DecodeError::MalformedProperty);
+  EXPECT_EQ(decode5(connect5("23 00 01"), p), DecodeError::MalformedProperty);
+  EXPECT_EQ(decode5(connect5("11 00 00"), p), DecodeError::MalformedProperty);
+  // A user property with invalid UTF-8.
+  EXPECT_EQ(decode5(connect5("26 00 01 ff 00 01 76"), p), DecodeError::InvalidUtf8);
+  // Any number of user properties is fine.
+  EXPECT_EQ(decode5(connect5("26 00 01 6b 00 01 76 26 00 01 6b 00 01 76"), p), DecodeError::None);
+}
+
+TEST(V5Connect, PasswordWithoutUserNameIsAllowedInV5) {
+  ClientPacket p;
+  const Bytes b = bytes("10 13 00 04 4d 51 54 54 05 42 00 3c 00 00 01 63 00 03 70 77 64");
+  ASSERT_EQ(decode5(b, p), DecodeError::None);
+  EXPECT_FALSE(std::get<Connect>(p).username);
+  EXPECT_EQ(str(*std::get<Connect>(p).password), "pwd");
+}
+
+TEST(V5Connect, WillPropertiesComeBeforeTheWillTopic) {
+  ClientPacket p;
+  // Will flag, will properties (Will Delay 10, Content Type "t"), topic "w", payload "x".
+  const Bytes b = bytes(
+      "10 1e 00 04 4d 51 54 54 05 06 00 3c 00 00 01 63 09 18 00 00 00 0a 03 00 01 74 00 01 77 "
+      "00 01 78");
+  ASSERT_EQ(decode5(b, p), DecodeError::None) << decode_error_name(decode5(b, p));
+  const auto& w = *std::get<Connect>(p).will;
+  EXPECT_EQ(w.topic, "w");
+  EXPECT_EQ(str(w.payload), "x");
+  EXPECT_EQ(w.properties.will_delay, 10u);
+  EXPECT_EQ(to_hex(without_properties(w.properties.raw, {0x18})), "03 00 01 74");
+}
+
+TEST(V5Publish, TopicAliasAndEmptyTopic) {
+  ClientPacket p;
+  // QoS 0, topic "a", properties: Topic Alias 1, payload "hi".
+  const Bytes with_alias = bytes("30 09 00 01 61 03 23 00 01 68 69");  // views point into it
+  ASSERT_EQ(decode5(with_alias, p), DecodeError::None);
+  EXPECT_EQ(std::get<Publish>(p).properties.topic_alias, 1);
+  EXPECT_EQ(str(std::get<Publish>(p).payload), "hi");
+  // An empty topic with an alias is fine; without one it is a protocol error.
+  ASSERT_EQ(decode5(bytes("30 08 00 00 03 23 00 01 68 69"), p), DecodeError::None);
+  EXPECT_EQ(decode5_error("30 05 00 00 00 68 69"), DecodeError::EmptyTopicWithoutAlias);
+  // 3.1.1 has no properties: the same bytes are topic "a" and payload "\x03#\0\x01hi".
+  ASSERT_EQ(decode(with_alias, p), DecodeError::None);
+  EXPECT_EQ(std::get<Publish>(p).payload.size(), 6u);
+  // A client must not send a Subscription Identifier in PUBLISH.
+  EXPECT_EQ(decode5_error("30 07 00 01 61 02 0b 01 78"), DecodeError::MalformedProperty);
+}
+
+TEST(V5Subscribe, OptionsAndProperties) {
+  ClientPacket p;
+  Bytes b;
+  // No Local, Retain As Published, Retain Handling 2, QoS 1.
+  encode_subscribe_v5(b, 7, "a/#", 0x2d);
+  ASSERT_EQ(decode5(b, p), DecodeError::None);
+  const auto& t = std::get<Subscribe>(p).topics.at(0);
+  EXPECT_TRUE(t.no_local);
+  EXPECT_TRUE(t.retain_as_published);
+  EXPECT_EQ(t.retain_handling, 2);
+  EXPECT_EQ(t.requested_qos, 1);
+  // Retain Handling 3 and the reserved bits are malformed; in 3.1.1 any of bits 2-7 are.
+  b.clear();
+  encode_subscribe_v5(b, 7, "a", 0x30);
+  EXPECT_EQ(decode5(b, p), DecodeError::BadSubscriptionOptions);
+  b.clear();
+  encode_subscribe_v5(b, 7, "a", 0x40);
+  EXPECT_EQ(decode5(b, p), DecodeError::BadSubscriptionOptions);
+  // No Local on a shared subscription is a protocol error.
+  b.clear();
+  encode_subscribe_v5(b, 7, "$share/g/a", 0x04);
+  EXPECT_EQ(decode5(b, p), DecodeError::NoLocalOnSharedSubscription);
+  // Subscription Identifier: picked out; 0 is forbidden.
+  b.clear();
+  encode_subscribe_v5(b, 7, "a", 0x00, PropertyWriter().varint(0x0b, 300).bytes());
+  ASSERT_EQ(decode5(b, p), DecodeError::None);
+  EXPECT_EQ(std::get<Subscribe>(p).properties.subscription_id, 300u);
+  b.clear();
+  encode_subscribe_v5(b, 7, "a", 0x00, PropertyWriter().varint(0x0b, 0).bytes());
+  EXPECT_EQ(decode5(b, p), DecodeError::BadPropertyValue);
+}
+
+TEST(V5Acks, ReasonCodeAndPropertiesAreOptional) {
+  ClientPacket p;
+  ASSERT_EQ(decode5(bytes("40 02 00 05"), p), DecodeError::None);
+  EXPECT_EQ(std::get<PacketIdAck>(p).reason_code, 0);
+  ASSERT_EQ(decode5(bytes("40 03 00 05 10"), p), DecodeError::None);
+  EXPECT_EQ(std::get<PacketIdAck>(p).reason_code, 0x10);
+  ASSERT_EQ(decode5(bytes("62 08 00 05 92 04 1f 00 01 78"), p), DecodeError::None);
+  EXPECT_EQ(decode5_error("40 05 00 05 00 00 ff"), DecodeError::TrailingBytes);
+  EXPECT_EQ(decode_error("40 03 00 05 10"), DecodeError::TrailingBytes);  // not in 3.1.1
+}
+
+TEST(V5Disconnect, ReasonAndSessionExpiry) {
+  ClientPacket p;
+  ASSERT_EQ(decode5(bytes("e0 00"), p), DecodeError::None);
+  EXPECT_EQ(std::get<Disconnect>(p).reason_code, 0);
+  ASSERT_EQ(decode5(bytes("e0 07 04 05 11 00 00 00 3c"), p), DecodeError::None);
+  EXPECT_EQ(std::get<Disconnect>(p).reason_code, 4);
+  EXPECT_EQ(std::get<Disconnect>(p).properties.session_expiry, 60u);
+  EXPECT_EQ(decode_error("e0 01 04"), DecodeError::TrailingBytes);  // 3.1.1
+}
+
+TEST(V5Auth, OnlyInV5) {
+  ClientPacket p;
+  ASSERT_EQ(decode5(bytes("f0 00"), p), DecodeError::None);
+  EXPECT_TRUE(std::holds_alternative<Auth>(p));
+  EXPECT_EQ(decode_error("f0 00"), DecodeError::ReservedPacketType);
+}
+
+TEST(V5Encoders, ServerPacketsByteForByte) {
+  Bytes b;
+  encode_connack_v5(b, true, 0x00, PropertyWriter().u16(0x22, 10).u8(0x25, 1).bytes());
+  EXPECT_EQ(to_hex(b), "20 08 01 00 05 22 00 0a 25 01");
+  b.clear();
+  encode_publish_v5(b, "t", as_bytes("p"), 0, true, false, 0, bytes("01 01"));
+  EXPECT_EQ(to_hex(b), "31 07 00 01 74 02 01 01 70");
+  b.clear();
+  const std::uint8_t codes[] = {0x00, 0x8f};
+  encode_suback_v5(b, 3, codes);
+  EXPECT_EQ(to_hex(b), "90 05 00 03 00 00 8f");
+  b.clear();
+  encode_unsuback_v5(b, 3, codes);
+  EXPECT_EQ(to_hex(b), "b0 05 00 03 00 00 8f");
+  b.clear();
+  encode_disconnect_v5(b, 0x8e);
+  EXPECT_EQ(to_hex(b), "e0 02 8e 00");
+}
+
+TEST(V5ReasonCodes, ForDecodeErrors) {
+  EXPECT_EQ(reason_code_for(DecodeError::PacketTooLarge), reason::kPacketTooLarge);
+  EXPECT_EQ(reason_code_for(DecodeError::InvalidTopicName), reason::kTopicNameInvalid);
+  EXPECT_EQ(reason_code_for(DecodeError::DuplicateProperty), reason::kProtocolError);
+  EXPECT_EQ(reason_code_for(DecodeError::Truncated), reason::kMalformedPacket);
+  EXPECT_EQ(reason_code_for(DecodeError::MalformedProperty), reason::kMalformedPacket);
 }
 
 }  // namespace
