@@ -345,6 +345,35 @@ DecodeError check_utf8_field(ByteSpan b) {
   return DecodeError::InvalidUtf8;
 }
 
+struct PropValue {
+  std::uint8_t b8 = 0;
+  std::uint16_t b16 = 0;
+  std::uint32_t b32 = 0;
+  ByteSpan bin, bin2;
+};
+
+// Reads one property value of type `t`; false when the packet ends first.
+bool read_value(Reader& p, PropType t, PropValue& v) {
+  switch (t) {
+    case PropType::Byte:
+      return p.u8(v.b8);
+    case PropType::TwoByte:
+      return p.u16(v.b16);
+    case PropType::FourByte:
+      return p.u32(v.b32);
+    case PropType::Varint:
+      return p.varint(v.b32);
+    case PropType::Utf8:
+    case PropType::Binary:
+      return p.binary(v.bin);
+    case PropType::Utf8Pair:
+      return p.binary(v.bin) && p.binary(v.bin2);
+    case PropType::None:
+      return false;
+  }
+  return false;
+}
+
 DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
   std::uint32_t len = 0;
   ByteSpan all;
@@ -361,39 +390,25 @@ DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
       if (seen & (std::uint64_t{1} << id)) return DecodeError::DuplicateProperty;
       seen |= std::uint64_t{1} << id;
     }
-    std::uint8_t b8 = 0;
-    std::uint16_t b16 = 0;
-    std::uint32_t b32 = 0;
-    ByteSpan bin, bin2;
+    PropValue v;
+    if (!read_value(p, spec.type, v)) return DecodeError::MalformedProperty;
     switch (spec.type) {
       case PropType::Byte:
-        if (!p.u8(b8)) return DecodeError::MalformedProperty;
-        if (b8 > 1) return DecodeError::BadPropertyValue;  // every byte property here is 0 or 1
-        break;
-      case PropType::TwoByte:
-        if (!p.u16(b16)) return DecodeError::MalformedProperty;
-        break;
-      case PropType::FourByte:
-        if (!p.u32(b32)) return DecodeError::MalformedProperty;
-        break;
-      case PropType::Varint:
-        if (!p.varint(b32)) return DecodeError::MalformedProperty;
+        if (v.b8 > 1) return DecodeError::BadPropertyValue;  // every byte property here is 0 or 1
         break;
       case PropType::Utf8:
-        if (!p.binary(bin)) return DecodeError::MalformedProperty;
-        if (auto e = check_utf8_field(bin); e != DecodeError::None) return e;
-        break;
-      case PropType::Binary:
-        if (!p.binary(bin)) return DecodeError::MalformedProperty;
+        if (auto e = check_utf8_field(v.bin); e != DecodeError::None) return e;
         break;
       case PropType::Utf8Pair:
-        if (!p.binary(bin) || !p.binary(bin2)) return DecodeError::MalformedProperty;
-        if (auto e = check_utf8_field(bin); e != DecodeError::None) return e;
-        if (auto e = check_utf8_field(bin2); e != DecodeError::None) return e;
+        if (auto e = check_utf8_field(v.bin); e != DecodeError::None) return e;
+        if (auto e = check_utf8_field(v.bin2); e != DecodeError::None) return e;
         break;
-      case PropType::None:
-        return DecodeError::MalformedProperty;
+      default:
+        break;
     }
+    const std::uint16_t b16 = v.b16;
+    const std::uint32_t b32 = v.b32;
+    const ByteSpan bin = v.bin;
     switch (id) {
       case 0x11:
         out.session_expiry = b32;
@@ -427,6 +442,16 @@ DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
     }
   }
   return DecodeError::None;
+}
+
+// The v5 tail of acks, DISCONNECT and AUTH: an optional reason code, then optional properties.
+DecodeError read_reason_and_properties(ByteSpan tail, std::uint8_t where, std::uint8_t& reason,
+                                       Properties& props) {
+  Reader r(tail);
+  if (r.remaining() > 0 && !r.u8(reason)) return DecodeError::Truncated;
+  if (r.remaining() == 0) return DecodeError::None;
+  if (auto e = read_properties(r, where, props); e != DecodeError::None) return e;
+  return r.remaining() > 0 ? DecodeError::TrailingBytes : DecodeError::None;
 }
 
 DecodeError decode_connect(ByteSpan body, Connect& c) {
@@ -631,15 +656,10 @@ DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, Cl
       PacketIdAck a{type, load_be16(f.body, 0), 0};
       if (a.packet_id == 0) return DecodeError::PacketIdZero;
       // v5 (3.4.2.1): the reason code and properties may be left out.
-      Reader r(f.body.subspan(2));
-      if (r.remaining() > 0 && !r.u8(a.reason_code)) return DecodeError::Truncated;
-      if (r.remaining() > 0) {
-        Properties props;
-        if (auto e = read_properties(r, ctx::kAck, props); e != DecodeError::None) return e;
-        if (r.remaining() > 0) return DecodeError::TrailingBytes;
-      }
+      Properties props;
+      const auto e = read_reason_and_properties(f.body.subspan(2), ctx::kAck, a.reason_code, props);
       out = a;
-      return DecodeError::None;
+      return e;
     }
     case PacketType::Pingreq:
       if (!f.body.empty()) return DecodeError::TrailingBytes;
@@ -652,28 +672,17 @@ DecodeError decode_client_packet(const FrameView& f, ProtocolVersion version, Cl
         return DecodeError::None;
       }
       Disconnect d;
-      Reader r(f.body);
-      if (r.remaining() > 0 && !r.u8(d.reason_code)) return DecodeError::Truncated;
-      if (r.remaining() > 0) {
-        if (auto e = read_properties(r, ctx::kDisconnect, d.properties); e != DecodeError::None) {
-          return e;
-        }
-        if (r.remaining() > 0) return DecodeError::TrailingBytes;
-      }
+      const auto e =
+          read_reason_and_properties(f.body, ctx::kDisconnect, d.reason_code, d.properties);
       out = d;
-      return DecodeError::None;
+      return e;
     }
     case PacketType::Auth: {
       Auth a;
-      Reader r(f.body);
-      if (r.remaining() > 0 && !r.u8(a.reason_code)) return DecodeError::Truncated;
-      if (r.remaining() > 0) {
-        Properties props;
-        if (auto e = read_properties(r, ctx::kAuth, props); e != DecodeError::None) return e;
-        if (r.remaining() > 0) return DecodeError::TrailingBytes;
-      }
+      Properties props;
+      const auto e = read_reason_and_properties(f.body, ctx::kAuth, a.reason_code, props);
       out = a;
-      return DecodeError::None;
+      return e;
     }
     default:
       return DecodeError::ReservedPacketType;
@@ -888,36 +897,8 @@ Bytes without_properties(ByteSpan properties, std::initializer_list<std::uint8_t
     const std::size_t start = properties.size() - r.remaining();
     std::uint32_t id = 0;
     if (!r.varint(id)) break;
-    ByteSpan skip;
-    std::uint16_t len = 0;
-    std::uint32_t v = 0;
-    bool ok = true;
-    switch (prop_spec(static_cast<std::uint8_t>(id)).type) {
-      case PropType::Byte:
-        ok = r.take(1, skip);
-        break;
-      case PropType::TwoByte:
-        ok = r.take(2, skip);
-        break;
-      case PropType::FourByte:
-        ok = r.take(4, skip);
-        break;
-      case PropType::Varint:
-        ok = r.varint(v);
-        break;
-      case PropType::Utf8:
-      case PropType::Binary:
-        ok = r.binary(skip);
-        break;
-      case PropType::Utf8Pair:
-        ok = r.binary(skip) && r.binary(skip);
-        break;
-      case PropType::None:
-        ok = false;
-        break;
-    }
-    (void)len;
-    if (!ok) break;
+    PropValue v;
+    if (!read_value(r, prop_spec(static_cast<std::uint8_t>(id)).type, v)) break;
     const std::size_t end = properties.size() - r.remaining();
     if (std::find(ids.begin(), ids.end(), id) == ids.end()) {
       append(out, properties.subspan(start, end - start));
