@@ -378,6 +378,31 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(wl.next(20), "gone")
         self.assertEqual(watcher.wait(10), 0)
 
+    def test_16_paho_c_library_in_311_and_5(self):
+        auth = ["--user", self.testbed_mod.USER, "--password", self.testbed_mod.PASSWORD]
+        for version in ("4", "5"):
+            topic = "e2e/pahoc/%s" % version
+            sub = self.tb.popen("h2", [ARGS.paho_c, "sub", H1, topic, "6", "--version", version,
+                                       "--qos", "1"] + auth)
+            lines = Lines(sub.stdout)
+            self.assertEqual(lines.next(20), "ready")
+            self.wait_peer_interest(self.h4, topic)
+            for qos in ("0", "1", "2"):
+                rc, out, err = self.tb.run("h3", [ARGS.paho_c, "pub", H4, topic, "2", "--version",
+                                                  version, "--qos", qos] + auth, 30)
+                self.assertEqual(rc, 0, out + err)
+            self.assertEqual(self.received(lines, 6),
+                             ["%s msg-%d retained=0" % (topic, i % 2) for i in range(6)])
+            self.assertEqual(sub.wait(10), 0)
+            # Retained through h4, read through h1 by a new subscriber.
+            rc, out, err = self.tb.run("h3", [ARGS.paho_c, "pub", H4, topic + "/r", "1",
+                                              "--version", version, "--retain"] + auth, 30)
+            self.assertEqual(rc, 0, out + err)
+            rc, out, err = self.tb.run("h2", [ARGS.paho_c, "sub", H1, topic + "/r", "1",
+                                              "--version", version, "--id", "late"] + auth, 30)
+            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(out.splitlines()[-1], "%s/r msg-0 retained=1" % topic)
+
     def test_98_password_file_from_mosquitto_passwd(self):
         # A third proxy, on h2, with users from mosquitto_passwd and no -u.
         pw = os.path.join(ARGS.artifacts, "passwords")
@@ -420,6 +445,8 @@ def main():
     ap.add_argument("--proxy", default=os.path.join(os.path.dirname(HERE), "build", "mqtt_proxy"))
     ap.add_argument("--artifacts", default=os.path.join(os.path.dirname(HERE), "build",
                                                         "e2e-artifacts"))
+    ap.add_argument("--paho-c", default=os.path.join(os.path.dirname(HERE), "build", "tests",
+                                                      "paho_c_client"))
     ap.add_argument("-k", dest="pattern", default=None, help="run only tests matching this")
     ARGS = ap.parse_args()
 

@@ -133,6 +133,12 @@ void Broker::send_disconnect(Session& s, std::uint8_t reason) {
 }
 
 void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
+  if (s.v5 && !mqtt::minimal_length_encoding(f)) {
+    // v5 [MQTT-1.5.5-1]; 3.1.1 does not forbid it, so there it is accepted.
+    protocol_error(s, "remaining length not in its shortest form", now,
+                   mqtt::reason::kMalformedPacket);
+    return;
+  }
   mqtt::ClientPacket packet;
   const auto err = mqtt::decode_client_packet(f, s.version, packet);
   if (err == mqtt::DecodeError::UnsupportedProtocolVersion && s.phase == Phase::AwaitConnect) {

@@ -164,6 +164,12 @@ std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size,
   return FrameView{load_u8(data, 0), data.subspan(header, remaining), total};
 }
 
+bool minimal_length_encoding(const FrameView& f) {
+  std::size_t bytes = 1;
+  for (std::size_t n = f.body.size(); n >= 128; n >>= 7) ++bytes;
+  return f.wire_size == 1 + bytes + f.body.size();
+}
+
 void FrameSplitter::feed(ByteSpan data) {
   if (start_ > 0) {
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(start_));

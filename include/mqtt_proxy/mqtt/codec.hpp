@@ -77,6 +77,9 @@ class FrameSplitter {
 std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size, bool& need_more,
                                      DecodeError& error);
 
+// Whether the frame's Remaining Length used the fewest bytes (required by MQTT 5 [MQTT-1.5.5-1]).
+bool minimal_length_encoding(const FrameView& f);
+
 // Decodes a frame received from a client. `version` is the session's protocol level (CONNECT itself
 // is decoded with any version). Fixed-header flags are checked strictly unless `lenient_flags`
 // (used on the peer channel, where older peers built packets with flags 0).

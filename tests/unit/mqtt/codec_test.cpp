@@ -17,12 +17,13 @@ FrameView frame_of(const Bytes& b) {
   return f.value_or(FrameView{});
 }
 
-DecodeError decode(const Bytes& b, ClientPacket& out) {
+DecodeError decode(const Bytes& b, ClientPacket& out,
+                   ProtocolVersion version = ProtocolVersion::V311) {
   bool need_more = false;
   DecodeError err;
   auto f = parse_frame(b, 1 << 20, need_more, err);
   if (!f) return need_more ? DecodeError::Truncated : err;
-  return decode_client_packet(*f, ProtocolVersion::V311, out);
+  return decode_client_packet(*f, version, out);
 }
 
 DecodeError decode_error(std::string_view hex) {
@@ -349,11 +350,7 @@ TEST(Decoder, LenientFlagsAcceptHandBuiltPeerPackets) {
 // -----------------------------------------------------------------------------------------
 
 DecodeError decode5(const Bytes& b, ClientPacket& out) {
-  bool need_more = false;
-  DecodeError err;
-  auto f = parse_frame(b, 1 << 20, need_more, err);
-  if (!f) return need_more ? DecodeError::Truncated : err;
-  return decode_client_packet(*f, ProtocolVersion::V5, out);
+  return decode(b, out, ProtocolVersion::V5);
 }
 
 DecodeError decode5_error(std::string_view hex) {
