@@ -29,7 +29,6 @@ struct Broker::Session {
   std::uint32_t max_packet_out = UINT32_MAX;  // the client's Maximum Packet Size (v5)
   std::vector<std::string> topic_aliases;     // v5: alias -> topic, index 0 unused
   bool expiry_was_zero = true;                // v5: CONNECT's Session Expiry Interval was 0
-  Bytes will_properties;                      // v5: forwarded with the will
   // v5 subscription options of filters that need them; a filter not listed has the defaults.
   struct FilterOptions {
     bool no_local = false;
@@ -40,12 +39,7 @@ struct Broker::Session {
   TimePoint deadline{};                   // CONNECT timeout, then keepalive expiry
   std::optional<TimePoint> scheduled_at;  // the live entry in deadlines_, if any
   std::unordered_set<std::string> filters;
-  struct StoredWill {
-    std::string topic;
-    Bytes payload;
-    bool retain = false;
-  };
-  std::optional<StoredWill> will;
+  std::optional<WillMessage> will;
   std::unordered_set<std::uint16_t> qos2_awaiting_pubrel;
   std::uint64_t delivery_mark = 0;
   std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
@@ -284,6 +278,19 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     end_session(old, /*publish_will_msg=*/true, now);
   }
 
+  // A will waiting out its Will Delay: a reconnect to the session cancels it; a clean start ends
+  // the old session, which publishes it (3.1.3.2.2).
+  if (auto it = pending_wills_.find(client_id); it != pending_wills_.end()) {
+    const PendingWill pending = std::move(it->second);
+    pending_wills_.erase(it);
+    if (c.clean_session) {
+      publish_will_message(pending.will, client_id, nullptr);
+    } else {
+      log_.info(kLog, "will of id={} cancelled: the client reconnected within its delay",
+                client_id);
+    }
+  }
+
   s.phase = Phase::Connected;
   s.version = c.version;
   s.v5 = v5;
@@ -309,10 +316,15 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     session_present = restore_session(s);
   }
   if (c.will) {
-    s.will =
-        Session::StoredWill{std::string(c.will->topic),
-                            Bytes(c.will->payload.begin(), c.will->payload.end()), c.will->retain};
-    if (v5) s.will_properties = mqtt::without_properties(c.will->properties.raw, {0x18});
+    WillMessage w;
+    w.topic = std::string(c.will->topic);
+    w.payload.assign(c.will->payload.begin(), c.will->payload.end());
+    w.retain = c.will->retain;
+    if (v5) {
+      w.properties = mqtt::without_properties(c.will->properties.raw, {0x18});
+      w.delay = std::chrono::seconds(c.will->properties.will_delay.value_or(0));
+    }
+    s.will = std::move(w);
   }
   // [MQTT-3.1.2-24]: one and a half keepalive periods without a packet ends the session.
   s.keepalive_grace = std::chrono::milliseconds(std::int64_t{c.keepalive} * 1500);
@@ -633,16 +645,29 @@ void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
 }
 
 void Broker::publish_will(Session& s, TimePoint now) {
-  (void)now;
   if (!s.will) return;
-  ++counters_.mqtt_wills_published;
-  log_.info(kLog, "will published for client={} id={} topic={}", s.label, s.client_id,
-            s.will->topic);
-  const auto will = std::move(*s.will);
+  WillMessage will = std::move(*s.will);
   s.will.reset();
+  // v5 Will Delay: wait, unless the session ends first (3.1.3.2.2).
+  const Duration delay = std::min(will.delay, s.keep_for);
+  if (delay > Duration::zero()) {
+    const TimePoint due = now + delay;
+    log_.info(kLog, "will of client={} id={} topic={} held for {} s", s.label, s.client_id,
+              will.topic, std::chrono::duration_cast<std::chrono::seconds>(delay).count());
+    pending_wills_[s.client_id] = PendingWill{std::move(will), due};
+    will_timers_.push(due, s.client_id);
+    return;
+  }
+  publish_will_message(will, s.client_id, &s);
+}
+
+void Broker::publish_will_message(const WillMessage& will, const std::string& client_id,
+                                  const Session* origin) {
+  ++counters_.mqtt_wills_published;
+  log_.info(kLog, "will published for id={} topic={}", client_id, will.topic);
   // [MQTT-3.1.2-17]: a will with Will Retain is published as a retained message.
   if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local);
-  deliver_local(Outgoing{will.topic, will.payload, false, will.retain, &s, s.will_properties});
+  deliver_local(Outgoing{will.topic, will.payload, false, will.retain, origin, will.properties});
   peering_.forward_publish(will.topic, will.payload, will.retain);
 }
 
@@ -679,6 +704,13 @@ void Broker::on_lost(ClientHandle c, std::string_view reason, TimePoint now) {
 }
 
 void Broker::on_timers(TimePoint now) {
+  will_timers_.pop_due(now, [&](TimePoint t, const std::string& id) {
+    auto it = pending_wills_.find(id);
+    if (it == pending_wills_.end() || it->second.due != t) return;  // cancelled or replaced
+    const PendingWill pending = std::move(it->second);
+    pending_wills_.erase(it);
+    publish_will_message(pending.will, id, nullptr);
+  });
   stored_expiry_.pop_due(now, [&](TimePoint t, const std::string& id) {
     auto it = stored_.find(id);
     if (it == stored_.end() || it->second.expires_at != t) return;  // resumed or stored again

@@ -78,7 +78,8 @@ class Broker {
 
   void on_timers(TimePoint now);
   std::optional<TimePoint> next_deadline() const {
-    return earliest(deadlines_.earliest(), stored_expiry_.earliest());
+    return earliest(earliest(deadlines_.earliest(), stored_expiry_.earliest()),
+                    will_timers_.earliest());
   }
 
   // Closes every session (shutdown): no wills, peers are told the filters are gone.
@@ -92,6 +93,17 @@ class Broker {
 
  private:
   struct Session;
+  struct WillMessage {
+    std::string topic;
+    Bytes payload;
+    bool retain = false;
+    Bytes properties;  // v5, less the Will Delay Interval
+    Duration delay{};  // v5 Will Delay Interval
+  };
+  struct PendingWill {
+    WillMessage will;
+    TimePoint due;
+  };
   enum class Phase { AwaitConnect, Connected };
 
   void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
@@ -127,7 +139,10 @@ class Broker {
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin);
   // The last local subscription to `filter` is gone.
   void filter_removed(std::string_view filter);
+  // The session's will, now or after its v5 Will Delay.
   void publish_will(Session& s, TimePoint now);
+  void publish_will_message(const WillMessage& will, const std::string& client_id,
+                            const Session* origin);
   // Ends a session: subscriptions removed (peers told), optional will, transport closed.
   void end_session(Session& s, bool publish_will_msg, TimePoint now);
   void touch(Session& s, TimePoint now);
@@ -154,6 +169,9 @@ class Broker {
   };
   std::unordered_map<std::string, StoredSession> stored_;
   DeadlineQueue<std::string> stored_expiry_;
+  // v5 wills waiting out their Will Delay, by client id.
+  std::unordered_map<std::string, PendingWill> pending_wills_;
+  DeadlineQueue<std::string> will_timers_;
   RetainedStore retained_;
   DeadlineQueue<ClientHandle> deadlines_;
   std::uint64_t delivery_mark_ = 0;

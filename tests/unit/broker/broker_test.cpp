@@ -641,6 +641,70 @@ TEST_F(BrokerV5, TakenOverSessionIsToldWhy) {
   EXPECT_TRUE(host_.closed.contains(1));
 }
 
+class BrokerV5Will : public BrokerV5 {
+ protected:
+  // v5 CONNECT with a will on "w" with `will_delay` and `session_expiry` (seconds), clean start
+  // `clean`; returns the CONNACK body.
+  std::string connect_with_will(broker::ClientHandle c, std::uint32_t will_delay,
+                                std::uint32_t session_expiry, bool clean = true) {
+    open(c);
+    mqtt::Connect k;
+    k.version = mqtt::ProtocolVersion::V5;
+    k.client_id = "dev";
+    k.clean_session = clean;
+    k.username = "jorge";
+    k.password = as_bytes("passwd");
+    const Bytes props = mqtt::PropertyWriter().u32(0x11, session_expiry).bytes();
+    const Bytes will_props = mqtt::PropertyWriter().u32(0x18, will_delay).bytes();
+    k.properties.raw = props;
+    k.will = mqtt::Will{"w", as_bytes("bye"), 0, false, {}};
+    k.will->properties.raw = will_props;
+    Bytes b;
+    mqtt::encode_connect(b, k);
+    feed(c, b);
+    const auto frames = host_.take(c);
+    return frames.empty() ? "" : to_hex(frames[0].body);
+  }
+};
+
+TEST_F(BrokerV5Will, WillDelayHoldsTheWillUntilItPasses) {
+  connect(9, "watch");
+  subscribe(9, "w");
+  host_.take(9);
+  connect_with_will(1, 30, 60);
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_TRUE(received(9).empty());
+  broker_.on_timers(now_ + 29s);
+  EXPECT_TRUE(received(9).empty());
+  ASSERT_TRUE(broker_.next_deadline());
+  broker_.on_timers(now_ + 30s);
+  EXPECT_EQ(received(9), (std::vector<std::string>{"w=bye"}));
+}
+
+TEST_F(BrokerV5Will, ReconnectWithinTheWillDelayCancelsTheWill) {
+  connect(9, "watch");
+  subscribe(9, "w");
+  host_.take(9);
+  connect_with_will(1, 30, 60);
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_EQ(connect_with_will(2, 30, 60, false).substr(0, 2), "01");  // session present
+  broker_.on_timers(now_ + 31s);
+  EXPECT_TRUE(received(9).empty());
+  // A clean start ends the old session instead: its will goes out then.
+  broker_.on_lost(2, "reset", now_);
+  connect_with_will(3, 30, 60, true);
+  EXPECT_EQ(received(9), (std::vector<std::string>{"w=bye"}));
+}
+
+TEST_F(BrokerV5Will, WillDelayBeyondTheSessionIsCutToIt) {
+  connect(9, "watch");
+  subscribe(9, "w");
+  host_.take(9);
+  connect_with_will(1, 30, 0);  // the session ends with the connection
+  broker_.on_lost(1, "reset", now_);
+  EXPECT_EQ(received(9), (std::vector<std::string>{"w=bye"}));
+}
+
 // --- Retained messages
 // -----------------------------------------------------------------------------
 
