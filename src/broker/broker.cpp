@@ -396,9 +396,14 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
     send(s, scratch_);
   }
   if (!deliver) return;
-  if (p.retain) retain(topic, p.payload, RetainedStore::Origin::Local);
   // v5 properties go on to v5 subscribers, less the alias, which belongs to this connection.
   const Bytes props = s.v5 ? mqtt::without_properties(p.properties.raw, {0x23}) : Bytes{};
+  if (p.retain) {
+    std::optional<TimePoint> expires;
+    if (p.properties.message_expiry)
+      expires = now + std::chrono::seconds(*p.properties.message_expiry);
+    retain(topic, p.payload, RetainedStore::Origin::Local, props, expires);
+  }
   deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props});
   peering_.forward_publish(topic, p.payload, p.retain);
 }
@@ -412,18 +417,19 @@ void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint now) {
   deliver_local(Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}});
 }
 
-void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter) {
+void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now) {
+  retained_.drop_expired(now);
   // Only what local clients retained: a replica goes back to where it came from, not onward.
-  retained_.for_each_match(
-      filter, [&](std::string_view topic, ByteSpan payload, RetainedStore::Origin origin) {
-        if (origin != RetainedStore::Origin::Local) return;
-        ++counters_.mqtt_retained_sent;
-        peering_.send_retained(peer, topic, payload);
-      });
+  retained_.for_each_match(filter, [&](std::string_view topic, const RetainedStore::Message& m) {
+    if (m.origin != RetainedStore::Origin::Local) return;
+    ++counters_.mqtt_retained_sent;
+    peering_.send_retained(peer, topic, m.payload);
+  });
 }
 
-void Broker::retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin) {
-  switch (retained_.set(topic, payload, origin)) {
+void Broker::retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
+                    ByteSpan properties, std::optional<TimePoint> expires_at) {
+  switch (retained_.set(topic, payload, origin, properties, expires_at)) {
     case RetainedStore::SetResult::Stored:
       log_.debug(kLog, "retained message stored topic={} bytes={}", topic, payload.size());
       break;
@@ -563,18 +569,28 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   send(s, scratch_);
   // [MQTT-3.3.1-6], [MQTT-3.8.4-3]: the retained messages of each filter, RETAIN set, after the
   // SUBACK.
+  retained_.drop_expired(now);
   for (std::size_t i = 0; i < sub.topics.size(); ++i) {
     if (!send_retained[i]) continue;
-    retained_.for_each_match(
-        sub.topics[i].filter, [&](std::string_view topic, ByteSpan payload, RetainedStore::Origin) {
-          scratch_.clear();
-          if (s.v5) {
-            mqtt::encode_publish_v5(scratch_, topic, payload, 0, true, false, 0, {});
-          } else {
-            mqtt::encode_publish(scratch_, topic, payload, 0, true, false, 0);
-          }
-          if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
-        });
+    retained_.for_each_match(sub.topics[i].filter, [&](std::string_view topic,
+                                                       const RetainedStore::Message& m) {
+      scratch_.clear();
+      if (s.v5) {
+        // [MQTT-3.3.2-6]: the Message Expiry Interval counts down while the message waits.
+        Bytes props = m.properties;
+        if (m.expires_at) {
+          props = mqtt::without_properties(m.properties, {0x02});
+          const auto left = std::chrono::ceil<std::chrono::seconds>(*m.expires_at - now);
+          append(
+              props,
+              mqtt::PropertyWriter().u32(0x02, static_cast<std::uint32_t>(left.count())).bytes());
+        }
+        mqtt::encode_publish_v5(scratch_, topic, m.payload, 0, true, false, 0, props);
+      } else {
+        mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
+      }
+      if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
+    });
   }
 }
 
@@ -666,7 +682,7 @@ void Broker::publish_will_message(const WillMessage& will, const std::string& cl
   ++counters_.mqtt_wills_published;
   log_.info(kLog, "will published for id={} topic={}", client_id, will.topic);
   // [MQTT-3.1.2-17]: a will with Will Retain is published as a retained message.
-  if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local);
+  if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local, will.properties);
   deliver_local(Outgoing{will.topic, will.payload, false, will.retain, origin, will.properties});
   peering_.forward_publish(will.topic, will.payload, will.retain);
 }

@@ -440,6 +440,9 @@ DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
       case 0x18:
         out.will_delay = b32;
         break;
+      case 0x02:
+        out.message_expiry = b32;
+        break;
       case 0x15:
         out.authentication_method = as_chars(bin);
         break;

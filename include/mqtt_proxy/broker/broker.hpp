@@ -74,7 +74,7 @@ class Broker {
   // A PUBLISH that came from a peer: local subscribers only (and the retained replica).
   void on_peer_publish(const mqtt::Publish& p, TimePoint now);
   // A peer subscribed to a filter it did not have: it gets our clients' retained messages for it.
-  void on_peer_interest(wire::Ipv4Address peer, std::string_view filter);
+  void on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now);
 
   void on_timers(TimePoint now);
   std::optional<TimePoint> next_deadline() const {
@@ -136,7 +136,8 @@ class Broker {
   Duration session_keep_for(std::uint32_t expiry_seconds) const;
   // Queues a PUBLISH for a subscriber unless its queue is full (then drops and counts it).
   bool offer(Session& sub, const Bytes& packet);
-  void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin);
+  void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
+              ByteSpan properties = {}, std::optional<TimePoint> expires_at = {});
   // The last local subscription to `filter` is gone.
   void filter_removed(std::string_view filter);
   // The session's will, now or after its v5 Will Delay.

@@ -6,11 +6,13 @@
 
 #include <cstddef>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "mqtt_proxy/mqtt/topic.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/util/time.hpp"
 
 namespace mqtt_proxy::broker {
 
@@ -18,13 +20,20 @@ class RetainedStore {
  public:
   enum class Origin { Local, Peer };
   enum class SetResult { Stored, Deleted, Full };
+  struct Message {
+    Bytes payload;
+    Origin origin = Origin::Local;
+    Bytes properties;                     // v5 PUBLISH properties, for v5 subscribers
+    std::optional<TimePoint> expires_at;  // v5 Message Expiry Interval
+  };
 
   explicit RetainedStore(std::size_t max_messages) : max_messages_(max_messages) {}
 
   // Stores `payload` for `topic`, replacing what was there, whoever set it (the last message seen
   // wins, as on one broker). An empty payload deletes [MQTT-3.3.1-10/11]. A new topic beyond the
   // limit is refused.
-  SetResult set(std::string_view topic, ByteSpan payload, Origin origin) {
+  SetResult set(std::string_view topic, ByteSpan payload, Origin origin, ByteSpan properties = {},
+                std::optional<TimePoint> expires_at = {}) {
     auto it = entries_.find(topic);
     if (payload.empty()) {
       if (it != entries_.end()) {
@@ -35,22 +44,38 @@ class RetainedStore {
     }
     if (it == entries_.end()) {
       if (entries_.size() >= max_messages_) return SetResult::Full;
-      it = entries_.emplace(std::string(topic), Entry{}).first;
+      it = entries_.emplace(std::string(topic), Message{}).first;
     }
     bytes_ -= it->second.payload.size();
     it->second.payload.assign(payload.begin(), payload.end());
     it->second.origin = origin;
+    it->second.properties.assign(properties.begin(), properties.end());
+    it->second.expires_at = expires_at;
     bytes_ += payload.size();
     return SetResult::Stored;
   }
 
-  // fn(topic, payload, origin) for every entry `filter` matches. A linear scan: retained topics on
-  // an edge proxy number in the thousands, and this runs once per SUBSCRIBE, never per PUBLISH.
+  // Deletes the messages whose Message Expiry Interval has passed [MQTT-3.3.2-5].
+  std::size_t drop_expired(TimePoint now) {
+    std::size_t n = 0;
+    for (auto it = entries_.begin(); it != entries_.end();) {
+      if (it->second.expires_at && *it->second.expires_at <= now) {
+        bytes_ -= it->second.payload.size();
+        it = entries_.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+    return n;
+  }
+
+  // fn(topic, message) for every entry `filter` matches. A linear scan: retained topics on an edge
+  // proxy number in the thousands, and this runs once per SUBSCRIBE, never per PUBLISH.
   template <typename Fn>
   void for_each_match(std::string_view filter, Fn&& fn) const {
-    for (const auto& [topic, e] : entries_) {
-      if (mqtt::topic_matches(filter, topic))
-        fn(std::string_view(topic), ByteSpan(e.payload), e.origin);
+    for (const auto& [topic, m] : entries_) {
+      if (mqtt::topic_matches(filter, topic)) fn(std::string_view(topic), m);
     }
   }
 
@@ -75,11 +100,7 @@ class RetainedStore {
   std::size_t payload_bytes() const { return bytes_; }
 
  private:
-  struct Entry {
-    Bytes payload;
-    Origin origin = Origin::Local;
-  };
-  std::map<std::string, Entry, std::less<>> entries_;
+  std::map<std::string, Message, std::less<>> entries_;
   std::size_t max_messages_;
   std::size_t bytes_ = 0;
 };

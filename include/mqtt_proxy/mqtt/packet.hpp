@@ -56,6 +56,7 @@ struct Properties {
   std::optional<std::uint16_t> topic_alias;               // 0x23
   std::optional<std::uint32_t> subscription_id;           // 0x0b
   std::optional<std::uint32_t> will_delay;                // 0x18
+  std::optional<std::uint32_t> message_expiry;            // 0x02
   std::optional<std::string_view> authentication_method;  // 0x15
   ByteSpan raw;
 };

@@ -705,6 +705,26 @@ TEST_F(BrokerV5Will, WillDelayBeyondTheSessionIsCutToIt) {
   EXPECT_EQ(received(9), (std::vector<std::string>{"w=bye"}));
 }
 
+TEST_F(BrokerV5, RetainedMessagesKeepTheirPropertiesAndExpire) {
+  connect5(1, "pub");
+  // Message Expiry 100 s and Content Type "j", retained.
+  publish5(1, "r", "x", mqtt::PropertyWriter().u32(0x02, 100).string(0x03, "j").bytes(), true);
+  now_ += 30s;
+  connect5(2, "v5");
+  subscribe5(2, "r", 0);
+  // The expiry counts down [MQTT-3.3.2-6]: 70 s are left.
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"SUBACK 00 01 00 00",
+                                                "PUBLISH r=x r props=03 00 01 6a 02 00 00 00 46"}));
+  connect(3, "v311");
+  subscribe(3, "r");
+  EXPECT_EQ(received(3), (std::vector<std::string>{"r=x (retained)"}));
+  now_ += 71s;
+  connect5(4, "late");
+  subscribe5(4, "r", 0);
+  EXPECT_EQ(sent5(4), (std::vector<std::string>{"SUBACK 00 01 00 00"}));
+  EXPECT_EQ(broker_.retained().size(), 0u);
+}
+
 // --- Retained messages
 // -----------------------------------------------------------------------------
 
@@ -782,8 +802,9 @@ TEST(RetainedStore, RefusesNewTopicsBeyondTheLimitButUpdatesKnownOnes) {
   EXPECT_EQ(store.set("b", {}, R::Origin::Local), R::SetResult::Deleted);
   EXPECT_EQ(store.set("c", as_bytes("3"), R::Origin::Local), R::SetResult::Stored);
   std::vector<std::string> seen;
-  store.for_each_match("#", [&](std::string_view t, ByteSpan p, R::Origin o) {
-    seen.push_back(std::string(t) + "=" + str(p) + (o == R::Origin::Peer ? " peer" : ""));
+  store.for_each_match("#", [&](std::string_view t, const R::Message& m) {
+    seen.push_back(std::string(t) + "=" + str(m.payload) +
+                   (m.origin == R::Origin::Peer ? " peer" : ""));
   });
   EXPECT_EQ(seen, (std::vector<std::string>{"a=111 peer", "c=3"}));
 }
@@ -874,7 +895,7 @@ TEST_F(BrokerWithPeers, PeerSubscriptionGetsTheLocalRetainedMessagesOnce) {
   datagram_types();
   peering_.on_datagram(peer, subscribe_packet("r/#"));
   ASSERT_EQ(peering_.new_interest().size(), 1u);
-  for (const auto& i : peering_.new_interest()) broker_.on_peer_interest(i.peer, i.filter);
+  for (const auto& i : peering_.new_interest()) broker_.on_peer_interest(i.peer, i.filter, now_);
   peering_.new_interest().clear();
   ASSERT_EQ(peering_.outbox().size(), 1u);
   EXPECT_EQ(peering_.outbox()[0].dst, peer);
@@ -898,7 +919,7 @@ TEST_F(BrokerWithPeers, RetainedMessageFromAPeerServesLaterLocalSubscribersUntil
   EXPECT_EQ(received(2), (std::vector<std::string>{"r/far=away (retained)"}));
   datagram_types();
   // The replica is not offered back to peers.
-  broker_.on_peer_interest(peer, "r/#");
+  broker_.on_peer_interest(peer, "r/#", now_);
   EXPECT_TRUE(datagram_types().empty());
   // Once nobody here subscribes, the peer stops updating it: the replica goes.
   unsubscribe(1, "r/+");
