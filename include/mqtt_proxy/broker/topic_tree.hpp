@@ -1,6 +1,6 @@
 // Subscriptions indexed by topic level, so matching a topic costs its depth times the wildcard
-// fan-out, not the number of filters. Matching is iterative: a topic 30,000 levels deep cannot
-// overflow a stack.
+// fan-out, not the number of filters. Matching, pruning and destruction are iterative: a filter
+// 30,000 levels deep cannot overflow a stack.
 #pragma once
 
 #include <algorithm>
@@ -23,6 +23,24 @@ struct StringHash {
 template <typename Sub>
 class TopicTree {
  public:
+  TopicTree() = default;
+  TopicTree(const TopicTree&) = delete;
+  TopicTree& operator=(const TopicTree&) = delete;
+  // The default destructor would recurse once per level.
+  ~TopicTree() {
+    std::vector<std::unique_ptr<Node>> pending;
+    auto detach_children = [&](Node& n) {
+      for (auto& [key, child] : n.children) pending.push_back(std::move(child));
+      n.children.clear();
+    };
+    detach_children(root_);
+    while (!pending.empty()) {
+      std::unique_ptr<Node> n = std::move(pending.back());
+      pending.pop_back();
+      detach_children(*n);
+    }  // each node is destroyed childless
+  }
+
   // Adds `sub` to `filter`. Returns true when the filter had no subscriber before (the first one).
   bool add(std::string_view filter, const Sub& sub) {
     Node* n = &root_;

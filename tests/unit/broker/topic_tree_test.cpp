@@ -104,5 +104,22 @@ TEST(TopicTree, AgreesWithTopicMatchesOnRandomInput) {
   }
 }
 
+// Found by the malformed-input catalogue under ASan: the tree's destructor recursed once per level.
+TEST(TopicTree, AFilterHundredsOfThousandsOfLevelsDeepIsAddedMatchedAndDestroyed) {
+  std::string deep = "a";
+  for (int i = 1; i < 200000; ++i) deep += "/a";
+  {
+    TopicTree<int> t;
+    EXPECT_TRUE(t.add(deep, 1));
+    int hits = 0;
+    t.match(deep, [&](int) { ++hits; });
+    EXPECT_EQ(hits, 1);
+  }  // destroyed here, without recursion
+  TopicTree<int> t;
+  t.add(deep, 1);
+  EXPECT_TRUE(t.remove(deep, 1));  // pruning is iterative too
+  EXPECT_EQ(t.filter_count(), 0u);
+}
+
 }  // namespace
 }  // namespace mqtt_proxy::broker
