@@ -524,7 +524,7 @@ void Broker::deliver_local(const Outgoing& m) {
 
 void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now) {
   if (sub.properties.subscription_id) {
-    // CONNACK said Subscription Identifiers Available = 0 [MQTT-3.8.2-?].
+    // CONNACK said Subscription Identifiers Available = 0 (v5 3.2.2.3.12), so this is refused.
     protocol_error(s, "subscription identifiers are not supported", now,
                    mqtt::reason::kSubscriptionIdentifiersNotSupported);
     return;
