@@ -443,7 +443,6 @@ void Broker::retain(std::string_view topic, ByteSpan payload, RetainedStore::Ori
       }
       break;
   }
-  counters_.mqtt_retained_topics = retained_.size();
 }
 
 void Broker::filter_removed(std::string_view filter) {
@@ -454,7 +453,6 @@ void Broker::filter_removed(std::string_view filter) {
     subscriptions_.match(topic, [&](Session*) { wanted = true; });
     return wanted;
   });
-  counters_.mqtt_retained_topics = retained_.size();
 }
 
 bool Broker::offer(Session& sub, const Bytes& packet) {

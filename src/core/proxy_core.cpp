@@ -439,6 +439,7 @@ std::size_t ProxyCore::open_connection_count() const {
 metrics::Counters ProxyCore::counters() const {
   metrics::Counters c = counters_;
   for (const auto& [id, conn] : conns_) add_endpoint_stats(c, conn->ep.stats());
+  c.mqtt_retained_topics = broker_.retained().size();  // a gauge, read when asked
   return c;
 }
 

@@ -57,17 +57,8 @@ class RetainedStore {
 
   // Deletes the messages whose Message Expiry Interval has passed [MQTT-3.3.2-5].
   std::size_t drop_expired(TimePoint now) {
-    std::size_t n = 0;
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      if (it->second.expires_at && *it->second.expires_at <= now) {
-        bytes_ -= it->second.payload.size();
-        it = entries_.erase(it);
-        ++n;
-      } else {
-        ++it;
-      }
-    }
-    return n;
+    return erase_if(
+        [&](const std::string&, const Message& m) { return m.expires_at && *m.expires_at <= now; });
   }
 
   // fn(topic, message) for every entry `filter` matches. A linear scan: retained topics on an edge
@@ -82,10 +73,21 @@ class RetainedStore {
   // Drops replica entries matching `filter` that `still_wanted(topic)` declines.
   template <typename Pred>
   std::size_t drop_peer_entries(std::string_view filter, Pred&& still_wanted) {
+    return erase_if([&](const std::string& topic, const Message& m) {
+      return m.origin == Origin::Peer && mqtt::topic_matches(filter, topic) &&
+             !still_wanted(std::string_view(topic));
+    });
+  }
+
+  std::size_t size() const { return entries_.size(); }
+  std::size_t payload_bytes() const { return bytes_; }
+
+ private:
+  template <typename Pred>
+  std::size_t erase_if(Pred&& doomed) {
     std::size_t n = 0;
     for (auto it = entries_.begin(); it != entries_.end();) {
-      if (it->second.origin == Origin::Peer && mqtt::topic_matches(filter, it->first) &&
-          !still_wanted(std::string_view(it->first))) {
+      if (doomed(it->first, it->second)) {
         bytes_ -= it->second.payload.size();
         it = entries_.erase(it);
         ++n;
@@ -96,10 +98,6 @@ class RetainedStore {
     return n;
   }
 
-  std::size_t size() const { return entries_.size(); }
-  std::size_t payload_bytes() const { return bytes_; }
-
- private:
   std::map<std::string, Message, std::less<>> entries_;
   std::size_t max_messages_;
   std::size_t bytes_ = 0;

@@ -496,5 +496,15 @@ TEST_F(ProxyCoreTest, SubscriberThatStopsReadingLosesQos0MessagesThenItsConnecti
   EXPECT_EQ(f[0].wire, publish_packet("t", "after"));
 }
 
+TEST_F(ProxyCoreTest, RetainedTopicsGaugeFollowsTheStore) {
+  Client pub = client(3, 40002);
+  connect(pub, "pub");
+  send_mqtt(pub, publish_packet("r/1", "kept", 0, 0, false, true));
+  send_mqtt(pub, publish_packet("r/2", "kept", 0, 0, false, true));
+  EXPECT_EQ(core_->counters().mqtt_retained_topics, 2u);
+  send_mqtt(pub, publish_packet("r/1", "", 0, 0, false, true));  // deletes
+  EXPECT_EQ(core_->counters().mqtt_retained_topics, 1u);
+}
+
 }  // namespace
 }  // namespace mqtt_proxy::test
