@@ -21,7 +21,6 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,28 +30,12 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "mininet"))
 
 H1, H4 = "192.168.1.101", "192.168.1.104"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stat(pid):
-    """(cpu seconds, rss KiB, peak rss KiB) of a process."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / TICKS
-    rss = hwm = 0
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    return cpu, rss, hwm
 
 
 class ProxySystem:
     name = "mqtt_proxy"
 
-    def __init__(self, tb, work):
+    def __init__(self, tb, testbed, work):
         self.tb = tb
         self.servers = [tb.start_proxy("h1", peers=[H4], extra=["--log-level", "warn"]),
                         tb.start_proxy("h4", peers=[H1], extra=["--log-level", "warn"])]
@@ -67,34 +50,25 @@ class ProxySystem:
 class BridgeSystem:
     name = "mosquitto"
 
-    def __init__(self, tb, work):
-        self.tb = tb
-        self.procs = []
+    def __init__(self, tb, testbed, work):
         common = ("listener 1883 0.0.0.0\nallow_anonymous true\nuser root\nmax_connections -1\n"
                   "log_dest stderr\nlog_type error\nmax_queued_messages 100000\n")
         bridge = ("connection h4-to-h1\naddress %s:1883\ntopic bench/# both 0\n"
                   "cleansession true\nbridge_protocol_version mqttv311\n" % H1)
-        for host, extra in (("h1", ""), ("h4", bridge)):
-            conf = os.path.join(work, "mosquitto-%s.conf" % host)
-            with open(conf, "w") as f:
-                f.write(common + extra)
-            log = open(os.path.join(work, "mosquitto-%s.log" % host), "wb")
-            self.procs.append(tb.popen(host, ["bash", "-c",
-                                              "ulimit -n $(ulimit -Hn) && exec mosquitto -c " + conf],
-                                       stdout=log, stderr=subprocess.STDOUT))
-            time.sleep(0.5)
-        self.pids = [p.pid for p in self.procs]
+        self.brokers = [testbed.Mosquitto(tb.host("h1"), common, work),
+                        testbed.Mosquitto(tb.host("h4"), common + bridge, work)]
+        self.pids = [b.pid for b in self.brokers]
         time.sleep(1.5)  # the bridge connects and subscribes
 
     def stop(self):
-        for p in self.procs:
-            p.terminate()
-            p.wait(10)
+        for b in self.brokers:
+            b.stop()
 
 
 class Bench:
     def __init__(self, tb, testbed, args):
         self.tb = tb
+        self.stats = testbed.process_stats
         self.auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         self.args = args
         self.loadgen = args.loadgen
@@ -124,13 +98,13 @@ class Bench:
 
     def scenario(self, system, topic, rate, pub_clients, subs, seconds):
         """subs: list of (host, broker, clients). Returns the figures of one run."""
-        before = [proc_stat(pid) for pid in system.pids]
+        before = [self.stats(pid) for pid in system.pids]
         s = [self.sub(h, b, topic, n, seconds + 4, "s%d" % i) for i, (h, b, n) in enumerate(subs)]
         time.sleep(0.5)  # subscriptions reach the far side (peer SUBSCRIBE or bridge)
         p = self.pub("h3", H4, topic, pub_clients, rate, seconds, 1)
         sent = self.result(p, seconds + 30)["sent"]
         got = [self.result(x, seconds + 30) for x in s]
-        after = [proc_stat(pid) for pid in system.pids]
+        after = [self.stats(pid) for pid in system.pids]
         expected = sent * sum(n for _, _, n in subs)
         delivered = sum(g["received"] for g in got)
         cpu = sum(a[0] - b[0] for a, b in zip(after, before))
@@ -147,12 +121,12 @@ class Bench:
         }
 
     def idle(self, system, clients):
-        before = [proc_stat(pid) for pid in system.pids]
+        before = [self.stats(pid) for pid in system.pids]
         s = self.sub("h2", H1, "bench/idle", clients, 12, "idle")
         time.sleep(1)
-        mid = [proc_stat(pid) for pid in system.pids]
+        mid = [self.stats(pid) for pid in system.pids]
         time.sleep(5)
-        end = [proc_stat(pid) for pid in system.pids]
+        end = [self.stats(pid) for pid in system.pids]
         self.result(s, 30)
         return {
             "rss_per_conn_b": 1024.0 * (mid[0][1] - before[0][1]) / clients,
@@ -197,7 +171,7 @@ def main():
         bench = Bench(tb, testbed, args)
         for rep in range(args.repeat):
             for kind in (ProxySystem, BridgeSystem):
-                system = kind(tb, work)
+                system = kind(tb, testbed, work)
                 try:
                     runs = bench.run_system(system)
                 finally:

@@ -36,14 +36,6 @@ H1 = "192.168.1.101"
 MANY = os.path.join(REPO, "mininet", "clients", "many_clients.py")
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS for %d" % pid)
-
-
 def slab_kib():
     with open("/proc/meminfo") as f:
         for line in f:
@@ -61,12 +53,9 @@ def tcp_retrans(tb, host):
 class MqttProxyServer:
     name = "mqtt_proxy"
 
-    def __init__(self, tb, testbed):
-        self.tb = tb
-        self.proxy = tb.start_proxy("h1", extra=[
-                                                  "--max-half-open", "4096"])
+    def __init__(self, tb, testbed, workdir):
+        self.proxy = tb.start_proxy("h1", extra=["--max-half-open", "4096"])
         self.pid = self.proxy.proc.pid
-        self.testbed = testbed
 
     def stop(self):
         self.proxy.stop()
@@ -76,35 +65,17 @@ class MqttProxyServer:
 class MosquittoServer:
     name = "mosquitto"
 
-    def __init__(self, tb, workdir):
+    def __init__(self, tb, testbed, workdir):
         self.tb = tb
-        conf = os.path.join(workdir, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write("listener 1883 0.0.0.0\nallow_anonymous true\nuser root\n"
-                    "max_connections -1\nlog_dest stderr\nlog_type error\nlog_type warning\n")
-        self.log_path = os.path.join(workdir, "mosquitto.log")
-        self._log = open(self.log_path, "wb")
-        self.proc = tb.popen("h1", ["bash", "-c", "ulimit -n $(ulimit -Hn) && exec mosquitto -c " + conf],
-                             stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-        ok = False
-        for _ in range(100):
-            rc, _, _ = tb.run("h2", ["mosquitto_pub", "-h", H1, "-t", "probe", "-m", "x"], 5)
-            if rc == 0:
-                ok = True
-                break
-            time.sleep(0.1)
-        if not ok:
-            self.proc.kill()
-            with open(self.log_path) as f:
-                raise RuntimeError("mosquitto did not start on h1: " + f.read())
+        self.broker = testbed.Mosquitto(
+            tb.host("h1"), "listener 1883 0.0.0.0\nallow_anonymous true\nuser root\n"
+            "max_connections -1\nlog_dest stderr\nlog_type error\nlog_type warning\n", workdir)
+        self.pid = self.broker.pid
         self.before = tcp_retrans(tb, "h1")
 
     def stop(self):
         retrans = tcp_retrans(self.tb, "h1") - self.before
-        self.proc.terminate()
-        self.proc.wait(10)
-        self._log.close()
+        self.broker.stop()
         return retrans
 
 
@@ -131,47 +102,28 @@ def setup_rate(tb, testbed, count, batch, run):
 
 def idle_memory(tb, testbed, server, count, run):
     """(server RSS growth, whole-machine kernel slab growth) per idle connection, in bytes."""
-    before, slab_before = rss_kib(server.pid), slab_kib()
+    before, slab_before = testbed.process_stats(server.pid)[1], slab_kib()
     p = many(tb, testbed, count, 200, idle=True, prefix="idle%d" % run)
     line = p.stdout.readline().decode()
     if not line.startswith("ready"):
         raise RuntimeError("clients failed: %s %s" % (line, p.stderr.read().decode()))
     time.sleep(1)
-    after, slab_after = rss_kib(server.pid), slab_kib()
+    after, slab_after = testbed.process_stats(server.pid)[1], slab_kib()
     p.stdin.close()
     p.wait(60)
     time.sleep(2)
     return (after - before) * 1024.0 / count, (slab_after - slab_before) * 1024.0 / count
 
 
-def random_loss(tb, hosts, probability):
-    rules = []
-    for host in hosts:
-        for chain, port in (("OUTPUT", "--dport"), ("INPUT", "--sport")):
-            rule = [chain, "-p", "tcp", port, "1883", "-m", "statistic", "--mode", "random",
-                    "--probability", str(probability), "-j", "DROP"]
-            rc, out, err = tb.run(host, ["iptables", "-I"] + rule)
-            if rc != 0:
-                raise RuntimeError("iptables: %s %s" % (out, err))
-            rules.append((host, rule))
-    return rules
-
-
-def dropped_by_loss_rules(tb, host):
-    _, out, _ = tb.run(host, ["iptables", "-L", "-v", "-n", "-x"])
-    return sum(int(line.split()[0]) for line in out.splitlines()
-               if "statistic mode random" in line and "DROP" in line)
-
-
 def lossy_delivery(tb, testbed, messages, rate, run):
     topic = "bench/loss/%d" % run
     auth = ["-u", testbed.USER, "-P", testbed.PASSWORD]
-    rules = random_loss(tb, ["h2", "h3"], 0.05)
+    loss = testbed.LossRules(tb, ["h2", "h3"], 0.05)
     try:
         # -d: debug lines tell when the SUBACK arrived; over the lossy link that can take seconds
         # (a lost SYN alone costs one).
-        sub = tb.popen("h2", ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", H1, "-t", topic, "-C", str(messages),
-                              "-W", "120", "-k", "60"] + auth)
+        sub = tb.popen("h2", ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", H1, "-t", topic,
+                              "-C", str(messages), "-W", "120", "-k", "60"] + auth)
         deadline = time.time() + 30
         while time.time() < deadline:
             line = sub.stdout.readline().decode()
@@ -196,9 +148,8 @@ def lossy_delivery(tb, testbed, messages, rate, run):
         got, _ = sub.communicate(timeout=130)
         seconds = time.time() - started
     finally:
-        dropped = sum(dropped_by_loss_rules(tb, host) for host in ("h2", "h3"))
-        for host, rule in rules:
-            tb.run(host, ["iptables", "-D"] + rule)
+        dropped = loss.dropped()
+        loss.remove()
     received = [w for w in got.decode().split() if w.startswith("m") and w[1:].isdigit()]
     in_order = received == ["m%05d" % i for i in range(messages)]
     return len(received), in_order, seconds, dropped
@@ -229,7 +180,7 @@ def main():
             rows = {"setup": [], "memory": [], "slab": [], "delivered": [], "in_order": [], "seconds": [],
                     "server_retrans": [], "dropped": []}
             for run in range(args.repeat):
-                server = kind(tb, testbed) if kind is MqttProxyServer else kind(tb, work)
+                server = kind(tb, testbed, work)
                 try:
                     rows["setup"].append(setup_rate(tb, testbed, args.setup_count, args.batch, run))
                     rss, slab = idle_memory(tb, testbed, server, args.idle_count, run)

@@ -259,25 +259,8 @@ class EndToEnd(unittest.TestCase):
         self.publish("h3", H1, "e2e/big", payload)  # same proxy: larger than a UDP datagram allows
         self.assertEqual(lines.next(20), "e2e/big " + payload)
 
-    def random_loss(self, hosts, probability):
-        """iptables rules dropping `probability` of MQTT segments both ways on `hosts` (there is no
-        netem here); returns a function that removes them."""
-        rules = []
-        for host in hosts:
-            for chain, port in (("OUTPUT", "--dport"), ("INPUT", "--sport")):
-                rule = [chain, "-p", "tcp", port, "1883", "-m", "statistic", "--mode", "random",
-                        "--probability", str(probability), "-j", "DROP"]
-                rc, out, err = self.tb.run(host, ["iptables", "-I"] + rule)
-                self.assertEqual(rc, 0, out + err)
-                rules.append((host, rule))
-
-        def remove():
-            for host, rule in rules:
-                self.tb.run(host, ["iptables", "-D"] + rule)
-        return remove
-
     def test_10_thousand_messages_through_five_percent_loss(self):
-        remove = self.random_loss(["h2", "h3"], 0.05)
+        loss = self.testbed_mod.LossRules(self.tb, ["h2", "h3"], 0.05)
         try:
             sub, lines = self.subscriber("h2", H1, ["e2e/loss"], 1000)
             self.wait_peer_interest(self.h4, "e2e/loss")
@@ -287,7 +270,7 @@ class EndToEnd(unittest.TestCase):
             self.assertEqual(got, ["e2e/loss " + m for m in msgs])  # none lost, none doubled
             self.assertEqual(sub.wait(10), 0)
         finally:
-            remove()
+            loss.remove()
 
     def test_11_thousand_concurrent_clients_each_get_the_message(self):
         n = 1000

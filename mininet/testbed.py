@@ -127,6 +127,86 @@ class Proxy:
         return {}
 
 
+def process_stats(pid):
+    """(CPU seconds, RSS KiB, peak RSS KiB) of a process, from /proc."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = hwm = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    return cpu, rss, hwm
+
+
+class Mosquitto:
+    """A Mosquitto broker in a Mininet host, for the benchmarks' baselines. `config` is the text of
+    its configuration file; it must contain a listener on port 1883 that allows anonymous clients."""
+
+    def __init__(self, host, config, workdir):
+        self.host = host
+        conf = os.path.join(workdir, "mosquitto-%s.conf" % host.name)
+        with open(conf, "w") as f:
+            f.write(config)
+        self.log_path = os.path.join(workdir, "mosquitto-%s.log" % host.name)
+        self._log = open(self.log_path, "wb")
+        # Its default descriptor limit (1024) is below the benchmarks' connection counts.
+        self.proc = host.popen(["bash", "-c", "ulimit -n $(ulimit -Hn) && exec mosquitto -c " + conf],
+                               stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+        def accepts():
+            probe = host.popen(["mosquitto_pub", "-h", "127.0.0.1", "-t", "probe", "-m", "x"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return probe.wait(5) == 0
+
+        if not wait_for(accepts, 10, interval=0.1):
+            self.stop()
+            with open(self.log_path) as f:
+                raise RuntimeError("mosquitto did not start on %s: %s" % (host.name, f.read()))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._log.close()
+
+
+class LossRules:
+    """iptables rules dropping a random share of MQTT segments both ways on some hosts (there is no
+    netem here)."""
+
+    def __init__(self, testbed, hosts, probability):
+        self.tb = testbed
+        self.rules = []
+        for host in hosts:
+            for chain, port in (("OUTPUT", "--dport"), ("INPUT", "--sport")):
+                rule = [chain, "-p", "tcp", port, "1883", "-m", "statistic", "--mode", "random",
+                        "--probability", str(probability), "-j", "DROP"]
+                rc, out, err = testbed.run(host, ["iptables", "-I"] + rule)
+                if rc != 0:
+                    self.remove()
+                    raise RuntimeError("iptables on %s: %s %s" % (host, out, err))
+                self.rules.append((host, rule))
+
+    def dropped(self):
+        """Segments the rules dropped so far."""
+        total = 0
+        for host in sorted({h for h, _ in self.rules}):
+            _, out, _ = self.tb.run(host, ["iptables", "-L", "-v", "-n", "-x"])
+            total += sum(int(line.split()[0]) for line in out.splitlines()
+                         if "statistic mode random" in line and "DROP" in line)
+        return total
+
+    def remove(self):
+        for host, rule in self.rules:
+            self.tb.run(host, ["iptables", "-D"] + rule)
+        self.rules = []
+
+
 class Capture:
     """tcpdump on one host interface, writing a pcap of MQTT traffic (TCP and UDP)."""
 
