@@ -386,6 +386,37 @@ class EndToEnd(unittest.TestCase):
             self.assertEqual(rc, 0, out + err)
             self.assertEqual(out.splitlines()[-1], "%s/r msg-0 retained=1" % topic)
 
+    def test_17_batching_pair_delivers_a_burst_in_fewer_datagrams(self):
+        # A second pair of proxies on port 1884 with the batching extension of the peer protocol.
+        extra = ["--peer-batch", "--log-level", "debug"]
+        h1 = self.tb.start_proxy("h1", peers=[H4], extra=extra, port=1884)
+        h4 = self.tb.start_proxy("h4", peers=[H1], extra=extra, port=1884)
+        try:
+            n = 2000
+            p = self.tb.popen("h2", ["mosquitto_sub", "-h", H1, "-p", "1884", "-v", "-t",
+                                     "e2e/batch", "-C", str(n), "-W", "60"] + self.auth())
+            lines = Lines(p.stdout)
+            ok = self.testbed_mod.wait_for(
+                lambda: "peer %s SUBSCRIBE topic=e2e/batch\n" % H1 in h4.log(), 10)
+            self.assertTrue(ok, "h4 never saw the SUBSCRIBE")
+            msgs = ["batch-%04d" % i for i in range(n)]
+            rc, out, err = self.tb.run("h3", ["mosquitto_pub", "-h", H4, "-p", "1884", "-t",
+                                              "e2e/batch", "-l"] + self.auth(), 60,
+                                       input_text="\n".join(msgs) + "\n")
+            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(self.received(lines, n, timeout=30), ["e2e/batch " + m for m in msgs])
+            self.assertEqual(p.wait(10), 0)
+        finally:
+            for proxy in (h1, h4):
+                proxy.stop()
+                self.tb.proxies.remove(proxy)
+        sent, got = h4.final_counters(), h1.final_counters()
+        self.assertEqual(sent.get("peer_publish_out"), n)
+        self.assertEqual(got.get("peer_publish_in"), n)
+        # mosquitto_pub -l writes its burst many PUBLISHes to a segment: they leave in batches.
+        self.assertLess(sent.get("peer_datagrams_out", n), n // 2, sent)
+        self.assertEqual(got.get("peer_datagrams_malformed", 0), 0)
+
     def test_98_password_file_from_mosquitto_passwd(self):
         # A third proxy, on h2, with users from mosquitto_passwd and no -u.
         pw = os.path.join(ARGS.artifacts, "passwords")

@@ -76,6 +76,9 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "capture ring size per interface, in MiB")
     ("peer-refresh", po::value<unsigned>(&out.peer_refresh_seconds)->default_value(0),
      "resend SUBSCRIBE for every local filter to every peer this often, in seconds (0: off)")
+    ("peer-batch", po::bool_switch(&out.peer_batch),
+     "pack the PUBLISHes for one peer into datagrams up to the MTU (all peers must be mqtt_proxy "
+     "or accept batches; docs/peering.md)")
     ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(0),
      "log all counters this often, in seconds (0: only at exit)");
   // clang-format on

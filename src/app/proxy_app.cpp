@@ -167,6 +167,14 @@ int run_proxy(const Options& opt) {
   for (const auto& i : chosen) {
     cfg.interfaces.push_back(core::InterfaceInfo{i.name, i.mac, i.addresses, i.mtu});
   }
+  if (opt.peer_batch) {
+    // One IPv4 packet: a batch that needs fragmenting is lost whole when any fragment is.
+    const auto mtu =
+        std::min_element(chosen.begin(), chosen.end(), [](const auto& a, const auto& b) {
+          return a.mtu < b.mtu;
+        })->mtu;
+    cfg.peering.batch_bytes = mtu > 28 ? mtu - 28 : 0;
+  }
 
   // I/O: capture first, since it is what needs privileges.
   std::vector<std::unique_ptr<capture::PcapCapture>> captures;
@@ -351,7 +359,7 @@ int run_proxy(const Options& opt) {
     if (udp_failed > 0) {
       log.warn(kLog, "{} datagram(s) to peers not sent: {}", udp_failed, udp.last_error());
     }
-    core.datagrams().clear();
+    core.clear_datagrams();
 
     if (next_stats && now >= *next_stats) {
       log_counters(log, core.counters(), "stats");

@@ -302,7 +302,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
 }
 
 void ProxyCore::on_peer_datagram(wire::Ipv4Address src, ByteSpan data, TimePoint now) {
-  if (auto p = peering_.on_datagram(src, data)) broker_.on_peer_publish(*p, now);
+  for (const auto& p : peering_.on_datagram(src, data)) broker_.on_peer_publish(p, now);
   auto& interest = peering_.new_interest();
   for (const auto& i : interest) broker_.on_peer_interest(i.peer, i.filter, now);
   interest.clear();

@@ -1,5 +1,7 @@
 #include "mqtt_proxy/peering/peering.hpp"
 
+#include <algorithm>
+
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "mqtt_proxy/mqtt/topic.hpp"
 
@@ -13,6 +15,42 @@ Peering::Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counter
     : cfg_(std::move(cfg)), log_(log), counters_(counters) {
   for (std::size_t i = 0; i < cfg_.peers.size(); ++i) index_.emplace(cfg_.peers[i], i);
   remote_filters_.resize(cfg_.peers.size());
+  open_batch_.resize(cfg_.peers.size());
+  wants_.resize(cfg_.peers.size());
+}
+
+void Peering::clear_outbox() {
+  // The buffers are kept for the next turn's datagrams (up to a bound), so forwarding does not
+  // allocate per datagram either.
+  for (auto& d : outbox_) {
+    if (spare_.size() >= kMaxSpareBuffers) break;
+    d.bytes.clear();
+    spare_.push_back(std::move(d.bytes));
+  }
+  outbox_.clear();
+  std::fill(open_batch_.begin(), open_batch_.end(), std::nullopt);
+}
+
+void Peering::enqueue(std::size_t peer, ByteSpan packet, bool batchable) {
+  auto& open = open_batch_[peer];
+  if (batchable && open && outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
+    append(outbox_[*open].bytes, packet);
+    return;
+  }
+  Bytes bytes;
+  if (!spare_.empty()) {
+    bytes = std::move(spare_.back());
+    spare_.pop_back();
+  }
+  bytes.assign(packet.begin(), packet.end());
+  outbox_.push_back(Datagram{cfg_.peers[peer], std::move(bytes)});
+  ++counters_.peer_datagrams_out;
+  // A packet that is not batched closes the peer's batch, so later ones cannot overtake it.
+  if (batchable && cfg_.batch_bytes > packet.size()) {
+    open = outbox_.size() - 1;
+  } else {
+    open.reset();
+  }
 }
 
 void Peering::start(TimePoint now) {
@@ -37,10 +75,7 @@ void Peering::announce(mqtt::PacketType type, std::string_view filter) {
     mqtt::encode_unsubscribe(packet, next_packet_id(), filters);
     counters_.peer_unsubscribe_out += cfg_.peers.size();
   }
-  for (const auto& p : cfg_.peers) {
-    outbox_.push_back(Datagram{p, packet});
-    ++counters_.peer_datagrams_out;
-  }
+  for (std::size_t i = 0; i < cfg_.peers.size(); ++i) enqueue(i, packet, false);
 }
 
 void Peering::local_filter_added(std::string_view filter) {
@@ -70,8 +105,7 @@ bool Peering::encode_publish_datagram(std::string_view topic, ByteSpan payload, 
 
 void Peering::push_publish(std::size_t peer, const Bytes& packet, std::string_view topic,
                            std::size_t payload_size) {
-  outbox_.push_back(Datagram{cfg_.peers[peer], packet});
-  ++counters_.peer_datagrams_out;
+  enqueue(peer, packet, true);
   ++counters_.peer_publish_out;
   log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[peer].to_string(),
              topic, payload_size);
@@ -79,27 +113,25 @@ void Peering::push_publish(std::size_t peer, const Bytes& packet, std::string_vi
 
 void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain) {
   if (cfg_.peers.empty()) return;
-  // A peer with several matching filters still gets one datagram.
-  std::vector<bool> wants(cfg_.peers.size(), false);
+  // A peer with several matching filters still gets one copy.
+  std::fill(wants_.begin(), wants_.end(), false);
   bool any = false;
   remote_.match(topic, [&](std::size_t peer) {
-    wants[peer] = true;
+    wants_[peer] = true;
     any = true;
   });
   if (!any) return;
-  Bytes packet;
-  if (!encode_publish_datagram(topic, payload, retain, packet)) return;
-  for (std::size_t i = 0; i < wants.size(); ++i) {
-    if (wants[i]) push_publish(i, packet, topic, payload.size());
+  if (!encode_publish_datagram(topic, payload, retain, packet_)) return;
+  for (std::size_t i = 0; i < wants_.size(); ++i) {
+    if (wants_[i]) push_publish(i, packet_, topic, payload.size());
   }
 }
 
 void Peering::send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload) {
   const auto it = index_.find(peer);
   if (it == index_.end()) return;
-  Bytes packet;
-  if (encode_publish_datagram(topic, payload, true, packet)) {
-    push_publish(it->second, packet, topic, payload.size());
+  if (encode_publish_datagram(topic, payload, true, packet_)) {
+    push_publish(it->second, packet_, topic, payload.size());
   }
 }
 
@@ -122,27 +154,33 @@ void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
   log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
 }
 
-std::optional<mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data) {
+std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data) {
+  inbound_.clear();
   const auto it = index_.find(src);
   if (it == index_.end()) {
     ++counters_.peer_datagrams_unknown_source;
     log_.debug(kLog, "datagram from {} ignored: not a peer", src.to_string());
-    return std::nullopt;
+    return {};
   }
-  const std::size_t peer = it->second;
   ++counters_.peer_datagrams_in;
+  do {
+    if (!on_packet(it->second, src, data)) break;
+  } while (!data.empty());
+  return inbound_;
+}
 
-  auto malformed = [&](std::string_view why) -> std::optional<mqtt::Publish> {
+bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data) {
+  auto malformed = [&](std::string_view why) {
     ++counters_.peer_datagrams_malformed;
     log_.warn(kLog, "datagram from peer {} dropped: {}", src.to_string(), why);
-    return std::nullopt;
+    return false;
   };
 
   bool need_more = false;
   mqtt::DecodeError err = mqtt::DecodeError::None;
   const auto frame = mqtt::parse_frame(data, cfg_.max_datagram, need_more, err);
   if (!frame) return malformed(need_more ? "truncated packet" : mqtt::decode_error_name(err));
-  if (frame->wire_size != data.size()) return malformed("bytes after the packet");
+  data = data.subspan(frame->wire_size);
 
   // The prototype's unsubscribe: type 11, flags 0, packet id and one length-prefixed filter.
   if (frame->type() == mqtt::PacketType::Unsuback) {
@@ -154,7 +192,7 @@ std::optional<mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpa
       return malformed("bad topic filter in legacy unsubscribe");
     }
     peer_unsubscribe(peer, filter);
-    return std::nullopt;
+    return true;
   }
 
   // Peers that build packets by hand have sent SUBSCRIBE with flags 0: accept any flags here.
@@ -166,7 +204,8 @@ std::optional<mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpa
     ++counters_.peer_publish_in;
     log_.debug(kLog, "peer {} PUBLISH topic={} bytes={}", src.to_string(), p->topic,
                p->payload.size());
-    return *p;
+    inbound_.push_back(*p);
+    return true;
   }
   if (auto* s = std::get_if<mqtt::Subscribe>(&packet)) {
     for (const auto& t : s->topics) {
@@ -177,11 +216,11 @@ std::optional<mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpa
       }
       peer_subscribe(peer, t.filter);
     }
-    return std::nullopt;
+    return true;
   }
   if (auto* u = std::get_if<mqtt::Unsubscribe>(&packet)) {
     for (auto f : u->filters) peer_unsubscribe(peer, f);
-    return std::nullopt;
+    return true;
   }
   return malformed("packet type not used between peers");
 }

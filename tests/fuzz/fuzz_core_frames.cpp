@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     core.on_timers(now);
     core.flush(now);
     core.frames().clear();
-    core.datagrams().clear();
+    core.clear_datagrams();
   }
   core.shutdown(now);
   core.flush(now);

@@ -1,4 +1,5 @@
-// Fuzzes the peer protocol: one datagram from a configured peer, then the local delivery it causes.
+// Fuzzes the peer protocol: one datagram from a configured peer (one packet or a batch), then the
+// local delivery it causes.
 #include <cstddef>
 #include <cstdint>
 
@@ -24,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   broker::Broker b({}, host, peering, log::null_logger(), counters);
   const TimePoint now{std::chrono::hours(1)};
   const ByteSpan d{reinterpret_cast<const std::byte*>(data), size};
-  if (auto p = peering.on_datagram(peer, d)) b.on_peer_publish(*p, now);
+  for (const auto& p : peering.on_datagram(peer, d)) b.on_peer_publish(p, now);
   // Whatever interest the datagram left behind must be safe to match against.
   peering.forward_publish("a/b", d.first(std::min<std::size_t>(size, 16)), false);
   return 0;

@@ -33,6 +33,7 @@ struct Options {
   unsigned session_expiry_seconds = 3600;
   std::size_t capture_buffer_bytes = 16 * 1024 * 1024;
   unsigned peer_refresh_seconds = 0;
+  bool peer_batch = false;
   unsigned stats_interval_seconds = 0;
   unsigned shutdown_grace_ms = 2000;
 };

@@ -67,7 +67,8 @@ class ProxyCore final : private broker::BrokerHost {
   void shutdown(TimePoint now);
 
   FrameBatch& frames() { return frames_; }
-  std::vector<peering::Datagram>& datagrams() { return peering_.outbox(); }
+  const std::vector<peering::Datagram>& datagrams() const { return peering_.outbox(); }
+  void clear_datagrams() { peering_.clear_outbox(); }
 
   // Counters including those still held by live connections.
   metrics::Counters counters() const;

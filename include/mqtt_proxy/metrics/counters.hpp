@@ -51,9 +51,9 @@ namespace mqtt_proxy::metrics {
   X(peer_datagrams_in, "datagrams from configured peers")                                        \
   X(peer_datagrams_out, "datagrams sent to peers")                                               \
   X(peer_datagrams_unknown_source, "datagrams from addresses that are not peers (ignored)")      \
-  X(peer_datagrams_malformed, "peer datagrams that are not exactly one valid packet")            \
+  X(peer_datagrams_malformed, "peer datagrams with a malformed packet (the rest is dropped)")    \
   X(peer_publish_in, "PUBLISH packets from peers")                                               \
-  X(peer_publish_out, "PUBLISH datagrams sent to peers")                                         \
+  X(peer_publish_out, "PUBLISH packets sent to peers")                                           \
   X(peer_publish_too_large, "PUBLISH packets too large for one datagram (not forwarded)")        \
   X(peer_subscribe_in, "topic filters peers subscribed")                                         \
   X(peer_subscribe_out, "SUBSCRIBE datagrams sent")                                              \

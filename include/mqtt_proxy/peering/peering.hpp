@@ -9,6 +9,7 @@
 
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -37,6 +38,11 @@ struct PeeringConfig {
   // Resend SUBSCRIBE for every local filter this often, so a peer that restarted learns our
   // interest again. Plain SUBSCRIBEs, so peers that know nothing of it are unaffected. Zero: off.
   Duration refresh_interval{0};
+  // Batching (docs/peering.md): PUBLISHes for the same peer produced in one event-loop turn share
+  // a datagram of up to this many bytes, packets back to back. Zero: one packet per datagram, the
+  // plain form every peer understands. Only for peers known to accept batches; receiving them is
+  // always on.
+  std::size_t batch_bytes = 0;
 };
 
 // A filter a peer subscribed to that it did not have before.
@@ -61,16 +67,18 @@ class Peering {
   // A retained message for one peer that has just subscribed to a matching filter.
   void send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload);
 
-  // A datagram from `src`. Returns the PUBLISH to deliver locally (views into `data`), if it is
-  // one.
-  std::optional<mqtt::Publish> on_datagram(wire::Ipv4Address src, ByteSpan data);
+  // A datagram from `src`: one packet, or several back to back. Returns the PUBLISHes to deliver
+  // locally, in order (views into `data`, valid until the next call). A malformed packet drops
+  // itself and the rest of its datagram; the packets before it stand.
+  std::span<const mqtt::Publish> on_datagram(wire::Ipv4Address src, ByteSpan data);
 
   void on_timers(TimePoint now);
   std::optional<TimePoint> next_deadline() const { return next_refresh_; }
   void start(TimePoint now);
 
-  // Datagrams produced since the last call.
-  std::vector<Datagram>& outbox() { return outbox_; }
+  // Datagrams produced since the last clear_outbox().
+  const std::vector<Datagram>& outbox() const { return outbox_; }
+  void clear_outbox();
   // New peer filters since the last call, for the broker to answer with retained messages.
   std::vector<PeerInterest>& new_interest() { return new_interest_; }
 
@@ -87,6 +95,10 @@ class Peering {
                                Bytes& packet);
   void push_publish(std::size_t peer, const Bytes& packet, std::string_view topic,
                     std::size_t payload_size);
+  // Queues a packet for a peer: appended to the peer's newest datagram when batching allows.
+  void enqueue(std::size_t peer, ByteSpan packet, bool batchable);
+  // One packet of a peer's datagram; false if it is malformed (counted and logged).
+  bool on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data);
   void peer_subscribe(std::size_t peer, std::string_view filter);
   void peer_unsubscribe(std::size_t peer, std::string_view filter);
 
@@ -100,6 +112,14 @@ class Peering {
   std::uint16_t packet_id_ = 0;
   std::optional<TimePoint> next_refresh_;
   std::vector<Datagram> outbox_;
+  // Per peer: the outbox index of the datagram still open for more PUBLISHes, if any.
+  std::vector<std::optional<std::size_t>> open_batch_;
+  std::vector<mqtt::Publish> inbound_;
+  // Scratch space of forward_publish(), and buffers of sent datagrams for reuse.
+  static constexpr std::size_t kMaxSpareBuffers = 256;
+  Bytes packet_;
+  std::vector<Bytes> spare_;
+  std::vector<bool> wants_;
   std::vector<PeerInterest> new_interest_;
 };
 

@@ -58,6 +58,15 @@ TEST(Options, PasswordFileAndAnonymousAccess) {
   EXPECT_FALSE(d.allow_anonymous);
 }
 
+TEST(Options, PeerBatchingIsOffUnlessAskedFor) {
+  Options d, o;
+  std::string msg;
+  ASSERT_EQ(parse({}, d, msg), ParseOutcome::Run) << msg;
+  EXPECT_FALSE(d.peer_batch);
+  ASSERT_EQ(parse({"--peer-batch"}, o, msg), ParseOutcome::Run) << msg;
+  EXPECT_TRUE(o.peer_batch);
+}
+
 TEST(Options, BadValuesAreOneLineErrors) {
   const std::vector<std::vector<const char*>> bad = {{"-t", "0"},
                                                      {"-t", "70000"},

@@ -146,7 +146,7 @@ class ProxyCoreTest : public ::testing::Test {
       out.push_back(mqtt::packet_type_name(
           static_cast<mqtt::PacketType>(std::to_integer<int>(d.bytes[0]) >> 4)));
     }
-    core_->datagrams().clear();
+    core_->clear_datagrams();
     return out;
   }
 

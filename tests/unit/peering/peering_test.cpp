@@ -25,12 +25,12 @@ class Peering : public ::testing::Test {
 
 TEST_F(Peering, LocalInterestIsAnnouncedToEveryPeerAsPlainMqtt) {
   p_.local_filter_added("topic1");
-  auto& out = p_.outbox();
+  const auto& out = p_.outbox();
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(out[0].dst, kPeerA);
   EXPECT_EQ(out[1].dst, kPeerB);
   EXPECT_EQ(to_hex(out[0].bytes), "82 0b 00 01 00 06 74 6f 70 69 63 31 00");
-  out.clear();
+  p_.clear_outbox();
   p_.local_filter_removed("topic1");
   ASSERT_EQ(out.size(), 2u);
   EXPECT_EQ(to_hex(out[0].bytes), "a2 0a 00 02 00 06 74 6f 70 69 63 31");
@@ -87,29 +87,30 @@ TEST_F(Peering, RepeatedSubscribeIsIdempotent) {
 TEST_F(Peering, PeerPublishIsReturnedForLocalDelivery) {
   const auto pub = publish_packet("x/y", "data", 1, 42);  // QoS accepted, ignored
   const auto got = p_.on_datagram(kPeerB, pub);
-  ASSERT_TRUE(got);
-  EXPECT_EQ(got->topic, "x/y");
-  EXPECT_EQ(str(got->payload), "data");
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].topic, "x/y");
+  EXPECT_EQ(str(got[0].payload), "data");
   EXPECT_TRUE(p_.outbox().empty());  // no acknowledgement on the peer channel
 }
 
 TEST_F(Peering, DatagramsFromStrangersAreIgnoredAndCounted) {
-  EXPECT_FALSE(p_.on_datagram(kStranger, publish_packet("t", "spoof")));
-  EXPECT_FALSE(p_.on_datagram(kStranger, subscribe_packet("#")));
+  EXPECT_TRUE(p_.on_datagram(kStranger, publish_packet("t", "spoof")).empty());
+  EXPECT_TRUE(p_.on_datagram(kStranger, subscribe_packet("#")).empty());
   EXPECT_EQ(c_.peer_datagrams_unknown_source, 2u);
   p_.forward_publish("t", as_bytes("x"), false);
   EXPECT_TRUE(p_.outbox().empty());
 }
 
 TEST_F(Peering, MalformedDatagramsAreDroppedAndCounted) {
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30")));                 // truncated header
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 05 00 01 74")));     // shorter than announced
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 03 00 01 74 ff")));  // bytes after the packet
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 03 00 01 23")));     // wildcard topic
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("c0 00")));              // PINGREQ: not used
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("b0 03 00 01 00")));     // bad legacy unsubscribe
-  EXPECT_FALSE(p_.on_datagram(kPeerA, bytes("30 ff ff ff ff 01")));  // five length bytes
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("")).empty());
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("30")).empty());              // truncated header
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("30 05 00 01 74")).empty());  // shorter than announced
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("30 03 00 01 23")).empty());  // wildcard topic
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("c0 00")).empty());           // PINGREQ: not used
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("b0 03 00 01 00")).empty());  // bad legacy unsubscribe
+  EXPECT_TRUE(p_.on_datagram(kPeerA, bytes("30 ff ff ff ff 01")).empty());  // five length bytes
   EXPECT_EQ(c_.peer_datagrams_malformed, 7u);
+  EXPECT_EQ(c_.peer_publish_in, 0u);
 }
 
 TEST_F(Peering, InvalidFilterInPeerSubscribeIsSkipped) {
@@ -133,12 +134,109 @@ TEST_F(Peering, RefreshResendsLocalInterest) {
   r.start(t0());
   r.local_filter_added("a");
   r.local_filter_added("b");
-  r.outbox().clear();
+  r.clear_outbox();
   r.on_timers(t0() + 29s);
   EXPECT_TRUE(r.outbox().empty());
   r.on_timers(t0() + 30s);
   EXPECT_EQ(r.outbox().size(), 2u);
   EXPECT_EQ(*r.next_deadline(), t0() + 60s);
+}
+
+// Several packets back to back in one datagram (what a peer with batching on sends) are taken one
+// by one, in order, whether or not this side batches.
+TEST_F(Peering, BatchedDatagramDeliversEveryPacketInOrder) {
+  Bytes d = publish_packet("a", "1");
+  append(d, subscribe_packet("s/#"));
+  append(d, publish_packet("b", "2"));
+  const auto got = p_.on_datagram(kPeerA, d);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].topic, "a");
+  EXPECT_EQ(str(got[1].payload), "2");
+  EXPECT_TRUE(p_.peer_wants(kPeerA, "s/x"));
+  EXPECT_EQ(c_.peer_datagrams_in, 1u);
+  EXPECT_EQ(c_.peer_publish_in, 2u);
+}
+
+TEST_F(Peering, MalformedPacketInABatchDropsTheRestOnly) {
+  Bytes d = publish_packet("a", "1");
+  append(d, bytes("30 03 00 01 23"));  // wildcard topic
+  append(d, publish_packet("b", "2"));
+  const auto got = p_.on_datagram(kPeerA, d);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].topic, "a");
+  EXPECT_EQ(c_.peer_datagrams_malformed, 1u);
+  // A packet cut short at the end of the datagram is malformed too.
+  EXPECT_EQ(p_.on_datagram(kPeerA, bytes("30 03 00 01 74 ff")).size(), 1u);
+  EXPECT_EQ(c_.peer_datagrams_malformed, 2u);
+}
+
+class PeeringBatch : public ::testing::Test {
+ protected:
+  static constexpr std::size_t kLimit = 100;
+  PeeringBatch() : p_(config(), log::null_logger(), c_) {
+    p_.on_datagram(kPeerA, subscribe_packet("#"));
+    p_.on_datagram(kPeerB, subscribe_packet("b/#"));
+  }
+  static peering::PeeringConfig config() {
+    peering::PeeringConfig cfg{{kPeerA, kPeerB}};
+    cfg.batch_bytes = kLimit;
+    return cfg;
+  }
+  // The packets of one datagram, split the way a receiver does it.
+  static std::vector<std::string> topics(const peering::Datagram& d) {
+    metrics::Counters c;
+    peering::Peering rx({{d.dst}}, log::null_logger(), c);
+    std::vector<std::string> out;
+    for (const auto& p : rx.on_datagram(d.dst, d.bytes)) out.emplace_back(p.topic);
+    EXPECT_EQ(c.peer_datagrams_malformed, 0u);
+    return out;
+  }
+
+  metrics::Counters c_;
+  peering::Peering p_;
+};
+
+TEST_F(PeeringBatch, PublishesForOnePeerShareADatagramUpToTheLimit) {
+  for (const char* t : {"x/1", "b/2", "x/3"}) p_.forward_publish(t, as_bytes("payload"), false);
+  const auto& out = p_.outbox();
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].dst, kPeerA);
+  EXPECT_EQ(topics(out[0]), (std::vector<std::string>{"x/1", "b/2", "x/3"}));
+  EXPECT_EQ(out[1].dst, kPeerB);
+  EXPECT_EQ(topics(out[1]), (std::vector<std::string>{"b/2"}));
+  EXPECT_EQ(c_.peer_publish_out, 4u);
+  EXPECT_EQ(c_.peer_datagrams_out, 2u);
+
+  // 14-byte packets: seven fill 98 of the 100 bytes, the eighth starts a new datagram.
+  p_.clear_outbox();
+  for (int i = 0; i < 8; ++i)
+    p_.forward_publish("x/" + std::to_string(i), as_bytes("payload"), false);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].bytes.size(), 98u);
+  EXPECT_EQ(topics(out[1]), (std::vector<std::string>{"x/7"}));
+}
+
+TEST_F(PeeringBatch, APacketOverTheLimitTravelsAloneAndNothingOvertakesAnAnnouncement) {
+  p_.forward_publish("x/1", as_bytes("a"), false);
+  p_.forward_publish("x/big", as_bytes(std::string(200, 'z')), false);
+  p_.forward_publish("x/2", as_bytes("b"), false);
+  p_.local_filter_added("mine");
+  p_.forward_publish("x/3", as_bytes("c"), false);
+  std::vector<std::vector<std::string>> to_a;
+  for (const auto& d : p_.outbox()) {
+    if (d.dst == kPeerA) to_a.push_back(topics(d));
+  }
+  // The SUBSCRIBE for "mine" yields no topic: its datagram shows as an empty list.
+  EXPECT_EQ(to_a,
+            (std::vector<std::vector<std::string>>{{"x/1"}, {"x/big"}, {"x/2"}, {}, {"x/3"}}));
+}
+
+TEST_F(PeeringBatch, ABatchIsNeverReopenedAfterTheOutboxIsCleared) {
+  p_.forward_publish("x/1", as_bytes("a"), false);
+  p_.clear_outbox();
+  p_.forward_publish("x/2", as_bytes("b"), false);
+  ASSERT_EQ(p_.outbox().size(), 1u);
+  EXPECT_EQ(topics(p_.outbox()[0]), (std::vector<std::string>{"x/2"}));
 }
 
 }  // namespace
