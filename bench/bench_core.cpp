@@ -1,6 +1,7 @@
 // Benchmarks of the pure core, frames in and frames out, no I/O: TCP connection set-up with MQTT
-// CONNECT, and the heap an idle subscribed connection holds. Live heap bytes are counted by
-// replacing the global allocation functions (heap_counter.cpp).
+// CONNECT, the heap an idle subscribed connection holds, and the PUBLISH forwarding paths with
+// their heap allocations per message. Heap use is counted by replacing the global allocation
+// functions (heap_counter.cpp).
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
@@ -100,7 +101,7 @@ void BM_IdleConnectionMemory(benchmark::State& state) {
       core->on_frame(0, c.frame(kAck), now);
       core->flush(now);
       core->frames().clear();
-      core->datagrams().clear();
+      core->clear_datagrams();
     }
     if (core->open_connection_count() != count) state.SkipWithError("not every client connected");
     state.counters["bytes_per_connection"] =
@@ -108,6 +109,112 @@ void BM_IdleConnectionMemory(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_IdleConnectionMemory)->Arg(10000)->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// Advances `c.rcv_nxt` past every segment the core sent to it.
+void take_sent(core::ProxyCore& core, Client& c) {
+  for (const auto& e : core.frames().entries()) {
+    const auto tcp = wire::TcpView::parse(
+        wire::Ipv4View::parse(wire::EthernetView::parse(core.frames().frame(e))->payload())
+            ->payload());
+    const Seq end = tcp->seq() + static_cast<std::uint32_t>(tcp->payload().size());
+    if (tcp->dst_port() == c.port && c.rcv_nxt < end) c.rcv_nxt = end;
+  }
+}
+
+// The forwarding path: a segment carrying range(0) PUBLISHes from a local publisher goes to one
+// local subscriber and one peer, and the subscriber acknowledges it. Items are messages; the
+// allocation count covers only the core's calls, not the building of the client frames.
+void BM_PublishForwarding(benchmark::State& state) {
+  const auto per_segment = static_cast<std::size_t>(state.range(0));
+  auto core = make_core(16);
+  TimePoint now = t0();
+  core->on_peer_datagram(*wire::Ipv4Address::parse("192.168.1.104"), subscribe_packet("bench/#"),
+                         now);
+  Client pub = client_for(1), sub = client_for(2);
+  connect(*core, pub, now, connect_packet("pub"));
+  connect(*core, sub, now, connect_packet("sub"));
+  pub.rcv_nxt = pub.rcv_nxt + 4u;  // CONNACK
+  const Bytes subscribe = subscribe_packet("bench/#");
+  core->on_frame(0, sub.frame(kAck | kPsh, subscribe), now);
+  sub.snd_nxt = sub.snd_nxt + static_cast<std::uint32_t>(subscribe.size());
+  core->flush(now);
+  take_sent(*core, sub);
+  core->frames().clear();
+  core->clear_datagrams();
+  Bytes burst;
+  for (std::size_t i = 0; i < per_segment; ++i) {
+    append(burst, publish_packet("bench/flat", std::string(24, 'x')));
+  }
+  std::uint64_t allocations = 0, datagrams = 0;
+  for (auto _ : state) {
+    const Bytes in = pub.frame(kAck | kPsh, burst);
+    pub.snd_nxt = pub.snd_nxt + static_cast<std::uint32_t>(burst.size());
+    const auto before = bench::allocations();
+    core->on_frame(0, in, now);
+    core->flush(now);
+    allocations += bench::allocations() - before;
+    take_sent(*core, sub);
+    datagrams += core->datagrams().size();
+    core->frames().clear();
+    core->clear_datagrams();
+    const Bytes ack = sub.frame(kAck);
+    const auto before_ack = bench::allocations();
+    core->on_frame(0, ack, now);
+    core->flush(now);
+    allocations += bench::allocations() - before_ack;
+    core->frames().clear();
+    now += std::chrono::microseconds(10);
+  }
+  const auto messages = static_cast<double>(state.iterations() * per_segment);
+  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
+  state.counters["allocs_per_msg"] = static_cast<double>(allocations) / messages;
+  state.counters["datagrams_per_msg"] = static_cast<double>(datagrams) / messages;
+  if (core->open_connection_count() != 2) state.SkipWithError("a client was disconnected");
+}
+BENCHMARK(BM_PublishForwarding)->Arg(1)->Arg(20);
+
+// The receiving side of the peer protocol: a datagram of range(0) PUBLISHes (one unbatched, or a
+// batch) delivered to one local subscriber, which acknowledges.
+void BM_PeerPublishDelivery(benchmark::State& state) {
+  const auto per_datagram = static_cast<std::size_t>(state.range(0));
+  auto core = make_core(16);
+  TimePoint now = t0();
+  const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
+  Client sub = client_for(2);
+  connect(*core, sub, now, connect_packet("sub"));
+  const Bytes subscribe = subscribe_packet("bench/#");
+  core->on_frame(0, sub.frame(kAck | kPsh, subscribe), now);
+  sub.snd_nxt = sub.snd_nxt + static_cast<std::uint32_t>(subscribe.size());
+  core->flush(now);
+  take_sent(*core, sub);
+  core->frames().clear();
+  core->clear_datagrams();
+  Bytes datagram;
+  for (std::size_t i = 0; i < per_datagram; ++i) {
+    append(datagram, publish_packet("bench/flat", std::string(24, 'x')));
+  }
+  std::uint64_t allocations = 0;
+  for (auto _ : state) {
+    const auto before = bench::allocations();
+    core->on_peer_datagram(peer, datagram, now);
+    core->flush(now);
+    allocations += bench::allocations() - before;
+    take_sent(*core, sub);
+    core->frames().clear();
+    const Bytes ack = sub.frame(kAck);
+    const auto before_ack = bench::allocations();
+    core->on_frame(0, ack, now);
+    core->flush(now);
+    allocations += bench::allocations() - before_ack;
+    core->frames().clear();
+    now += std::chrono::microseconds(10);
+  }
+  const auto messages = static_cast<double>(state.iterations() * per_datagram);
+  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
+  state.counters["allocs_per_msg"] = static_cast<double>(allocations) / messages;
+  if (core->open_connection_count() != 1) state.SkipWithError("the subscriber was disconnected");
+}
+BENCHMARK(BM_PeerPublishDelivery)->Arg(1)->Arg(30);
 
 }  // namespace
 }  // namespace mqtt_proxy::test

@@ -7,5 +7,7 @@
 namespace mqtt_proxy::bench {
 
 std::int64_t live_heap_bytes();
+// Calls of operator new so far.
+std::uint64_t allocations();
 
 }  // namespace mqtt_proxy::bench

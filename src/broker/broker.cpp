@@ -484,18 +484,23 @@ void Broker::deliver_local(const Outgoing& m) {
   // At most four encodings, each made once: 3.x or 5.0, RETAIN 0 or 1. Retain is 0 on live
   // delivery [MQTT-3.3.1-9] unless the message came retained from a peer (see on_peer_publish)
   // or a v5 subscriber asked for Retain As Published.
-  std::optional<Bytes> encoded[2][2];
+  PublishEncodings nested;
+  PublishEncodings& enc = encodings_.busy ? nested : encodings_;
+  enc.busy = true;
+  enc.valid = 0;
   auto packet = [&](bool v5, bool retain) -> const Bytes& {
-    auto& e = encoded[v5][retain];
-    if (!e) {
-      e.emplace();
+    Bytes& e = enc.bytes[v5][retain];
+    const auto bit = static_cast<std::uint8_t>(1u << (2 * v5 + retain));
+    if (!(enc.valid & bit)) {
+      e.clear();
       if (v5) {
-        mqtt::encode_publish_v5(*e, m.topic, m.payload, 0, retain, false, 0, m.v5_properties);
+        mqtt::encode_publish_v5(e, m.topic, m.payload, 0, retain, false, 0, m.v5_properties);
       } else {
-        mqtt::encode_publish(*e, m.topic, m.payload, 0, retain, false, 0);
+        mqtt::encode_publish(e, m.topic, m.payload, 0, retain, false, 0);
       }
+      enc.valid |= bit;
     }
-    return *e;
+    return e;
   };
   const std::uint64_t mark = ++delivery_mark_;
   subscriptions_.match(m.topic, [&](Session* sub) {
@@ -518,6 +523,7 @@ void Broker::deliver_local(const Outgoing& m) {
     }
     offer(*sub, packet(sub->v5, retain));
   });
+  enc.busy = false;
 }
 
 void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now) {

@@ -176,6 +176,14 @@ class Broker {
   RetainedStore retained_;
   DeadlineQueue<ClientHandle> deadlines_;
   std::uint64_t delivery_mark_ = 0;
+  // deliver_local()'s encodings, kept between calls so delivery allocates nothing per message:
+  // [v5][retain], valid ones flagged in `valid`. A nested delivery (none today) gets its own.
+  struct PublishEncodings {
+    Bytes bytes[2][2];
+    std::uint8_t valid = 0;
+    bool busy = false;
+  };
+  PublishEncodings encodings_;
   std::uint64_t auto_id_ = 0;
   Bytes scratch_;
 };

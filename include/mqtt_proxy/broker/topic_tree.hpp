@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -84,11 +85,12 @@ class TopicTree {
   // matching filters is visited once per filter.
   template <typename Fn>
   void match(std::string_view topic, Fn&& fn) const {
-    std::vector<std::string_view> levels;
+    // Inline capacity for the usual topic, so that matching allocates nothing per message.
+    boost::container::small_vector<std::string_view, 16> levels;
     for_each_level(topic, [&](std::string_view l) { levels.push_back(l); });
     // [MQTT-4.7.2-1]: a leading wildcard does not match topics starting with '$'.
     const bool dollar = !topic.empty() && topic[0] == '$';
-    std::vector<std::pair<const Node*, std::size_t>> stack{{&root_, 0}};
+    boost::container::small_vector<std::pair<const Node*, std::size_t>, 32> stack{{&root_, 0}};
     while (!stack.empty()) {
       const auto [n, i] = stack.back();
       stack.pop_back();
