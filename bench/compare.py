@@ -2,17 +2,22 @@
 """mqtt_proxy against two bridged Mosquitto brokers, in the reference testbed, in the same run.
 
 Systems under test, in turn, with the same clients (build/bench/loadgen, MQTT 3.1.1 QoS 0):
-  mqtt_proxy  on h1 and h4, each the other's peer;
+  mqtt_proxy  on h1 and h4, each the other's peer, plain peer protocol (one packet per datagram);
+  mqtt_proxy-batch  the same with --peer-batch (PUBLISHes packed into MTU-sized datagrams);
   mosquitto   on h1 and h4, h4 bridged to h1 over TCP (topic bench/# both ways, QoS 0).
 Publishers run on h3 and connect to h4; subscribers run on h2 and connect to h1, unless noted:
-  latency-R   one publisher at R msgs/s for --seconds; one subscriber: delivered, loss, one-way
+  latency-R   one publisher at R msgs/s for --seconds (at least 400 messages); one subscriber: delivered, loss, one-way
               latency p50/p90/p99/max (send time in the payload; the hosts share a clock)
   flat-1/4    1 or 4 publisher connections flat out: delivered msgs/s and loss
   fanout      one publisher at 10k msgs/s; 8 subscribers, 4 via h1 and 4 via h4 (on h3)
   idle        --idle clients connected and subscribed to h1 only: RSS growth per connection,
               CPU use of the servers while they sit idle
-For every scenario: CPU seconds of both servers per 10k delivered messages, and peak RSS.
-Each figure is the median of --repeat runs; the table gives the ratio mqtt_proxy / mosquitto.
+The network floor (the ping round trips of the three legs a message crosses, halved) is measured
+once per repetition: no system can deliver faster.
+For every scenario: CPU seconds per 10k delivered messages of both servers, of ovs-vswitchd (the
+userspace switches) and of the load generators; frames the switch ports received per delivered
+message; peak RSS.
+Each figure is the median of --repeat runs; the table gives the ratios mqtt_proxy / mosquitto.
 Writes CSV (and a latency plot when python3-matplotlib is installed) next to --out.
 """
 
@@ -34,17 +39,25 @@ H1, H4 = "192.168.1.101", "192.168.1.104"
 
 class ProxySystem:
     name = "mqtt_proxy"
+    extra = []
 
     def __init__(self, tb, testbed, work):
         self.tb = tb
-        self.servers = [tb.start_proxy("h1", peers=[H4], extra=["--log-level", "warn"]),
-                        tb.start_proxy("h4", peers=[H1], extra=["--log-level", "warn"])]
+        extra = ["--log-level", "warn"] + self.extra
+        self.servers = [tb.start_proxy("h1", peers=[H4], extra=extra),
+                        tb.start_proxy("h4", peers=[H1], extra=extra)]
         self.pids = [p.proc.pid for p in self.servers]
 
     def stop(self):
         for p in self.servers:
             p.stop()
             self.tb.proxies.remove(p)
+
+
+class BatchingProxySystem(ProxySystem):
+    """The same, with the peer protocol's batching extension switched on."""
+    name = "mqtt_proxy-batch"
+    extra = ["--peer-batch"]
 
 
 class BridgeSystem:
@@ -69,6 +82,7 @@ class Bench:
     def __init__(self, tb, testbed, args):
         self.tb = tb
         self.stats = testbed.process_stats
+        self.switch_stats = testbed.switch_stats
         self.auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         self.args = args
         self.loadgen = args.loadgen
@@ -99,16 +113,24 @@ class Bench:
     def scenario(self, system, topic, rate, pub_clients, subs, seconds):
         """subs: list of (host, broker, clients). Returns the figures of one run."""
         before = [self.stats(pid) for pid in system.pids]
+        switch_before = self.switch_stats()
         s = [self.sub(h, b, topic, n, seconds + 4, "s%d" % i) for i, (h, b, n) in enumerate(subs)]
         time.sleep(0.5)  # subscriptions reach the far side (peer SUBSCRIBE or bridge)
         p = self.pub("h3", H4, topic, pub_clients, rate, seconds, 1)
-        sent = self.result(p, seconds + 30)["sent"]
+        published = self.result(p, seconds + 30)
+        sent = published["sent"]
         got = [self.result(x, seconds + 30) for x in s]
         after = [self.stats(pid) for pid in system.pids]
+        switch_after = self.switch_stats()
         expected = sent * sum(n for _, _, n in subs)
         delivered = sum(g["received"] for g in got)
         cpu = sum(a[0] - b[0] for a, b in zip(after, before))
         first = got[0]
+        clients_cpu = published["cpu_s"] + sum(g["cpu_s"] for g in got)
+
+        def per_10k(x):
+            return 10000.0 * x / delivered if delivered else float("nan")
+
         return {
             "sent": sent,
             "delivered": delivered,
@@ -116,9 +138,25 @@ class Bench:
             "msgs_per_s": delivered / seconds,
             "p50_us": first["p50_us"], "p90_us": first["p90_us"], "p99_us": first["p99_us"],
             "max_us": first["max_us"],
-            "cpu_s_per_10k": 10000.0 * cpu / delivered if delivered else float("nan"),
+            "cpu_s_per_10k": per_10k(cpu),
+            "switch_cpu_per_10k": per_10k(switch_after[0] - switch_before[0]),
+            "client_cpu_per_10k": per_10k(clients_cpu),
+            "switch_frames_per_msg": per_10k(switch_after[1] - switch_before[1]) / 10000.0,
             "peak_rss_kib": max(a[2] for a in after),
         }
+
+    def network_floor_us(self):
+        """One-way time the network alone takes over the three legs a message crosses (h3 to h4,
+        h4 to h1, h1 to h2): the median ping round trip of each, halved, summed. No system under
+        test can deliver faster than this."""
+        total = 0.0
+        for src, dst in (("h3", H4), ("h4", H1), ("h1", "192.168.1.102")):
+            _, out, _ = self.tb.run(src, ["ping", "-n", "-c", "40", "-i", "0.05", dst], timeout=20)
+            rtts = [float(w.split("=")[1]) for w in out.split() if w.startswith("time=")]
+            if not rtts:
+                raise RuntimeError("ping %s -> %s: no replies" % (src, dst))
+            total += 1000.0 * statistics.median(rtts) / 2
+        return total
 
     def idle(self, system, clients):
         before = [self.stats(pid) for pid in system.pids]
@@ -136,16 +174,18 @@ class Bench:
 
     def run_system(self, system):
         a = self.args
-        runs = {}
+        todo = {}
         for rate in a.rates:
-            runs["latency-%d" % rate] = self.scenario(system, "bench/lat/%d" % rate, rate, 1,
-                                                      [("h2", H1, 1)], a.seconds)
-        runs["flat-1"] = self.scenario(system, "bench/flat1", 0, 1, [("h2", H1, 1)], a.seconds)
-        runs["flat-4"] = self.scenario(system, "bench/flat4", 0, 4, [("h2", H1, 1)], a.seconds)
-        runs["fanout"] = self.scenario(system, "bench/fan", 10000, 1,
-                                       [("h2", H1, 4), ("h3", H4, 4)], a.seconds)
-        runs["idle"] = self.idle(system, a.idle)
-        return runs
+            # At least 400 messages, so that p99 is not simply the largest of a hundred.
+            todo["latency-%d" % rate] = (self.scenario, system, "bench/lat/%d" % rate, rate, 1,
+                                         [("h2", H1, 1)], max(a.seconds, 400.0 / rate))
+        todo["flat-1"] = (self.scenario, system, "bench/flat1", 0, 1, [("h2", H1, 1)], a.seconds)
+        todo["flat-4"] = (self.scenario, system, "bench/flat4", 0, 4, [("h2", H1, 1)], a.seconds)
+        todo["fanout"] = (self.scenario, system, "bench/fan", 10000, 1,
+                          [("h2", H1, 4), ("h3", H4, 4)], a.seconds)
+        todo["idle"] = (self.idle, system, a.idle)
+        return {name: call[0](*call[1:]) for name, call in todo.items()
+                if not a.only or name in a.only}
 
 
 def main():
@@ -156,6 +196,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--rates", type=int, nargs="+", default=[20, 1000, 10000, 50000])
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--only", nargs="+", metavar="SCENARIO",
+                    help="run only these scenarios (latency-R, flat-1, flat-4, fanout, idle)")
     ap.add_argument("--out", default=os.path.join(REPO, "build", "bench", "compare.csv"))
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -165,12 +207,14 @@ def main():
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     per_system = {}
+    floors = []
     with tempfile.TemporaryDirectory() as work, \
             testbed.Testbed(os.path.join(os.path.dirname(args.out), "artifacts"),
                             proxy_binary=args.proxy) as tb:
         bench = Bench(tb, testbed, args)
         for rep in range(args.repeat):
-            for kind in (ProxySystem, BridgeSystem):
+            floors.append(bench.network_floor_us())
+            for kind in (ProxySystem, BatchingProxySystem, BridgeSystem):
                 system = kind(tb, testbed, work)
                 try:
                     runs = bench.run_system(system)
@@ -185,26 +229,37 @@ def main():
     for name, reps in per_system.items():
         med[name] = {sc: {k: statistics.median(r[sc][k] for r in reps) for k in reps[0][sc]}
                      for sc in reps[0]}
+    names = [k.name for k in (ProxySystem, BatchingProxySystem, BridgeSystem)]
+    ref = med["mosquitto"]
     rows = []
-    for sc in med["mqtt_proxy"]:
-        for k in med["mqtt_proxy"][sc]:
-            p, m = med["mqtt_proxy"][sc][k], med["mosquitto"][sc][k]
-            rows.append((sc, k, p, m, p / m if m else float("nan")))
-    print("\nmedians of %d runs; ratio = mqtt_proxy / mosquitto-bridge" % args.repeat)
-    print("%-12s %-16s %14s %14s %8s" % ("scenario", "figure", "mqtt_proxy", "mosquitto", "ratio"))
-    for sc, k, p, m, r in rows:
-        print("%-12s %-16s %14.2f %14.2f %8.2f" % (sc, k, p, m, r))
+    for sc in ref:
+        for k in ref[sc]:
+            vals = [med[n][sc][k] for n in names]
+            rows.append([sc, k] + vals + [v / ref[sc][k] if ref[sc][k] else float("nan")
+                                          for v in vals[:-1]])
+    print("\nmedians of %d runs; ratio = mqtt_proxy / mosquitto-bridge (plain peer protocol, then "
+          "with --peer-batch)" % args.repeat)
+    print("%-12s %-22s %12s %16s %12s %7s %7s" % ("scenario", "figure", *names, "ratio", "batch"))
+    for r in rows:
+        print("%-12s %-22s %12.2f %16.2f %12.2f %7.2f %7.2f" % tuple(r))
     with open(args.out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["scenario", "figure", "mqtt_proxy", "mosquitto", "ratio"])
+        w.writerow(["scenario", "figure"] + names + ["ratio", "ratio_batch"])
         w.writerows(rows)
+        floor = statistics.median(floors)
+        w.writerow(["network", "floor_one_way_us"] + [floor] * len(names))
+    print("network floor: %.0f us one way (ping over the three legs, median of %d runs)"
+          % (statistics.median(floors), len(floors)))
     print("csv: %s" % args.out)
+    if any("latency-%d" % r not in med["mqtt_proxy"] for r in args.rates):
+        print("plot: skipped (not every latency scenario ran)")
+        return 0
     try:
         import matplotlib  # pylint: disable=import-outside-toplevel
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
         fig, ax = plt.subplots(figsize=(7, 4))
-        for name, style in (("mqtt_proxy", "o-"), ("mosquitto", "s--")):
+        for name, style in (("mqtt_proxy", "o-"), ("mqtt_proxy-batch", "^-"), ("mosquitto", "s--")):
             for q in ("p50_us", "p99_us"):
                 ys = [med[name]["latency-%d" % r][q] / 1000.0 for r in args.rates]
                 ax.plot(args.rates, ys, style, label="%s %s" % (name, q[:3]))

@@ -8,13 +8,16 @@
 // A publisher sends, in every payload, its number, a sequence number and the send time
 // (CLOCK_REALTIME: all Mininet hosts share the clock). --rate 0 is flat out. Subscribers print
 // "ready" once subscribed; both print one JSON line at the end:
-//   pub: {"sent":N,"seconds":S}
-//   sub: {"received":N,"duplicates":D,"gaps":G,"p50_us":..,"p90_us":..,"p99_us":..,"max_us":..}
+//   pub: {"sent":N,"seconds":S,"cpu_s":C}
+//   sub: {"received":N,"duplicates":D,"gaps":G,"p50_us":..,"p90_us":..,"p99_us":..,"max_us":..,
+//         "cpu_s":C}
+// (cpu_s: user and system CPU seconds the generator itself used)
 // (gaps: messages skipped within a publisher's sequence, counted from its first one received)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -156,6 +159,14 @@ void read_in(Conn& c, Fn&& on_packet) {
     pos = i + len;
   }
   c.in.erase(0, pos);
+}
+
+// User plus system time of this process, so the benchmark can show what the clients cost.
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  auto secs = [](const timeval& t) { return double(t.tv_sec) + double(t.tv_usec) / 1e6; };
+  return secs(u.ru_utime) + secs(u.ru_stime);
 }
 
 double percentile(std::vector<std::uint32_t>& v, double p) {
@@ -341,14 +352,16 @@ int main(int argc, char** argv) {
       flush_out(c);
       close(c.fd);
     }
-    std::printf("{\"sent\":%llu,\"seconds\":%.3f}\n", (unsigned long long)sent, secs);
+    std::printf("{\"sent\":%llu,\"seconds\":%.3f,\"cpu_s\":%.3f}\n", (unsigned long long)sent, secs,
+                cpu_seconds());
   } else {
     std::printf(
         "{\"received\":%llu,\"duplicates\":%llu,\"gaps\":%llu,\"p50_us\":%.0f,\"p90_us\":%.0f,"
-        "\"p99_us\":%.0f,\"max_us\":%.0f}\n",
+        "\"p99_us\":%.0f,\"max_us\":%.0f,\"cpu_s\":%.3f}\n",
         (unsigned long long)received, (unsigned long long)duplicates, (unsigned long long)gaps,
         percentile(latencies, 0.50), percentile(latencies, 0.90), percentile(latencies, 0.99),
-        latencies.empty() ? 0.0 : double(*std::max_element(latencies.begin(), latencies.end())));
+        latencies.empty() ? 0.0 : double(*std::max_element(latencies.begin(), latencies.end())),
+        cpu_seconds());
     for (auto& c : conns) close(c.fd);
   }
   return 0;

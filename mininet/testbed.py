@@ -11,6 +11,7 @@ nothing calls `mn -c`, which would delete every bridge on the machine.
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import struct
@@ -128,10 +129,17 @@ class Proxy:
 
 
 def process_stats(pid):
-    """(CPU seconds, RSS KiB, peak RSS KiB) of a process, from /proc."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """(CPU seconds, RSS KiB, peak RSS KiB) of a process, from /proc.
+
+    CPU time is the sum of its threads' schedstat run time (nanoseconds): /proc/PID/stat counts
+    in clock ticks of 10 ms, too coarse for a process that runs a few ms per second."""
+    cpu = 0.0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as f:
+                cpu += int(f.read().split()[0]) / 1e9
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
     rss = hwm = 0
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -140,6 +148,21 @@ def process_stats(pid):
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
     return cpu, rss, hwm
+
+
+def switch_stats():
+    """(CPU seconds of ovs-vswitchd, frames received by all switch ports) right now.
+
+    With the userspace datapath every frame between two hosts is a packet ovs-vswitchd reads from
+    one port socket and writes to another, so these two say what a workload costs the switches."""
+    with open("/var/run/openvswitch/ovs-vswitchd.pid") as f:
+        cpu = process_stats(int(f.read().strip()))[0]
+    frames = 0
+    for name in os.listdir("/sys/class/net"):
+        if re.fullmatch(r"s\d+-eth\d+", name):
+            with open("/sys/class/net/%s/statistics/rx_packets" % name) as f:
+                frames += int(f.read())
+    return cpu, frames
 
 
 class Mosquitto:
@@ -417,14 +440,16 @@ class Testbed:
     def host(self, name):
         return self.net.get(name)
 
-    def start_proxy(self, host_name, peers=(), extra=(), auth=True, ready_timeout=15):
-        args = ["-t", "1883", "-U", "1883"]
+    def start_proxy(self, host_name, peers=(), extra=(), auth=True, ready_timeout=15, port=1883):
+        """A proxy serving MQTT on TCP `port` and peering on UDP `port`."""
+        args = ["-t", str(port), "-U", str(port)]
         if auth:
             args += ["-u", USER, "-p", PASSWORD]
         for peer in peers:
             args += ["-F", peer]
         args += list(extra)
-        log_path = os.path.join(self.artifacts, "proxy-%s.log" % host_name)
+        log_path = os.path.join(self.artifacts, "proxy-%s%s.log"
+                                % (host_name, "" if port == 1883 else "-%d" % port))
         proxy = Proxy(self.host(host_name), self.proxy_binary, args, log_path)
         self.proxies.append(proxy)
         proxy.wait_ready(ready_timeout)
