@@ -121,97 +121,94 @@ void take_sent(core::ProxyCore& core, Client& c) {
   }
 }
 
-// The forwarding path: a segment carrying range(0) PUBLISHes from a local publisher goes to one
-// local subscriber and one peer, and the subscriber acknowledges it. Items are messages; the
-// allocation count covers only the core's calls, not the building of the client frames.
-void BM_PublishForwarding(benchmark::State& state) {
-  const auto per_segment = static_cast<std::size_t>(state.range(0));
-  auto core = make_core(16);
-  TimePoint now = t0();
-  core->on_peer_datagram(*wire::Ipv4Address::parse("192.168.1.104"), subscribe_packet("bench/#"),
-                         now);
-  Client pub = client_for(1), sub = client_for(2);
-  connect(*core, pub, now, connect_packet("pub"));
-  connect(*core, sub, now, connect_packet("sub"));
-  pub.rcv_nxt = pub.rcv_nxt + 4u;  // CONNACK
-  const Bytes subscribe = subscribe_packet("bench/#");
-  core->on_frame(0, sub.frame(kAck | kPsh, subscribe), now);
-  sub.snd_nxt = sub.snd_nxt + static_cast<std::uint32_t>(subscribe.size());
-  core->flush(now);
-  take_sent(*core, sub);
-  core->frames().clear();
-  core->clear_datagrams();
+// A connected client subscribed to `filter`, everything sent to it so far taken.
+Client subscriber(core::ProxyCore& core, std::uint32_t n, std::string_view filter, TimePoint now) {
+  Client c = client_for(n);
+  connect(core, c, now, connect_packet("sub"));
+  const Bytes subscribe = subscribe_packet(filter);
+  core.on_frame(0, c.frame(kAck | kPsh, subscribe), now);
+  c.snd_nxt = c.snd_nxt + static_cast<std::uint32_t>(subscribe.size());
+  core.flush(now);
+  take_sent(core, c);
+  core.frames().clear();
+  core.clear_datagrams();
+  return c;
+}
+
+// range(0) PUBLISHes of 24-byte payloads, back to back.
+Bytes publish_burst(const benchmark::State& state) {
   Bytes burst;
-  for (std::size_t i = 0; i < per_segment; ++i) {
+  for (std::int64_t i = 0; i < state.range(0); ++i) {
     append(burst, publish_packet("bench/flat", std::string(24, 'x')));
   }
+  return burst;
+}
+
+// Per iteration: prepare() (not counted), feed(now) hands the core its input, then the subscriber
+// acknowledges what it got. Counts the core's heap allocations, not those of building client
+// frames. Items are messages.
+template <typename Prepare, typename Feed>
+void run_forwarding(benchmark::State& state, core::ProxyCore& core, Client& sub, Prepare&& prepare,
+                    Feed&& feed) {
+  TimePoint now = t0();
   std::uint64_t allocations = 0, datagrams = 0;
   for (auto _ : state) {
-    const Bytes in = pub.frame(kAck | kPsh, burst);
-    pub.snd_nxt = pub.snd_nxt + static_cast<std::uint32_t>(burst.size());
+    prepare();
     const auto before = bench::allocations();
-    core->on_frame(0, in, now);
-    core->flush(now);
+    feed(now);
+    core.flush(now);
     allocations += bench::allocations() - before;
-    take_sent(*core, sub);
-    datagrams += core->datagrams().size();
-    core->frames().clear();
-    core->clear_datagrams();
+    take_sent(core, sub);
+    datagrams += core.datagrams().size();
+    core.frames().clear();
+    core.clear_datagrams();
     const Bytes ack = sub.frame(kAck);
     const auto before_ack = bench::allocations();
-    core->on_frame(0, ack, now);
-    core->flush(now);
+    core.on_frame(0, ack, now);
+    core.flush(now);
     allocations += bench::allocations() - before_ack;
-    core->frames().clear();
+    core.frames().clear();
     now += std::chrono::microseconds(10);
   }
-  const auto messages = static_cast<double>(state.iterations() * per_segment);
+  const auto messages = static_cast<double>(state.iterations() * state.range(0));
   state.SetItemsProcessed(static_cast<std::int64_t>(messages));
   state.counters["allocs_per_msg"] = static_cast<double>(allocations) / messages;
   state.counters["datagrams_per_msg"] = static_cast<double>(datagrams) / messages;
+}
+
+// The forwarding path: a segment carrying range(0) PUBLISHes from a local publisher goes to one
+// local subscriber and one peer.
+void BM_PublishForwarding(benchmark::State& state) {
+  auto core = make_core(16);
+  core->on_peer_datagram(*wire::Ipv4Address::parse("192.168.1.104"), subscribe_packet("bench/#"),
+                         t0());
+  Client pub = client_for(1);
+  connect(*core, pub, t0(), connect_packet("pub"));
+  pub.rcv_nxt = pub.rcv_nxt + 4u;  // CONNACK
+  Client sub = subscriber(*core, 2, "bench/#", t0());
+  const Bytes burst = publish_burst(state);
+  Bytes in;
+  run_forwarding(
+      state, *core, sub,
+      [&] {
+        in = pub.frame(kAck | kPsh, burst);
+        pub.snd_nxt = pub.snd_nxt + static_cast<std::uint32_t>(burst.size());
+      },
+      [&](TimePoint now) { core->on_frame(0, in, now); });
   if (core->open_connection_count() != 2) state.SkipWithError("a client was disconnected");
 }
 BENCHMARK(BM_PublishForwarding)->Arg(1)->Arg(20);
 
 // The receiving side of the peer protocol: a datagram of range(0) PUBLISHes (one unbatched, or a
-// batch) delivered to one local subscriber, which acknowledges.
+// batch) delivered to one local subscriber.
 void BM_PeerPublishDelivery(benchmark::State& state) {
-  const auto per_datagram = static_cast<std::size_t>(state.range(0));
   auto core = make_core(16);
-  TimePoint now = t0();
   const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
-  Client sub = client_for(2);
-  connect(*core, sub, now, connect_packet("sub"));
-  const Bytes subscribe = subscribe_packet("bench/#");
-  core->on_frame(0, sub.frame(kAck | kPsh, subscribe), now);
-  sub.snd_nxt = sub.snd_nxt + static_cast<std::uint32_t>(subscribe.size());
-  core->flush(now);
-  take_sent(*core, sub);
-  core->frames().clear();
-  core->clear_datagrams();
-  Bytes datagram;
-  for (std::size_t i = 0; i < per_datagram; ++i) {
-    append(datagram, publish_packet("bench/flat", std::string(24, 'x')));
-  }
-  std::uint64_t allocations = 0;
-  for (auto _ : state) {
-    const auto before = bench::allocations();
-    core->on_peer_datagram(peer, datagram, now);
-    core->flush(now);
-    allocations += bench::allocations() - before;
-    take_sent(*core, sub);
-    core->frames().clear();
-    const Bytes ack = sub.frame(kAck);
-    const auto before_ack = bench::allocations();
-    core->on_frame(0, ack, now);
-    core->flush(now);
-    allocations += bench::allocations() - before_ack;
-    core->frames().clear();
-    now += std::chrono::microseconds(10);
-  }
-  const auto messages = static_cast<double>(state.iterations() * per_datagram);
-  state.SetItemsProcessed(static_cast<std::int64_t>(messages));
-  state.counters["allocs_per_msg"] = static_cast<double>(allocations) / messages;
+  Client sub = subscriber(*core, 2, "bench/#", t0());
+  const Bytes datagram = publish_burst(state);
+  run_forwarding(
+      state, *core, sub, [] {},
+      [&](TimePoint now) { core->on_peer_datagram(peer, datagram, now); });
   if (core->open_connection_count() != 1) state.SkipWithError("the subscriber was disconnected");
 }
 BENCHMARK(BM_PeerPublishDelivery)->Arg(1)->Arg(30);
