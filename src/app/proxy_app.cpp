@@ -274,6 +274,8 @@ int run_proxy(const Options& opt) {
   std::optional<TimePoint> next_stats;
   if (stats_every.count() > 0) next_stats = now + stats_every;
   std::optional<TimePoint> shutdown_by;
+  std::optional<TimePoint> armed_deadline;
+  bool timer_armed = false;
   int exit_code = 0;
 
   for (;;) {
@@ -281,14 +283,19 @@ int run_proxy(const Options& opt) {
     // the wait so its error surfaces.
     const bool poll_captures = std::any_of(captures.begin(), captures.end(),
                                            [](const auto& c) { return c->needs_polling(); });
+    // The timer is set only when the deadline moved: most turns leave it where it was.
     auto deadline = earliest(earliest(core.next_deadline(), shutdown_by), next_stats);
-    itimerspec its{};
-    if (deadline) {
-      const auto ns = std::max<std::int64_t>(deadline->time_since_epoch().count(), 1);
-      its.it_value.tv_sec = ns / 1'000'000'000;
-      its.it_value.tv_nsec = ns % 1'000'000'000;
+    if (!timer_armed || deadline != armed_deadline) {
+      itimerspec its{};
+      if (deadline) {
+        const auto ns = std::max<std::int64_t>(deadline->time_since_epoch().count(), 1);
+        its.it_value.tv_sec = ns / 1'000'000'000;
+        its.it_value.tv_nsec = ns % 1'000'000'000;
+      }
+      ::timerfd_settime(tfd.get(), TFD_TIMER_ABSTIME, &its, nullptr);
+      armed_deadline = deadline;
+      timer_armed = true;
     }
-    ::timerfd_settime(tfd.get(), TFD_TIMER_ABSTIME, &its, nullptr);
 
     epoll_event events[64];
     const int n = ::epoll_wait(ep.get(), events, 64, poll_captures ? 10 : -1);
@@ -327,6 +334,7 @@ int run_proxy(const Options& opt) {
           std::uint64_t expirations;
           while (::read(tfd.get(), &expirations, sizeof(expirations)) > 0) {
           }
+          timer_armed = false;  // it fired: set it again even if the deadline did not move
           break;
         }
         case kSignal: {

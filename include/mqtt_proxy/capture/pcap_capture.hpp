@@ -45,26 +45,23 @@ class PcapCapture {
   const std::string& iface() const { return iface_; }
 
   // Calls fn(ByteSpan frame) for every frame waiting now. Returns the number of frames, or -1 on a
-  // capture error (the message is in last_error()).
+  // capture error (the message is in last_error()). One pcap_dispatch() empties the ring; asking
+  // again would only cost a poll() that finds nothing, and frames that arrive meanwhile keep the
+  // descriptor readable for the next turn.
   template <typename Fn>
   int drain(Fn&& fn) {
     using F = std::remove_reference_t<Fn>;
     callback_ = &fn;
-    int total = 0;
-    for (;;) {
-      const int n = pcap_dispatch(
-          handle_, -1,
-          [](u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
-            auto* self = reinterpret_cast<PcapCapture*>(user);
-            if (h->caplen < h->len) ++self->truncated_;
-            (*static_cast<F*>(self->callback_))(
-                ByteSpan{reinterpret_cast<const std::byte*>(bytes), h->caplen});
-          },
-          reinterpret_cast<u_char*>(this));
-      if (n < 0) return -1;
-      if (n == 0) return total;
-      total += n;
-    }
+    const int n = pcap_dispatch(
+        handle_, -1,
+        [](u_char* user, const pcap_pkthdr* h, const u_char* bytes) {
+          auto* self = reinterpret_cast<PcapCapture*>(user);
+          if (h->caplen < h->len) ++self->truncated_;
+          (*static_cast<F*>(self->callback_))(
+              ByteSpan{reinterpret_cast<const std::byte*>(bytes), h->caplen});
+        },
+        reinterpret_cast<u_char*>(this));
+    return n < 0 ? -1 : n;
   }
 
   CaptureStats stats() const;

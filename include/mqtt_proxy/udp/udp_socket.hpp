@@ -2,6 +2,7 @@
 // peers with ICMP port unreachable.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,11 +29,12 @@ class UdpSocket {
     int total = 0;
     for (;;) {
       const int n = receive_batch();
-      if (n <= 0) return total;
-      for (std::size_t i = 0; i < static_cast<std::size_t>(n); ++i) {
+      for (std::size_t i = 0; i < static_cast<std::size_t>(std::max(n, 0)); ++i) {
         fn(rx_src_[i], ByteSpan{rx_buf_[i].data(), rx_len_[i]});
       }
-      total += n;
+      total += std::max(n, 0);
+      // A short batch emptied the queue; another call would only return EAGAIN.
+      if (n < static_cast<int>(kBatch)) return total;
     }
   }
 
