@@ -104,11 +104,13 @@ write("mqtt_codec", "session5", b"\x03\x09"
       + pkt(0x40, b"\x00\x04\x10") + pkt(0xA2, struct.pack(">H", 2) + props() + s("a/#"))
       + pkt(0xE0, b"\x04" + props(b"\x11\x00\x00\x00\x00")))
 
-# peer_datagram: one datagram
+# peer_datagram: one datagram (one packet, or a batch of them back to back)
 write("peer_datagram", "subscribe", subscribe("topic1", "sensors/+/t"))
 write("peer_datagram", "unsubscribe", unsubscribe("topic1"))
 write("peer_datagram", "legacy_unsubscribe", pkt(0xB0, struct.pack(">H", 1) + s("topic1")))
 write("peer_datagram", "publish", publish("topic1", b"message1"))
+write("peer_datagram", "batch", publish("a/b", b"1") + subscribe("c/#") + publish("a/c", b"22")
+      + pkt(0xB0, struct.pack(">H", 2) + s("c/#")))
 
 # core_frames: [delay][len][tcp segment]...; the core's ISS is 0xfffff000
 c = 0xFFFFFFF0
