@@ -26,13 +26,14 @@ struct ProxyCore::Connection {
   std::size_t iface = 0;
   wire::MacAddress peer_mac;
   tcp::Endpoint ep;
-  std::string label;
   bool dirty = false;
   bool broker_open = false;  // the broker has a session for it
   bool half_open = false;    // counted in half_open_ until ESTABLISHED or freed
   std::optional<TimePoint> scheduled_at;
 
   explicit Connection(tcp::Endpoint e) : ep(std::move(e)) {}
+  // The client, for log lines (not kept as a string: that would cost every connection 64 bytes).
+  tcp::RemoteEnd label() const { return {key.remote_ip, key.remote_port}; }
 };
 
 class ProxyCore::ConnOutbox final : public tcp::Outbox {
@@ -55,7 +56,7 @@ class ProxyCore::ConnOutbox final : public tcp::Outbox {
     spec.window_scale = s.wscale;
     spec.payload = s.payload;
     core_.emit_frame(c_.iface, spec);
-    if (s.flags & kRst) core_.log_.debug(kLog, "RST sent to {}", c_.label);
+    if (s.flags & kRst) core_.log_.debug(kLog, "RST sent to {}", c_.label());
   }
 
  private:
@@ -174,7 +175,6 @@ ProxyCore::Connection& ProxyCore::add_connection(tcp::Endpoint ep, const tcp::Co
   conn->key = key;
   conn->iface = iface;
   conn->peer_mac = eth.src();
-  conn->label = key.remote_to_string();
   Connection& c = *conn;
   by_key_.emplace(key, c.id);
   conns_.emplace(c.id, std::move(conn));
@@ -253,7 +253,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
 
   // A new SYN on a 4-tuple in TIME-WAIT starts a new connection when it is beyond the old one.
   if (c && pure_syn && c->ep.state() == tcp::State::TimeWait && seg.seq > c->ep.rcv_nxt()) {
-    log_.debug(kLog, "{}: SYN reuses a connection in TIME-WAIT", c->label);
+    log_.debug(kLog, "{}: SYN reuses a connection in TIME-WAIT", c->label());
     erase(*c);
     c = nullptr;
   }
@@ -271,7 +271,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
             add_connection(tcp::Endpoint(endpoint_config(iface), seg, iss, now), key, iface, *eth);
         n.half_open = true;
         ++half_open_;
-        log_.debug(kLog, "{}: SYN, new connection (mss {} -> {}, wscale {})", n.label,
+        log_.debug(kLog, "{}: SYN, new connection (mss {} -> {}, wscale {})", n.label(),
                    seg.mss.value_or(0), n.ep.effective_mss(), n.ep.snd_wscale());
       }
       return;
@@ -287,7 +287,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
         c = &add_connection(
             tcp::Endpoint::from_cookie(endpoint_config(iface), seg, seg.ack - 1u, *mss, now), key,
             iface, *eth);
-        log_.debug(kLog, "{}: connection from a SYN cookie (mss {})", c->label, *mss);
+        log_.debug(kLog, "{}: connection from a SYN cookie (mss {})", c->label(), *mss);
       }
     }
     if (!c) {
@@ -330,9 +330,9 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
       --half_open_;
     }
     ++counters_.tcp_connections_accepted;
-    log_.debug(kLog, "{}: ESTABLISHED", c.label);
+    log_.debug(kLog, "{}: ESTABLISHED", c.label());
     c.broker_open = true;
-    broker_.on_open(c.id, c.label, now);
+    broker_.on_open(c.id, c.key.remote_to_string(), now);
   }
   if ((ev & tcp::event::kData) && c.broker_open) {
     const ByteSpan data = c.ep.received();
@@ -344,18 +344,18 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
   }
   std::string_view lost;
   if (ev & tcp::event::kPeerFin) {
-    log_.debug(kLog, "{}: FIN received", c.label);
+    log_.debug(kLog, "{}: FIN received", c.label());
     lost = "client closed the connection";
     c.ep.close();  // answer the half-close with our FIN once queued data is out
   }
   if (ev & tcp::event::kReset) {
     ++counters_.tcp_resets_received;
-    log_.debug(kLog, "{}: RST received", c.label);
+    log_.debug(kLog, "{}: RST received", c.label());
     lost = "connection reset by client";
   }
   if (ev & tcp::event::kTimedOut) {
     ++counters_.tcp_timeouts;
-    log_.info(kLog, "{}: retransmissions exhausted, connection aborted", c.label);
+    log_.info(kLog, "{}: retransmissions exhausted, connection aborted", c.label());
     lost = "TCP retransmission timeout";
   }
   if (ev & tcp::event::kStalled) {
@@ -363,7 +363,7 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     log_.info(kLog,
               "{}: queued data unacknowledged for {} s (client not reading or gone), connection "
               "aborted",
-              c.label,
+              c.label(),
               std::chrono::duration_cast<std::chrono::seconds>(cfg_.tcp.user_timeout).count());
     lost = "no progress sending to the client (stall timeout)";
   }
@@ -386,7 +386,7 @@ void ProxyCore::erase(Connection& c) {
   if (c.half_open) --half_open_;
   ++counters_.tcp_connections_closed;
   add_endpoint_stats(counters_, c.ep.stats());
-  log_.debug(kLog, "{}: state freed ({}), {} retransmitted segments", c.label,
+  log_.debug(kLog, "{}: state freed ({}), {} retransmitted segments", c.label(),
              tcp::state_name(c.ep.state()), c.ep.stats().segments_retransmitted);
   by_key_.erase(c.key);
   conns_.erase(c.id);  // destroys c

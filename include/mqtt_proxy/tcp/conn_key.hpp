@@ -1,6 +1,8 @@
 // The 4-tuple that names a connection, seen from the proxy: remote = the client, local = us.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstdint>
 #include <string>
 
@@ -29,4 +31,20 @@ struct ConnKeyHash {
   std::size_t operator()(const ConnKey& k) const noexcept;
 };
 
+// The client end of a connection in log lines: formatted as "address:port" only when a line is
+// written, so a disabled debug line costs no string.
+struct RemoteEnd {
+  wire::Ipv4Address ip;
+  std::uint16_t port = 0;
+};
+
 }  // namespace mqtt_proxy::tcp
+
+template <>
+struct fmt::formatter<mqtt_proxy::tcp::RemoteEnd> {
+  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+  template <typename Context>
+  auto format(const mqtt_proxy::tcp::RemoteEnd& r, Context& ctx) const {
+    return fmt::format_to(ctx.out(), "{}:{}", r.ip.to_string(), r.port);
+  }
+};
