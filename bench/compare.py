@@ -86,6 +86,10 @@ class Bench:
         self.auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         self.args = args
         self.loadgen = args.loadgen
+        # 10,000 idle clients per run leave 10,000 TIME-WAIT ports for a minute; the default
+        # range (28k ports) would run out when runs follow each other closely (--only idle).
+        for host in ("h2", "h3"):
+            tb.run(host, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"])
 
     def sub(self, host, broker, topic, clients, seconds, tag):
         p = self.tb.popen(host, [self.loadgen, "sub", "--host", broker, "--topic", topic,

@@ -215,7 +215,7 @@ int main(int argc, char** argv) {
 
   int ep = epoll_create1(0);
   std::vector<Conn> conns(std::size_t(a.clients));
-  for (int i = 0; i < a.clients; ++i) {
+  auto open_next = [&](int i) {
     Conn& c = conns[std::size_t(i)];
     c.fd = open_conn(a);
     c.out = connect_packet(a, a.id + "-" + a.mode + "-" + std::to_string(i));
@@ -230,7 +230,7 @@ int main(int argc, char** argv) {
     ev.events = EPOLLIN | EPOLLOUT | EPOLLET;
     ev.data.u32 = std::uint32_t(i);
     epoll_ctl(ep, EPOLL_CTL_ADD, c.fd, &ev);
-  }
+  };
 
   // Subscriber state.
   std::map<std::uint16_t, std::uint64_t> next_seq;  // publisher connection -> next sequence
@@ -266,15 +266,22 @@ int main(int argc, char** argv) {
         std::uint32_t(std::min<std::uint64_t>(now > ts ? (now - ts) / 1000 : 0, UINT32_MAX)));
   };
 
-  // Wait until every connection is ready.
+  // Open the connections a few hundred at a time, serving the ones already open in between, and
+  // wait until every one is ready. Opening all first can take seconds when the client's ports are
+  // full of TIME-WAIT sockets from a previous run (connect() searches for a free one), and servers
+  // close connections that send no CONNECT for that long.
   const auto setup_deadline = Clock::now() + std::chrono::seconds(60);
   epoll_event evs[1024];
+  int opened = 0;
   for (;;) {
-    bool all = true;
+    for (const int stop = std::min(opened + 256, a.clients); opened < stop; ++opened) {
+      open_next(opened);
+    }
+    bool all = opened == a.clients;
     for (auto& c : conns) all = all && c.connacked && (pub || c.subacked);
     if (all) break;
     if (Clock::now() > setup_deadline) die("connections not ready within 60 s");
-    const int n = epoll_wait(ep, evs, 1024, 100);
+    const int n = epoll_wait(ep, evs, 1024, opened < a.clients ? 0 : 100);
     for (int i = 0; i < n; ++i) {
       Conn& c = conns[evs[i].data.u32];
       if (evs[i].events & EPOLLOUT) flush_out(c);
