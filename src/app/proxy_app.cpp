@@ -192,7 +192,7 @@ int run_proxy(const Options& opt) {
     cc.snaplen = merges ? 262144 : static_cast<int>(i.mtu) + 14 + 4;
     cc.filter = fmt::format("tcp dst port {} and (", opt.tcp_port);
     for (std::size_t k = 0; k < i.addresses.size(); ++k) {
-      cc.filter += fmt::format("{}dst host {}", k ? " or " : "", i.addresses[k].to_string());
+      cc.filter += fmt::format("{}dst host {}", k ? " or " : "", i.addresses[k]);
     }
     cc.filter += ")";
     capture::OpenError kind;

@@ -107,8 +107,8 @@ void Peering::push_publish(std::size_t peer, const Bytes& packet, std::string_vi
                            std::size_t payload_size) {
   enqueue(peer, packet, true);
   ++counters_.peer_publish_out;
-  log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[peer].to_string(),
-             topic, payload_size);
+  log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[peer], topic,
+             payload_size);
 }
 
 void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain) {
@@ -141,7 +141,7 @@ void Peering::peer_subscribe(std::size_t peer, std::string_view filter) {
     remote_.add(filter, peer);
     new_interest_.push_back(PeerInterest{cfg_.peers[peer], std::string(filter)});
   }
-  log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
+  log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer], filter);
 }
 
 void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
@@ -151,7 +151,7 @@ void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
     remote_filters_[peer].erase(it);
     remote_.remove(filter, peer);
   }
-  log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer].to_string(), filter);
+  log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer], filter);
 }
 
 std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data) {
@@ -159,7 +159,7 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
   const auto it = index_.find(src);
   if (it == index_.end()) {
     ++counters_.peer_datagrams_unknown_source;
-    log_.debug(kLog, "datagram from {} ignored: not a peer", src.to_string());
+    log_.debug(kLog, "datagram from {} ignored: not a peer", src);
     return {};
   }
   ++counters_.peer_datagrams_in;
@@ -172,7 +172,7 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
 bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data) {
   auto malformed = [&](std::string_view why) {
     ++counters_.peer_datagrams_malformed;
-    log_.warn(kLog, "datagram from peer {} dropped: {}", src.to_string(), why);
+    log_.warn(kLog, "datagram from peer {} dropped: {}", src, why);
     return false;
   };
 
@@ -202,16 +202,14 @@ bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data)
 
   if (auto* p = std::get_if<mqtt::Publish>(&packet)) {
     ++counters_.peer_publish_in;
-    log_.debug(kLog, "peer {} PUBLISH topic={} bytes={}", src.to_string(), p->topic,
-               p->payload.size());
+    log_.debug(kLog, "peer {} PUBLISH topic={} bytes={}", src, p->topic, p->payload.size());
     inbound_.push_back(*p);
     return true;
   }
   if (auto* s = std::get_if<mqtt::Subscribe>(&packet)) {
     for (const auto& t : s->topics) {
       if (!t.filter_valid) {
-        log_.warn(kLog, "peer {} SUBSCRIBE with invalid filter ignored: {}", src.to_string(),
-                  t.filter);
+        log_.warn(kLog, "peer {} SUBSCRIBE with invalid filter ignored: {}", src, t.filter);
         continue;
       }
       peer_subscribe(peer, t.filter);

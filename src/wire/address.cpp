@@ -34,8 +34,7 @@ std::optional<Ipv4Address> Ipv4Address::parse(std::string_view s) {
 }
 
 std::string Ipv4Address::to_string() const {
-  return fmt::format("{}.{}.{}.{}", value >> 24, (value >> 16) & 0xff, (value >> 8) & 0xff,
-                     value & 0xff);
+  return fmt::format("{}", *this);
 }
 
 }  // namespace mqtt_proxy::wire

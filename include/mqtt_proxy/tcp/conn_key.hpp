@@ -31,8 +31,8 @@ struct ConnKeyHash {
   std::size_t operator()(const ConnKey& k) const noexcept;
 };
 
-// The client end of a connection in log lines: formatted as "address:port" only when a line is
-// written, so a disabled debug line costs no string.
+// The client end of a connection in log lines, "address:port", formatted only when a line is
+// written (as addresses are).
 struct RemoteEnd {
   wire::Ipv4Address ip;
   std::uint16_t port = 0;
@@ -45,6 +45,6 @@ struct fmt::formatter<mqtt_proxy::tcp::RemoteEnd> {
   constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
   template <typename Context>
   auto format(const mqtt_proxy::tcp::RemoteEnd& r, Context& ctx) const {
-    return fmt::format_to(ctx.out(), "{}:{}", r.ip.to_string(), r.port);
+    return fmt::format_to(ctx.out(), "{}:{}", r.ip, r.port);
   }
 };

@@ -1,6 +1,8 @@
 // MAC and IPv4 addresses as small value types.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstdint>
 #include <functional>
@@ -44,5 +46,17 @@ template <>
 struct std::hash<mqtt_proxy::wire::Ipv4Address> {
   std::size_t operator()(const mqtt_proxy::wire::Ipv4Address& a) const noexcept {
     return std::hash<std::uint32_t>{}(a.value);
+  }
+};
+
+// Log lines take addresses as they are: formatted only when a line is actually written, so a
+// disabled debug line on the per-message path costs nothing.
+template <>
+struct fmt::formatter<mqtt_proxy::wire::Ipv4Address> {
+  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+  template <typename Context>
+  auto format(const mqtt_proxy::wire::Ipv4Address& a, Context& ctx) const {
+    return fmt::format_to(ctx.out(), "{}.{}.{}.{}", a.value >> 24, (a.value >> 16) & 0xff,
+                          (a.value >> 8) & 0xff, a.value & 0xff);
   }
 };
