@@ -28,13 +28,11 @@ class UdpSocket {
   int drain(Fn&& fn) {
     int total = 0;
     for (;;) {
-      const int n = receive_batch();
-      for (std::size_t i = 0; i < static_cast<std::size_t>(std::max(n, 0)); ++i) {
-        fn(rx_src_[i], ByteSpan{rx_buf_[i].data(), rx_len_[i]});
-      }
-      total += std::max(n, 0);
+      const auto n = static_cast<std::size_t>(std::max(receive_batch(), 0));
+      for (std::size_t i = 0; i < n; ++i) fn(rx_src_[i], ByteSpan{rx_buf_[i].data(), rx_len_[i]});
+      total += static_cast<int>(n);
       // A short batch emptied the queue; another call would only return EAGAIN.
-      if (n < static_cast<int>(kBatch)) return total;
+      if (n < kBatch) return total;
     }
   }
 
