@@ -6,8 +6,9 @@ Systems under test, in turn, with the same clients (build/bench/loadgen, MQTT 3.
   mqtt_proxy-batch  the same with --peer-batch (PUBLISHes packed into MTU-sized datagrams);
   mosquitto   on h1 and h4, h4 bridged to h1 over TCP (topic bench/# both ways, QoS 0).
 Publishers run on h3 and connect to h4; subscribers run on h2 and connect to h1, unless noted:
-  latency-R   one publisher at R msgs/s for --seconds (at least 400 messages); one subscriber: delivered, loss, one-way
-              latency p50/p90/p99/max (send time in the payload; the hosts share a clock)
+  latency-R   one publisher at R msgs/s for --seconds (at least 400 messages); one subscriber:
+              delivered, loss, one-way latency p50/p90/p99/max (send time in the payload; the
+              hosts share a clock)
   flat-1/4    1 or 4 publisher connections flat out: delivered msgs/s and loss
   fanout      one publisher at 10k msgs/s; 8 subscribers, 4 via h1 and 4 via h4 (on h3)
   idle        --idle clients connected and subscribed to h1 only: RSS growth per connection,
@@ -28,6 +29,7 @@ import os
 import statistics
 import sys
 import tempfile
+from functools import partial
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -181,15 +183,16 @@ class Bench:
         todo = {}
         for rate in a.rates:
             # At least 400 messages, so that p99 is not simply the largest of a hundred.
-            todo["latency-%d" % rate] = (self.scenario, system, "bench/lat/%d" % rate, rate, 1,
-                                         [("h2", H1, 1)], max(a.seconds, 400.0 / rate))
-        todo["flat-1"] = (self.scenario, system, "bench/flat1", 0, 1, [("h2", H1, 1)], a.seconds)
-        todo["flat-4"] = (self.scenario, system, "bench/flat4", 0, 4, [("h2", H1, 1)], a.seconds)
-        todo["fanout"] = (self.scenario, system, "bench/fan", 10000, 1,
-                          [("h2", H1, 4), ("h3", H4, 4)], a.seconds)
-        todo["idle"] = (self.idle, system, a.idle)
-        return {name: call[0](*call[1:]) for name, call in todo.items()
-                if not a.only or name in a.only}
+            todo["latency-%d" % rate] = partial(self.scenario, system, "bench/lat/%d" % rate, rate,
+                                                1, [("h2", H1, 1)], max(a.seconds, 400.0 / rate))
+        todo["flat-1"] = partial(self.scenario, system, "bench/flat1", 0, 1, [("h2", H1, 1)],
+                                 a.seconds)
+        todo["flat-4"] = partial(self.scenario, system, "bench/flat4", 0, 4, [("h2", H1, 1)],
+                                 a.seconds)
+        todo["fanout"] = partial(self.scenario, system, "bench/fan", 10000, 1,
+                                 [("h2", H1, 4), ("h3", H4, 4)], a.seconds)
+        todo["idle"] = partial(self.idle, system, a.idle)
+        return {name: run() for name, run in todo.items() if not a.only or name in a.only}
 
 
 def main():
@@ -253,7 +256,7 @@ def main():
         floor = statistics.median(floors)
         w.writerow(["network", "floor_one_way_us"] + [floor] * len(names))
     print("network floor: %.0f us one way (ping over the three legs, median of %d runs)"
-          % (statistics.median(floors), len(floors)))
+          % (floor, len(floors)))
     print("csv: %s" % args.out)
     if any("latency-%d" % r not in med["mqtt_proxy"] for r in args.rates):
         print("plot: skipped (not every latency scenario ran)")
