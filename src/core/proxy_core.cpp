@@ -33,7 +33,7 @@ struct ProxyCore::Connection {
 
   explicit Connection(tcp::Endpoint e) : ep(std::move(e)) {}
   // The client, for log lines (not kept as a string: that would cost every connection 64 bytes).
-  tcp::RemoteEnd label() const { return {key.remote_ip, key.remote_port}; }
+  wire::SocketAddress label() const { return key.remote(); }
 };
 
 class ProxyCore::ConnOutbox final : public tcp::Outbox {
@@ -187,7 +187,7 @@ bool ProxyCore::refuse_over_limit(const tcp::ConnKey& key) {
   ++counters_.tcp_connection_limit_hits;
   if (limit_log_suppressed_++ % 1000 == 0) {
     log_.warn(kLog, "connection limit {} reached: refusing {} ({} refused so far)",
-              cfg_.max_connections, key.remote_to_string(), counters_.tcp_connection_limit_hits);
+              cfg_.max_connections, key.remote(), counters_.tcp_connection_limit_hits);
   }
   return true;
 }
@@ -266,7 +266,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
       } else if (half_open_ >= cfg_.max_half_open) {
         send_cookie_synack(iface, *eth, *ip, *tcp, key, now);
       } else {
-        const tcp::Seq iss = isn_fn_ ? isn_fn_(key, now) : isn_.generate(key, now);
+        const wire::Seq iss = isn_fn_ ? isn_fn_(key, now) : isn_.generate(key, now);
         Connection& n =
             add_connection(tcp::Endpoint(endpoint_config(iface), seg, iss, now), key, iface, *eth);
         n.half_open = true;
@@ -332,7 +332,7 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     ++counters_.tcp_connections_accepted;
     log_.debug(kLog, "{}: ESTABLISHED", c.label());
     c.broker_open = true;
-    broker_.on_open(c.id, c.key.remote_to_string(), now);
+    broker_.on_open(c.id, fmt::format("{}", c.key.remote()), now);
   }
   if ((ev & tcp::event::kData) && c.broker_open) {
     const ByteSpan data = c.ep.received();

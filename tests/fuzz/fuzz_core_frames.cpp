@@ -45,7 +45,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.max_connections = 8;
   cfg.max_half_open = 2;  // so SYN cookies are reached too
   core::ProxyCore core(cfg, log::null_logger());
-  core.set_isn_function([](const tcp::ConnKey&, TimePoint) { return tcp::Seq{0xfffff000u}; });
+  core.set_isn_function([](const tcp::ConnKey&, TimePoint) { return wire::Seq{0xfffff000u}; });
   TimePoint now{std::chrono::hours(1)};
   core.start(now);
   std::size_t i = 0;

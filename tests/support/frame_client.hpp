@@ -9,7 +9,7 @@
 
 namespace mqtt_proxy::test {
 
-using tcp::Seq;
+using wire::Seq;
 using namespace wire::tcp_flags;
 
 inline const wire::MacAddress kProxyMac{{0x02, 0, 0, 0, 0, 0x01}};

@@ -20,7 +20,7 @@
 namespace mqtt_proxy::test::sim {
 
 using namespace wire::tcp_flags;
-using tcp::Seq;
+using wire::Seq;
 
 // A segment on the simulated wire, owning its payload.
 struct Wire {

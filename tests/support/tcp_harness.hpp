@@ -15,7 +15,7 @@
 namespace mqtt_proxy::test {
 
 using namespace wire::tcp_flags;
-using tcp::Seq;
+using wire::Seq;
 
 struct Sent {
   Seq seq;

@@ -13,9 +13,9 @@
 
 #include "mqtt_proxy/auth/password_file.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
-#include "mqtt_proxy/broker/topic_tree.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
+#include "mqtt_proxy/mqtt/topic_tree.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/util/deadline_queue.hpp"
 #include "mqtt_proxy/util/log.hpp"
@@ -157,7 +157,7 @@ class Broker {
   metrics::Counters& counters_;
   std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_client_id_;
-  TopicTree<Session*> subscriptions_;
+  mqtt::TopicTree<Session*> subscriptions_;
   // Sessions of clean-session-0 clients that are not connected: client id -> filters.
   struct StoredFilter {
     std::string filter;

@@ -81,7 +81,7 @@ class ProxyCore final : private broker::BrokerHost {
   const tcp::Endpoint* find_endpoint(const tcp::ConnKey& k) const;
 
   // Tests pin initial sequence numbers (for example near 2^32) through this.
-  void set_isn_function(std::function<tcp::Seq(const tcp::ConnKey&, TimePoint)> fn) {
+  void set_isn_function(std::function<wire::Seq(const tcp::ConnKey&, TimePoint)> fn) {
     isn_fn_ = std::move(fn);
   }
 
@@ -124,7 +124,7 @@ class ProxyCore final : private broker::BrokerHost {
   std::optional<TimePoint> last_cookie_sent_;
   std::size_t half_open_ = 0;
   std::uint64_t cookie_log_suppressed_ = 0;
-  std::function<tcp::Seq(const tcp::ConnKey&, TimePoint)> isn_fn_;
+  std::function<wire::Seq(const tcp::ConnKey&, TimePoint)> isn_fn_;
   std::unordered_map<tcp::ConnKey, std::uint64_t, tcp::ConnKeyHash> by_key_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<std::uint64_t> dirty_;

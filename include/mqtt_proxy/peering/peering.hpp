@@ -16,9 +16,9 @@
 #include <unordered_set>
 #include <vector>
 
-#include "mqtt_proxy/broker/topic_tree.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/packet.hpp"
+#include "mqtt_proxy/mqtt/topic_tree.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/util/time.hpp"
@@ -106,7 +106,7 @@ class Peering {
   log::Logger& log_;
   metrics::Counters& counters_;
   std::unordered_map<wire::Ipv4Address, std::size_t> index_;
-  broker::TopicTree<std::size_t> remote_;  // filters peers subscribed to -> peer index
+  mqtt::TopicTree<std::size_t> remote_;  // filters peers subscribed to -> peer index
   std::vector<std::unordered_set<std::string>> remote_filters_;
   std::set<std::string, std::less<>> local_filters_;
   std::uint16_t packet_id_ = 0;

@@ -6,12 +6,17 @@
 #include <optional>
 
 #include "mqtt_proxy/tcp/reassembler.hpp"
-#include "mqtt_proxy/tcp/seq.hpp"
 #include "mqtt_proxy/util/byte_queue.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
 #include "mqtt_proxy/util/time.hpp"
+#include "mqtt_proxy/wire/seq.hpp"
 
 namespace mqtt_proxy::tcp {
+
+// Sequence numbers are the wire's type: the TCP header carries them, this layer does the
+// arithmetic.
+using wire::in_range;
+using wire::Seq;
 
 enum class State {
   SynReceived,

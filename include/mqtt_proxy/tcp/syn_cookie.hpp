@@ -13,11 +13,16 @@
 #include <optional>
 
 #include "mqtt_proxy/tcp/conn_key.hpp"
-#include "mqtt_proxy/tcp/seq.hpp"
 #include "mqtt_proxy/util/siphash.hpp"
 #include "mqtt_proxy/util/time.hpp"
+#include "mqtt_proxy/wire/seq.hpp"
 
 namespace mqtt_proxy::tcp {
+
+// Sequence numbers are the wire's type: the TCP header carries them, this layer does the
+// arithmetic.
+using wire::in_range;
+using wire::Seq;
 
 class SynCookies {
  public:

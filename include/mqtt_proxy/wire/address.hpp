@@ -40,6 +40,13 @@ struct Ipv4Address {
   friend auto operator<=>(const Ipv4Address&, const Ipv4Address&) = default;
 };
 
+// One end of a TCP connection or a UDP flow, "address:port" in log lines.
+struct SocketAddress {
+  Ipv4Address ip;
+  std::uint16_t port = 0;
+  friend bool operator==(const SocketAddress&, const SocketAddress&) = default;
+};
+
 }  // namespace mqtt_proxy::wire
 
 template <>
@@ -58,5 +65,14 @@ struct fmt::formatter<mqtt_proxy::wire::Ipv4Address> {
   auto format(const mqtt_proxy::wire::Ipv4Address& a, Context& ctx) const {
     return fmt::format_to(ctx.out(), "{}.{}.{}.{}", a.value >> 24, (a.value >> 16) & 0xff,
                           (a.value >> 8) & 0xff, a.value & 0xff);
+  }
+};
+
+template <>
+struct fmt::formatter<mqtt_proxy::wire::SocketAddress> {
+  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+  template <typename Context>
+  auto format(const mqtt_proxy::wire::SocketAddress& a, Context& ctx) const {
+    return fmt::format_to(ctx.out(), "{}:{}", a.ip, a.port);
   }
 };

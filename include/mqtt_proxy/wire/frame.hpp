@@ -6,9 +6,9 @@
 #include <cstdint>
 #include <optional>
 
-#include "mqtt_proxy/tcp/seq.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
 #include "mqtt_proxy/wire/address.hpp"
+#include "mqtt_proxy/wire/seq.hpp"
 
 namespace mqtt_proxy::wire {
 
@@ -88,8 +88,8 @@ class TcpView {
   }
   std::uint16_t src_port() const { return load_be16(bytes_, 0); }
   std::uint16_t dst_port() const { return load_be16(bytes_, 2); }
-  tcp::Seq seq() const { return tcp::Seq{load_be32(bytes_, 4)}; }
-  tcp::Seq ack() const { return tcp::Seq{load_be32(bytes_, 8)}; }
+  wire::Seq seq() const { return wire::Seq{load_be32(bytes_, 4)}; }
+  wire::Seq ack() const { return wire::Seq{load_be32(bytes_, 8)}; }
   std::uint8_t flags() const { return load_u8(bytes_, 13); }
   bool has(std::uint8_t flag_mask) const { return (flags() & flag_mask) == flag_mask; }
   std::uint16_t window() const { return load_be16(bytes_, 14); }
@@ -116,8 +116,8 @@ struct TcpFrameSpec {
   Ipv4Address dst_ip;
   std::uint16_t src_port = 0;
   std::uint16_t dst_port = 0;
-  tcp::Seq seq;
-  tcp::Seq ack;
+  wire::Seq seq;
+  wire::Seq ack;
   std::uint8_t flags = 0;
   std::uint16_t window = 0;
   std::uint16_t ip_id = 0;

@@ -18,7 +18,7 @@ namespace {
 using namespace wire;
 using namespace wire::tcp_flags;
 using namespace std::chrono_literals;
-using tcp::Seq;
+using wire::Seq;
 
 const Ipv4Address kPeer = *Ipv4Address::parse("192.168.1.104");
 

@@ -8,7 +8,7 @@ namespace mqtt_proxy::test {
 namespace {
 
 using namespace std::chrono_literals;
-using tcp::Seq;
+using wire::Seq;
 
 const tcp::ConnKey kKey{*wire::Ipv4Address::parse("10.0.0.2"), 40000,
                         *wire::Ipv4Address::parse("10.0.0.1"), 1883};

@@ -143,8 +143,8 @@ TcpFrameSpec sample_spec(ByteSpan payload) {
   s.dst_ip = *Ipv4Address::parse("192.168.1.102");
   s.src_port = 1883;
   s.dst_port = 50000;
-  s.seq = tcp::Seq{0xfffffffeu};
-  s.ack = tcp::Seq{1001};
+  s.seq = wire::Seq{0xfffffffeu};
+  s.ack = wire::Seq{1001};
   s.flags = tcp_flags::kAck | tcp_flags::kPsh;
   s.window = 65535;
   s.ip_id = 7;

@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace mqtt_proxy::broker {
+namespace mqtt_proxy::mqtt {
 
 struct StringHash {
   using is_transparent = void;
@@ -170,4 +170,4 @@ class TopicTree {
   std::size_t filters_ = 0;
 };
 
-}  // namespace mqtt_proxy::broker
+}  // namespace mqtt_proxy::mqtt

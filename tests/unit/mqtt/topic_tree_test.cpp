@@ -1,4 +1,4 @@
-#include "mqtt_proxy/broker/topic_tree.hpp"
+#include "mqtt_proxy/mqtt/topic_tree.hpp"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 
 #include "mqtt_proxy/mqtt/topic.hpp"
 
-namespace mqtt_proxy::broker {
+namespace mqtt_proxy::mqtt {
 namespace {
 
 std::multiset<int> matches(const TopicTree<int>& t, std::string_view topic) {
@@ -122,4 +122,4 @@ TEST(TopicTree, AFilterHundredsOfThousandsOfLevelsDeepIsAddedMatchedAndDestroyed
 }
 
 }  // namespace
-}  // namespace mqtt_proxy::broker
+}  // namespace mqtt_proxy::mqtt

@@ -1,8 +1,8 @@
-#include "mqtt_proxy/tcp/seq.hpp"
+#include "mqtt_proxy/wire/seq.hpp"
 
 #include <gtest/gtest.h>
 
-namespace mqtt_proxy::tcp {
+namespace mqtt_proxy::wire {
 namespace {
 
 TEST(Seq, ComparesAcrossTheWrap) {
@@ -33,4 +33,4 @@ TEST(Seq, HalfSpaceIsTheLimitOfOrdering) {
 }
 
 }  // namespace
-}  // namespace mqtt_proxy::tcp
+}  // namespace mqtt_proxy::wire

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-namespace mqtt_proxy::tcp {
+namespace mqtt_proxy::wire {
 
 struct Seq {
   std::uint32_t raw = 0;
@@ -29,4 +29,4 @@ inline bool in_range(Seq s, Seq lo, Seq hi) {
   return lo <= s && s < hi;
 }
 
-}  // namespace mqtt_proxy::tcp
+}  // namespace mqtt_proxy::wire

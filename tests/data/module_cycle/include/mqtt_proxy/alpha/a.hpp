@@ -1,0 +1,2 @@
+#pragma once
+#include "mqtt_proxy/gamma/g.hpp"

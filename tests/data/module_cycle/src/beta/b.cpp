@@ -1,0 +1,1 @@
+#include "mqtt_proxy/alpha/a.hpp"
