@@ -15,14 +15,13 @@
 #include <cstring>
 #include <map>
 
+#include "mqtt_proxy/os/fd.hpp"
+
 namespace mqtt_proxy::app {
 
-std::vector<SystemInterface> list_interfaces(std::string& error) {
+Result<std::vector<SystemInterface>> list_interfaces() {
   ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) < 0) {
-    error = std::string("getifaddrs: ") + std::strerror(errno);
-    return {};
-  }
+  if (::getifaddrs(&list) < 0) return Error{std::string("getifaddrs: ") + std::strerror(errno)};
   std::map<std::string, SystemInterface> by_name;
   for (ifaddrs* a = list; a; a = a->ifa_next) {
     if (!a->ifa_name) continue;
@@ -44,28 +43,27 @@ std::vector<SystemInterface> list_interfaces(std::string& error) {
   }
   ::freeifaddrs(list);
 
-  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  const os::Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   std::vector<SystemInterface> out;
   for (auto& [name, i] : by_name) {
     i.ifindex = static_cast<int>(::if_nametoindex(name.c_str()));
-    if (fd >= 0) {
+    if (fd.valid()) {
       ifreq req{};
       std::strncpy(req.ifr_name, name.c_str(), IFNAMSIZ - 1);
-      if (::ioctl(fd, SIOCGIFMTU, &req) == 0 && req.ifr_mtu > 0) {
+      if (::ioctl(fd.get(), SIOCGIFMTU, &req) == 0 && req.ifr_mtu > 0) {
         i.mtu = static_cast<std::uint32_t>(req.ifr_mtu);
       }
     }
     if (i.loopback) i.ethernet = true;  // lo carries Ethernet headers with zero MACs
     out.push_back(std::move(i));
   }
-  if (fd >= 0) ::close(fd);
   return out;
 }
 
 std::vector<std::string> enabled_offloads(const std::string& iface) {
   std::vector<std::string> on;
-  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return on;
+  const os::Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return on;
   // Each query answers a value; an offload is on when the bits in `mask` are set in it. LRO has no
   // query of its own, only a bit in the flags word.
   struct Query {
@@ -86,9 +84,8 @@ std::vector<std::string> enabled_offloads(const std::string& iface) {
     ifreq req{};
     std::strncpy(req.ifr_name, iface.c_str(), IFNAMSIZ - 1);
     req.ifr_data = reinterpret_cast<char*>(&v);
-    if (::ioctl(fd, SIOCETHTOOL, &req) == 0 && (v.data & q.mask)) on.emplace_back(q.name);
+    if (::ioctl(fd.get(), SIOCETHTOOL, &req) == 0 && (v.data & q.mask)) on.emplace_back(q.name);
   }
-  ::close(fd);
   return on;
 }
 

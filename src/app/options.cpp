@@ -1,6 +1,7 @@
 #include "mqtt_proxy/app/options.hpp"
 
 #include <boost/program_options.hpp>
+#include <cctype>
 #include <sstream>
 
 namespace mqtt_proxy::app {
@@ -8,7 +9,7 @@ namespace mqtt_proxy::app {
 namespace po = boost::program_options;
 
 namespace {
-constexpr const char* kVersion = "mqtt_proxy 0.1.0";
+constexpr const char* kVersion = "mqtt_proxy " MQTT_PROXY_VERSION;
 
 bool to_port(unsigned v, std::uint16_t& out) {
   if (v == 0 || v > 65535) return false;
@@ -18,12 +19,14 @@ bool to_port(unsigned v, std::uint16_t& out) {
 }  // namespace
 
 ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std::string& message) {
-  unsigned tcp_port = 1883;
-  unsigned udp_port = 1883;
+  const Options d;  // the defaults
+  unsigned tcp_port = d.tcp_port;
+  unsigned udp_port = d.udp_port;
   std::vector<std::string> forwarders;
-  std::string level = "info";
-  std::string verify = "off";
-  std::size_t capture_mib = 16;
+  std::string level(log::level_name(d.log_level));
+  for (auto& ch : level) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  std::string verify = d.verify_checksums ? "on" : "off";
+  std::size_t capture_mib = d.capture_buffer_bytes >> 20;
   po::options_description desc(
       "Usage: mqtt_proxy [options]\n"
       "MQTT edge proxy: terminates clients' TCP in user space from captured frames, acts as a QoS "
@@ -35,7 +38,7 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   desc.add_options()
     ("help,h", "show this help and exit")
     ("version", "show the version and exit")
-    ("tcpport,t", po::value<unsigned>(&tcp_port)->default_value(1883), "MQTT TCP port to serve")
+    ("tcpport,t", po::value<unsigned>(&tcp_port)->default_value(tcp_port), "MQTT TCP port to serve")
     ("username,u", po::value<std::string>(), "username clients must present (default: anonymous allowed)")
     ("password,p", po::value<std::string>(), "password clients must present (needs --username)")
     ("password-file", po::value<std::string>(&out.password_file),
@@ -44,42 +47,42 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "with -u or --password-file: also accept clients that send no username")
     ("forwarder,F", po::value<std::vector<std::string>>(&forwarders)->composing(),
      "a peer proxy's IPv4 address; repeatable")
-    ("udpport,U", po::value<unsigned>(&udp_port)->default_value(1883),
+    ("udpport,U", po::value<unsigned>(&udp_port)->default_value(udp_port),
      "UDP port of the peer protocol, ours and the peers'")
     ("iface,i", po::value<std::vector<std::string>>(&out.ifaces)->composing(),
      "interface to capture on; repeatable (default: every up, non-loopback IPv4 interface)")
-    ("log-level", po::value<std::string>(&level)->default_value("info"),
+    ("log-level", po::value<std::string>(&level)->default_value(level),
      "trace, debug, info, warn, error or off")
     ("no-firewall", po::bool_switch(), "do not install the iptables rule that keeps the kernel "
      "from answering the MQTT port (install an equivalent yourself)")
-    ("verify-checksums", po::value<std::string>(&verify)->default_value("off"),
+    ("verify-checksums", po::value<std::string>(&verify)->default_value(verify),
      "on: drop segments whose TCP checksum is wrong; off: count them only (pcap cannot tell an "
      "offloaded checksum from a corrupt one)")
-    ("max-connections", po::value<std::size_t>(&out.max_connections)->default_value(100000),
+    ("max-connections", po::value<std::size_t>(&out.max_connections)->default_value(d.max_connections),
      "connections held at once; further SYNs are refused with RST")
-    ("max-half-open", po::value<std::size_t>(&out.max_half_open)->default_value(1024),
+    ("max-half-open", po::value<std::size_t>(&out.max_half_open)->default_value(d.max_half_open),
      "connections in SYN-RECEIVED at once; beyond this SYNs get SYN cookies")
-    ("tcp-rcv-buffer", po::value<std::uint32_t>(&out.tcp_rcv_buffer)->default_value(65535),
+    ("tcp-rcv-buffer", po::value<std::uint32_t>(&out.tcp_rcv_buffer)->default_value(d.tcp_rcv_buffer),
      "receive buffer per connection, in bytes; above 65535 needs the client's window scaling")
-    ("stall-timeout", po::value<unsigned>(&out.stall_timeout_seconds)->default_value(60),
+    ("stall-timeout", po::value<unsigned>(&out.stall_timeout_seconds)->default_value(d.stall_timeout_seconds),
      "abort a connection whose queued data saw no acknowledgement for this long, in seconds "
      "(a client that stopped reading; 0: never)")
-    ("max-packet-size", po::value<std::size_t>(&out.max_packet_size)->default_value(16 * 1024 * 1024),
+    ("max-packet-size", po::value<std::size_t>(&out.max_packet_size)->default_value(d.max_packet_size),
      "largest MQTT packet accepted from a client, in bytes")
-    ("max-queued-bytes", po::value<std::size_t>(&out.max_queued_bytes)->default_value(4 * 1024 * 1024),
+    ("max-queued-bytes", po::value<std::size_t>(&out.max_queued_bytes)->default_value(d.max_queued_bytes),
      "bytes queued toward one client beyond which further messages to it are dropped")
-    ("session-expiry", po::value<unsigned>(&out.session_expiry_seconds)->default_value(3600),
+    ("session-expiry", po::value<unsigned>(&out.session_expiry_seconds)->default_value(d.session_expiry_seconds),
      "keep a clean-session-0 client's subscriptions this long after it goes, in seconds (0: never)")
-    ("max-retained", po::value<std::size_t>(&out.max_retained)->default_value(100000),
+    ("max-retained", po::value<std::size_t>(&out.max_retained)->default_value(d.max_retained),
      "topics with a retained message at once; beyond, new retained topics are refused")
-    ("capture-buffer", po::value<std::size_t>(&capture_mib)->default_value(16),
+    ("capture-buffer", po::value<std::size_t>(&capture_mib)->default_value(capture_mib),
      "capture ring size per interface, in MiB")
-    ("peer-refresh", po::value<unsigned>(&out.peer_refresh_seconds)->default_value(0),
+    ("peer-refresh", po::value<unsigned>(&out.peer_refresh_seconds)->default_value(d.peer_refresh_seconds),
      "resend SUBSCRIBE for every local filter to every peer this often, in seconds (0: off)")
     ("peer-batch", po::bool_switch(&out.peer_batch),
      "pack the PUBLISHes for one peer into datagrams up to the MTU (all peers must be mqtt_proxy "
      "or accept batches; docs/peering.md)")
-    ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(0),
+    ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(d.stats_interval_seconds),
      "log all counters this often, in seconds (0: only at exit)");
   // clang-format on
 
@@ -122,7 +125,7 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
       message = "--forwarder: not an IPv4 address: " + f;
       return ParseOutcome::Error;
     }
-    out.forwarders.push_back(*a);
+    out.peers.push_back(*a);
   }
   const auto lvl = log::parse_level(level);
   if (!lvl) {

@@ -58,16 +58,15 @@ std::optional<Bytes> base64_decode(std::string_view text) {
   return out;
 }
 
-std::optional<PasswordFile> PasswordFile::parse(std::string_view text, std::string& error) {
+Result<PasswordFile> PasswordFile::parse(std::string_view text) {
   PasswordFile f;
   int line_no = 0;
   for (std::string_view line : split(text, '\n')) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty() || line.front() == '#') continue;
-    auto fail = [&](std::string_view why) -> std::optional<PasswordFile> {
-      error = "line " + std::to_string(line_no) + ": " + std::string(why);
-      return std::nullopt;
+    auto fail = [&](std::string_view why) -> Result<PasswordFile> {
+      return Error{"line " + std::to_string(line_no) + ": " + std::string(why)};
     };
     const auto colon = line.find(':');
     if (colon == std::string_view::npos || colon == 0) return fail("expected user:hash");

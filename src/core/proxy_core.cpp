@@ -9,13 +9,6 @@ using namespace wire::tcp_flags;
 namespace {
 constexpr std::string_view kLog = "tcp";
 
-void add_endpoint_stats(metrics::Counters& c, const tcp::EndpointStats& s) {
-  c.tcp_retransmits += s.segments_retransmitted;
-  c.tcp_out_of_order += s.out_of_order_segments;
-  c.tcp_challenge_acks += s.challenge_acks;
-  c.tcp_zero_window_probes += s.zero_window_probes;
-}
-
 // A cookie answers ACKs for about two 64 s slots; after that no ACK can carry a valid one.
 constexpr Duration kCookieLifetime = std::chrono::seconds(130);
 }  // namespace
@@ -267,8 +260,8 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
         send_cookie_synack(iface, *eth, *ip, *tcp, key, now);
       } else {
         const wire::Seq iss = isn_fn_ ? isn_fn_(key, now) : isn_.generate(key, now);
-        Connection& n =
-            add_connection(tcp::Endpoint(endpoint_config(iface), seg, iss, now), key, iface, *eth);
+        Connection& n = add_connection(tcp::Endpoint(endpoint_config(iface), seg, iss, counters_),
+                                       key, iface, *eth);
         n.half_open = true;
         ++half_open_;
         log_.debug(kLog, "{}: SYN, new connection (mss {} -> {}, wscale {})", n.label(),
@@ -285,8 +278,8 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
         }
         ++counters_.tcp_syn_cookies_accepted;
         c = &add_connection(
-            tcp::Endpoint::from_cookie(endpoint_config(iface), seg, seg.ack - 1u, *mss, now), key,
-            iface, *eth);
+            tcp::Endpoint::from_cookie(endpoint_config(iface), seg, seg.ack - 1u, *mss, counters_),
+            key, iface, *eth);
         log_.debug(kLog, "{}: connection from a SYN cookie (mss {})", c->label(), *mss);
       }
     }
@@ -385,9 +378,7 @@ void ProxyCore::reschedule(Connection& c) {
 void ProxyCore::erase(Connection& c) {
   if (c.half_open) --half_open_;
   ++counters_.tcp_connections_closed;
-  add_endpoint_stats(counters_, c.ep.stats());
-  log_.debug(kLog, "{}: state freed ({}), {} retransmitted segments", c.label(),
-             tcp::state_name(c.ep.state()), c.ep.stats().segments_retransmitted);
+  log_.debug(kLog, "{}: state freed ({})", c.label(), tcp::state_name(c.ep.state()));
   by_key_.erase(c.key);
   conns_.erase(c.id);  // destroys c
 }
@@ -438,7 +429,6 @@ std::size_t ProxyCore::open_connection_count() const {
 
 metrics::Counters ProxyCore::counters() const {
   metrics::Counters c = counters_;
-  for (const auto& [id, conn] : conns_) add_endpoint_stats(c, conn->ep.stats());
   c.mqtt_retained_topics = broker_.retained().size();  // a gauge, read when asked
   return c;
 }

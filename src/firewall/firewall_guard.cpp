@@ -89,9 +89,8 @@ int run_program(const std::vector<std::string>& argv, std::string& err_output) {
   return -1;
 }
 
-std::unique_ptr<FirewallGuard> FirewallGuard::install(const std::vector<std::string>& ifaces,
-                                                      std::uint16_t port, log::Logger& log,
-                                                      std::string& error) {
+Result<std::unique_ptr<FirewallGuard>> FirewallGuard::install(
+    const std::vector<std::string>& ifaces, std::uint16_t port, log::Logger& log) {
   std::unique_ptr<FirewallGuard> g(new FirewallGuard(log));
   for (const auto& iface : ifaces) {
     const auto rule = drop_rule(iface, port);
@@ -103,14 +102,13 @@ std::unique_ptr<FirewallGuard> FirewallGuard::install(const std::vector<std::str
       continue;
     }
     if (check == 127 || check < 0) {
-      error = "cannot run iptables (is the iptables package installed?)";
-      return nullptr;
+      return Error{"cannot run iptables (is the iptables package installed?)"};
     }
     const int add = run_program(iptables("-A", rule), err);
     if (add != 0) {
-      error = "iptables -t raw -A PREROUTING " + join(rule) + " failed" +
-              (err.empty() ? std::string() : ": " + err);
-      return nullptr;  // the destructor removes what was added so far
+      // The guard's destructor removes what was added so far.
+      return Error{"iptables -t raw -A PREROUTING " + join(rule) + " failed" +
+                   (err.empty() ? std::string() : ": " + err)};
     }
     log.info(kLog, "added: iptables -t raw -A PREROUTING {}", join(rule));
     g->added_.push_back(rule);

@@ -10,32 +10,23 @@
 #include <cerrno>
 #include <cstring>
 
+#include "mqtt_proxy/os/send_batch.hpp"
+
 namespace mqtt_proxy::inject {
 
-PacketInjector::~PacketInjector() {
-  for (auto& i : ifaces_) {
-    if (i.fd >= 0) ::close(i.fd);
-  }
-}
-
-bool PacketInjector::add_interface(int ifindex, std::string& error) {
+Status PacketInjector::add_interface(int ifindex) {
   // Protocol 0: the socket receives nothing, so the kernel queues no copies of traffic to it.
-  const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    error = std::string("AF_PACKET socket: ") + std::strerror(errno);
-    return false;
-  }
+  os::Fd fd(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return Error{std::string("AF_PACKET socket: ") + std::strerror(errno)};
   sockaddr_ll sll{};
   sll.sll_family = AF_PACKET;
   sll.sll_ifindex = ifindex;
   sll.sll_protocol = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) < 0) {
-    error = std::string("AF_PACKET bind: ") + std::strerror(errno);
-    ::close(fd);
-    return false;
+  if (::bind(fd.get(), reinterpret_cast<sockaddr*>(&sll), sizeof(sll)) < 0) {
+    return Error{std::string("AF_PACKET bind: ") + std::strerror(errno)};
   }
-  ifaces_.push_back(Iface{fd, ifindex});
-  return true;
+  ifaces_.push_back(Iface{std::move(fd), ifindex});
+  return {};
 }
 
 void PacketInjector::send(const core::FrameBatch& batch) {
@@ -63,25 +54,14 @@ void PacketInjector::send(const core::FrameBatch& batch) {
       ++n;
     }
     if (iface >= ifaces_.size()) {
-      stats_.frames_failed += n;
+      counters_.inject_frames_failed += n;
       i += n;
       continue;
     }
-    std::size_t done = 0;
-    while (done < n) {
-      ++stats_.send_calls;
-      const int rc =
-          ::sendmmsg(ifaces_[iface].fd, msgs.data() + done, static_cast<unsigned>(n - done), 0);
-      if (rc <= 0) {
-        if (rc < 0 && errno == EINTR) continue;
-        last_error_ = rc < 0 ? std::strerror(errno) : "sendmmsg sent nothing";
-        ++stats_.frames_failed;  // skip the frame that failed; the rest may still go
-        ++done;
-        continue;
-      }
-      stats_.frames_sent += static_cast<std::uint64_t>(rc);
-      done += static_cast<std::size_t>(rc);
-    }
+    const auto r = os::send_batch(ifaces_[iface].fd.get(), msgs.data(), n, last_error_);
+    counters_.inject_send_calls += r.calls;
+    counters_.inject_frames_sent += r.sent;
+    counters_.inject_frames_failed += r.failed;  // TCP retransmits what was lost
     i += n;
   }
 }

@@ -48,9 +48,9 @@ std::uint8_t window_scale_for(std::uint32_t buffer) {
   return shift;
 }
 
-Endpoint::Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, TimePoint now)
-    : cfg_(cfg), rto_(cfg.rto_initial) {
-  (void)now;
+Endpoint::Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss,
+                   metrics::Counters& counters)
+    : cfg_(cfg), counters_(&counters), rto_(cfg.rto_initial) {
   if (syn.wscale) {
     wscale_ok_ = true;
     // RFC 7323 2.3: a shift above 14 is used as 14.
@@ -78,13 +78,13 @@ Endpoint::Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, Tim
 }
 
 Endpoint Endpoint::from_cookie(const EndpointConfig& cfg, const SegmentIn& ack, Seq iss,
-                               std::uint16_t peer_mss, TimePoint now) {
+                               std::uint16_t peer_mss, metrics::Counters& counters) {
   SegmentIn syn;
   syn.seq = ack.seq - 1;
   syn.flags = kSyn;
   syn.window = ack.window;
   syn.mss = peer_mss;
-  Endpoint ep(cfg, syn, iss, now);
+  Endpoint ep(cfg, syn, iss, counters);
   ep.synack_due_ = false;
   ep.snd_nxt_ = iss + 1;
   ep.snd_max_ = iss + 1;
@@ -150,7 +150,7 @@ bool Endpoint::allow_challenge_ack(TimePoint now) {
 
 void Endpoint::challenge_ack(TimePoint now, Outbox& out) {
   if (!allow_challenge_ack(now)) return;
-  ++stats_.challenge_acks;
+  ++counters_->tcp_challenge_acks;
   emit(out, snd_nxt_, kAck);
 }
 
@@ -187,7 +187,7 @@ void Endpoint::on_segment(const SegmentIn& s, TimePoint now, Outbox& out) {
     if (old_data) {
       // A retransmission of what we have: our ACK was probably lost. Answer at once; this is how
       // the peer recovers.
-      ++stats_.duplicate_segments;
+      ++counters_->tcp_duplicate_segments;
       emit(out, snd_nxt_, kAck);
     } else if (!last_oow_ack_ || now - *last_oow_ack_ >= cfg_.out_of_window_ack_interval) {
       // Beyond the window, or a bare ACK with an old sequence number: ACK, rate-limited (as Linux
@@ -220,7 +220,7 @@ void Endpoint::on_segment(const SegmentIn& s, TimePoint now, Outbox& out) {
   if (state_ == State::SynReceived) {
     if (!(snd_una_ < s.ack && s.ack <= snd_max_)) {
       // Unacceptable ACK in SYN-RECEIVED: reset it (RFC 9293 3.10.7.4), the connection stays.
-      ++stats_.bad_acks;
+      ++counters_->tcp_bad_acks;
       SegmentOut r;
       r.seq = s.ack;
       r.flags = kRst;
@@ -244,12 +244,12 @@ void Endpoint::on_segment(const SegmentIn& s, TimePoint now, Outbox& out) {
 bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
   // RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.MAX].
   if (s.ack > snd_max_) {
-    ++stats_.bad_acks;
+    ++counters_->tcp_bad_acks;
     challenge_ack(now, out);  // an ACK for data we never sent
     return false;
   }
   if (s.ack < snd_una_ - max_snd_wnd_) {
-    ++stats_.bad_acks;
+    ++counters_->tcp_bad_acks;
     challenge_ack(now, out);
     return false;
   }
@@ -296,8 +296,8 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
     if (dupacks_ == 3) {
       const std::uint32_t flight = snd_max_ - snd_una_;
       ssthresh_ = std::max<std::uint32_t>(flight / 2, 2u * eff_mss_);
-      ++stats_.fast_retransmits;
-      ++stats_.segments_retransmitted;
+      ++counters_->tcp_fast_retransmits;
+      ++counters_->tcp_retransmits;
       retransmit_first(out);
       cwnd_ = ssthresh_ + 3u * eff_mss_;
     } else if (dupacks_ > 3) {
@@ -368,8 +368,8 @@ void Endpoint::process_text(const SegmentIn& s, TimePoint now, Outbox& out) {
     }
     ack_pending_ = true;
   } else if (!data.empty()) {
-    ++stats_.out_of_order_segments;
-    stats_.overlap_mismatch_bytes += ooo_.insert(seg_offset, data);
+    ++counters_->tcp_out_of_order;
+    counters_->tcp_overlap_mismatch_bytes += ooo_.insert(seg_offset, data);
     // A duplicate ACK now, not at the end of the batch: the peer counts them for fast retransmit.
     emit(out, snd_nxt_, kAck);
   }
@@ -586,7 +586,6 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
   }
   if (stalled_since_ && cfg_.user_timeout > Duration::zero() &&
       *stalled_since_ + cfg_.user_timeout <= now) {
-    ++stats_.stalls;
     emit(out, snd_nxt_, kRst | kAck);
     events_ |= event::kStalled;
     set_state(State::Closed, now);
@@ -599,7 +598,6 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
       ++retries_;
       const int limit = handshaking ? cfg_.max_synack_retransmits : cfg_.max_retransmits;
       if (retries_ > limit) {
-        ++stats_.timeouts;
         if (!handshaking) emit(out, snd_nxt_, kRst | kAck);
         events_ |= event::kTimedOut;
         set_state(State::Closed, now);
@@ -607,7 +605,7 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
       }
       rto_ = std::min(rto_ * 2, cfg_.rto_max);  // RFC 6298 5.5: back off
       rtt_active_ = false;
-      ++stats_.segments_retransmitted;
+      ++counters_->tcp_retransmits;
       if (handshaking) {
         synack_retransmitted_ = true;
         emit_synack(now, out);
@@ -639,7 +637,7 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
       // A probe with an old sequence number draws an ACK carrying the current window and puts no
       // data beyond the window. It never counts as a retransmission.
       emit(out, snd_una_ - 1, kAck);
-      ++stats_.zero_window_probes;
+      ++counters_->tcp_zero_window_probes;
       persist_backoff_ = std::min(persist_backoff_ + 1, 6);
       persist_at_ = now + std::min(rto_ * (1 << persist_backoff_), cfg_.rto_max);
     }

@@ -9,39 +9,33 @@
 #include <cerrno>
 #include <cstring>
 
+#include "mqtt_proxy/os/send_batch.hpp"
+
 namespace mqtt_proxy::udp {
 
-UdpSocket::~UdpSocket() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-bool UdpSocket::open(std::uint16_t port, std::string& error) {
-  fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) {
-    error = std::string("UDP socket: ") + std::strerror(errno);
-    return false;
-  }
+Status UdpSocket::open(std::uint16_t port) {
+  fd_ = os::Fd(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd_.valid()) return Error{std::string("UDP socket: ") + std::strerror(errno)};
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(port);
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
-    error = "cannot bind UDP port " + std::to_string(port) + ": " + std::strerror(errno);
-    return false;
+  if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
+    return Error{"cannot bind UDP port " + std::to_string(port) + ": " + std::strerror(errno)};
   }
   // A burst of PUBLISHes from a peer must not overflow the socket while the loop is busy. The
   // FORCE variants (root) pass net.core.rmem_max/wmem_max, which default to about 200 KiB.
   const int buf = 8 * 1024 * 1024;
-  if (setsockopt(fd_, SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) < 0) {
-    (void)setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+  if (setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) < 0) {
+    (void)setsockopt(fd_.get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
   }
-  if (setsockopt(fd_, SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)) < 0) {
-    (void)setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+  if (setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)) < 0) {
+    (void)setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
   }
   rx_buf_.assign(kBatch, Bytes(65536));
   rx_len_.assign(kBatch, 0);
   rx_src_.assign(kBatch, {});
-  return true;
+  return {};
 }
 
 int UdpSocket::receive_batch() {
@@ -58,7 +52,7 @@ int UdpSocket::receive_batch() {
   }
   int n;
   do {
-    n = ::recvmmsg(fd_, msgs.data(), kBatch, 0, nullptr);
+    n = ::recvmmsg(fd_.get(), msgs.data(), kBatch, 0, nullptr);
   } while (n < 0 && errno == EINTR);
   if (n < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK) last_error_ = std::strerror(errno);
@@ -92,19 +86,7 @@ std::size_t UdpSocket::send(const std::vector<peering::Datagram>& datagrams, std
       msgs[k].msg_hdr.msg_name = &addrs[k];
       msgs[k].msg_hdr.msg_namelen = sizeof(sockaddr_in);
     }
-    std::size_t done = 0;
-    while (done < n) {
-      const int rc = ::sendmmsg(fd_, msgs.data() + done, static_cast<unsigned>(n - done), 0);
-      if (rc <= 0) {
-        if (rc < 0 && errno == EINTR) continue;
-        // EAGAIN (socket buffer full) or an ICMP error reported on this socket: drop one, go on.
-        last_error_ = rc < 0 ? std::strerror(errno) : "sendmmsg sent nothing";
-        ++failed;
-        ++done;
-        continue;
-      }
-      done += static_cast<std::size_t>(rc);
-    }
+    failed += os::send_batch(fd_.get(), msgs.data(), n, last_error_).failed;
     i += n;
   }
   return failed;

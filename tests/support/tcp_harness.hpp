@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -63,7 +64,7 @@ class TcpHarness {
     syn.window = client_window;
     syn.mss = mss;
     syn.wscale = wscale;
-    ep.emplace(cfg, syn, Seq{server_iss}, now);
+    ep.emplace(cfg, syn, Seq{server_iss}, *counters);
     client_nxt = Seq{client_isn} + 1;
     client_window_ = client_window;
   }
@@ -153,6 +154,8 @@ class TcpHarness {
   Seq local_isn;
   Seq client_nxt;
   TimePoint now;
+  // On the heap, so the endpoint's pointer to it survives a move of the harness.
+  std::unique_ptr<metrics::Counters> counters = std::make_unique<metrics::Counters>();
   std::optional<tcp::Endpoint> ep;
   RecordingOutbox out;
 

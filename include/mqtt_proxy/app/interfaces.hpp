@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "mqtt_proxy/util/result.hpp"
 #include "mqtt_proxy/wire/address.hpp"
 
 namespace mqtt_proxy::app {
@@ -20,7 +21,7 @@ struct SystemInterface {
   bool ethernet = false;  // has a link-layer (MAC) address
 };
 
-std::vector<SystemInterface> list_interfaces(std::string& error);
+Result<std::vector<SystemInterface>> list_interfaces();
 
 // Names of offloads that are on ("tx-checksumming", "tcp-segmentation-offload", ...), as far as the
 // legacy ethtool ioctls tell.

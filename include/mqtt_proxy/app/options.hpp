@@ -1,41 +1,63 @@
 // Command line (design brief section 2; compatible with the prototype's launch scripts).
+//
+// Defaults live in the configuration structs of the modules that use them (tcp::EndpointConfig,
+// broker::BrokerConfig, core::CoreConfig, peering::PeeringConfig, capture::CaptureConfig). Options
+// takes them from there, and --help prints them from Options, so each is written once.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "mqtt_proxy/broker/broker.hpp"
+#include "mqtt_proxy/capture/pcap_capture.hpp"
+#include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/peering/peering.hpp"
+#include "mqtt_proxy/tcp/endpoint.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/wire/address.hpp"
 
 namespace mqtt_proxy::app {
 
+namespace defaults {
+inline const core::CoreConfig kCore{};
+inline const tcp::EndpointConfig kTcp{};
+inline const broker::BrokerConfig kBroker{};
+inline const peering::PeeringConfig kPeering{};
+inline const capture::CaptureConfig kCapture{};
+}  // namespace defaults
+
+inline unsigned whole_seconds(Duration d) {
+  return static_cast<unsigned>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
+}
+
 struct Options {
-  std::uint16_t tcp_port = 1883;
-  std::uint16_t udp_port = 1883;
+  std::uint16_t tcp_port = defaults::kCore.tcp_port;
+  std::uint16_t udp_port = 1883;  // the prototype's; ours and the peers'
   std::optional<std::string> username;
   std::optional<std::string> password;
-  std::vector<wire::Ipv4Address> forwarders;
+  std::vector<wire::Ipv4Address> peers;  // -F / --forwarder
   std::vector<std::string> ifaces;
   log::Level log_level = log::Level::Info;
   bool firewall = true;
-  bool verify_checksums = false;
+  bool verify_checksums = defaults::kCore.verify_checksums;
   std::string password_file;  // empty: none
-  bool allow_anonymous = false;
-  std::size_t max_connections = 100000;
-  std::size_t max_half_open = 1024;
-  std::uint32_t tcp_rcv_buffer = 65535;
-  unsigned stall_timeout_seconds = 60;
-  std::size_t max_packet_size = 16 * 1024 * 1024;
-  std::size_t max_queued_bytes = 4 * 1024 * 1024;
-  std::size_t max_retained = 100000;
-  unsigned session_expiry_seconds = 3600;
-  std::size_t capture_buffer_bytes = 16 * 1024 * 1024;
-  unsigned peer_refresh_seconds = 0;
+  bool allow_anonymous = defaults::kBroker.allow_anonymous;
+  std::size_t max_connections = defaults::kCore.max_connections;
+  std::size_t max_half_open = defaults::kCore.max_half_open;
+  std::uint32_t tcp_rcv_buffer = defaults::kTcp.rcv_buffer;
+  unsigned stall_timeout_seconds = whole_seconds(defaults::kTcp.user_timeout);
+  std::size_t max_packet_size = defaults::kBroker.max_packet_size;
+  std::size_t max_queued_bytes = defaults::kBroker.max_queued_bytes;
+  std::size_t max_retained = defaults::kBroker.max_retained_messages;
+  unsigned session_expiry_seconds = whole_seconds(defaults::kBroker.session_expiry);
+  std::size_t capture_buffer_bytes = static_cast<std::size_t>(defaults::kCapture.buffer_bytes);
+  unsigned peer_refresh_seconds = whole_seconds(defaults::kPeering.refresh_interval);
   bool peer_batch = false;
-  unsigned stats_interval_seconds = 0;
-  unsigned shutdown_grace_ms = 2000;
+  unsigned stats_interval_seconds = 0;  // 0: counters are logged at exit only
+  unsigned shutdown_grace_ms = 2000;    // for clients to take their FIN after SIGTERM
 };
 
 enum class ParseOutcome { Run, Exit0, Error };

@@ -10,13 +10,14 @@
 #include <unordered_map>
 
 #include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/util/result.hpp"
 
 namespace mqtt_proxy::auth {
 
 class PasswordFile {
  public:
   // The file's text; on a bad line, nothing and `error` names the line and what is wrong with it.
-  static std::optional<PasswordFile> parse(std::string_view text, std::string& error);
+  static Result<PasswordFile> parse(std::string_view text);
 
   // Whether `user` is listed and `password` matches its hash (compared in constant time).
   bool check(std::string_view user, ByteSpan password) const;

@@ -10,7 +10,9 @@
 #include <string>
 #include <type_traits>
 
+#include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/util/result.hpp"
 
 namespace mqtt_proxy::capture {
 
@@ -24,19 +26,10 @@ struct CaptureConfig {
   int snaplen = 262144;
 };
 
-struct CaptureStats {
-  std::uint64_t received = 0;
-  std::uint64_t dropped = 0;  // ring full
-  std::uint64_t if_dropped = 0;
-  std::uint64_t truncated = 0;  // longer than the snap length; TCP retransmits what they carried
-};
-
-enum class OpenError { None, PermissionDenied, NoSuchDevice, Other };
-
 class PcapCapture {
  public:
-  static std::unique_ptr<PcapCapture> open(const CaptureConfig& cfg, OpenError& kind,
-                                           std::string& error);
+  // The error says what failed, naming the interface, and whether root is what is missing.
+  static Result<std::unique_ptr<PcapCapture>> open(const CaptureConfig& cfg);
   ~PcapCapture();
   PcapCapture(const PcapCapture&) = delete;
   PcapCapture& operator=(const PcapCapture&) = delete;
@@ -64,7 +57,9 @@ class PcapCapture {
     return n < 0 ? -1 : n;
   }
 
-  CaptureStats stats() const;
+  // Adds this capture's figures to the capture_* fields: libpcap's drop counts (ring full, and
+  // the interface's own) and the frames cut to the snap length.
+  void add_counters(metrics::Counters& c) const;
   std::uint64_t truncated() const { return truncated_; }
   // After the interface went down libpcap raises no readiness; it asks to be polled instead, and
   // the next drain() then reports the error.

@@ -70,7 +70,7 @@ class ProxyCore final : private broker::BrokerHost {
   const std::vector<peering::Datagram>& datagrams() const { return peering_.outbox(); }
   void clear_datagrams() { peering_.clear_outbox(); }
 
-  // Counters including those still held by live connections.
+  // The core's part of the counter list (frames, TCP, MQTT, peers), gauges read now.
   metrics::Counters counters() const;
   std::size_t connection_count() const { return conns_.size(); }
   // Connections not yet fully closed on our side (TIME-WAIT and CLOSED excluded).

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mqtt_proxy/util/log.hpp"
+#include "mqtt_proxy/util/result.hpp"
 
 namespace mqtt_proxy::firewall {
 
@@ -19,9 +20,8 @@ std::vector<std::string> drop_rule(const std::string& iface, std::uint16_t port)
 
 class FirewallGuard {
  public:
-  static std::unique_ptr<FirewallGuard> install(const std::vector<std::string>& ifaces,
-                                                std::uint16_t port, log::Logger& log,
-                                                std::string& error);
+  static Result<std::unique_ptr<FirewallGuard>> install(const std::vector<std::string>& ifaces,
+                                                        std::uint16_t port, log::Logger& log);
   ~FirewallGuard();
   FirewallGuard(const FirewallGuard&) = delete;
   FirewallGuard& operator=(const FirewallGuard&) = delete;

@@ -8,40 +8,36 @@
 #include <vector>
 
 #include "mqtt_proxy/core/frame_batch.hpp"
+#include "mqtt_proxy/metrics/counters.hpp"
+#include "mqtt_proxy/os/fd.hpp"
+#include "mqtt_proxy/util/result.hpp"
 
 namespace mqtt_proxy::inject {
 
-struct InjectStats {
-  std::uint64_t frames_sent = 0;
-  std::uint64_t frames_failed = 0;
-  std::uint64_t send_calls = 0;
-};
-
 class PacketInjector {
  public:
-  PacketInjector() = default;
-  ~PacketInjector();
+  // Counts into `counters` (its inject_* fields), which must outlive the injector.
+  explicit PacketInjector(metrics::Counters& counters) : counters_(counters) {}
   PacketInjector(const PacketInjector&) = delete;
   PacketInjector& operator=(const PacketInjector&) = delete;
 
   // Opens a send-only socket for interface `ifindex`; its frames are named by the returned slot,
-  // which is the order of calls (matching the core's interface indices). False on error.
-  bool add_interface(int ifindex, std::string& error);
+  // which is the order of calls (matching the core's interface indices).
+  Status add_interface(int ifindex);
 
   // Sends every frame of the batch. Failures are counted (TCP retransmits what was lost) and the
   // last error is kept for the log.
   void send(const core::FrameBatch& batch);
 
-  const InjectStats& stats() const { return stats_; }
   const std::string& last_error() const { return last_error_; }
 
  private:
   struct Iface {
-    int fd = -1;
+    os::Fd fd;
     int ifindex = 0;
   };
   std::vector<Iface> ifaces_;
-  InjectStats stats_;
+  metrics::Counters& counters_;
   std::string last_error_;
 };
 

@@ -6,70 +6,104 @@
 
 namespace mqtt_proxy::metrics {
 
-// X(name, help)
-#define MQTT_PROXY_COUNTERS(X)                                                                   \
-  X(frames_received, "frames handed to the core by capture")                                     \
-  X(frames_not_for_us, "frames for another host, port or protocol")                              \
-  X(frames_malformed, "frames whose Ethernet/IPv4/TCP headers do not parse")                     \
-  X(ip_fragments_dropped, "IPv4 fragments (TCP in fragments is not reassembled)")                \
-  X(tcp_checksum_mismatch, "segments whose TCP checksum does not verify")                        \
-  X(tcp_segments_in, "TCP segments processed")                                                   \
-  X(tcp_segments_out, "TCP segments sent")                                                       \
-  X(tcp_connections_accepted, "connections that completed the handshake")                        \
-  X(tcp_connections_closed, "connection states freed")                                           \
-  X(tcp_connection_limit_hits, "SYNs refused because the connection limit was reached")          \
-  X(tcp_resets_sent, "RSTs sent for segments without a connection")                              \
-  X(tcp_resets_received, "connections reset by the client")                                      \
-  X(tcp_timeouts, "connections aborted after retransmissions ran out")                           \
-  X(tcp_stalls, "connections aborted after queued data saw no progress (stall timeout)")         \
-  X(tcp_zero_window_probes, "zero-window probes sent")                                           \
-  X(tcp_syn_cookies_sent, "SYN-ACKs sent as SYN cookies (half-open table full)")                 \
-  X(tcp_syn_cookies_accepted, "connections established from a valid SYN cookie")                 \
-  X(tcp_retransmits, "segments retransmitted (timeouts and fast retransmits)")                   \
-  X(tcp_out_of_order, "segments queued out of order")                                            \
-  X(tcp_challenge_acks, "challenge ACKs sent (RFC 5961)")                                        \
-  X(mqtt_connects, "clients accepted by CONNECT")                                                \
-  X(mqtt_connects_refused, "CONNECTs answered with a refusal")                                   \
-  X(mqtt_disconnects, "clients that sent DISCONNECT")                                            \
-  X(mqtt_connections_lost, "clients gone without DISCONNECT")                                    \
-  X(mqtt_keepalive_expired, "clients closed for keepalive expiry")                               \
-  X(mqtt_protocol_errors, "clients closed for a malformed packet or protocol violation")         \
-  X(mqtt_sessions_taken_over, "sessions closed by a new connection with the same client id")     \
-  X(mqtt_sessions_resumed, "clean-session-0 reconnects that found their stored subscriptions")   \
-  X(mqtt_sessions_expired, "stored sessions dropped after the session expiry")                   \
-  X(mqtt_sessions_not_stored, "sessions not kept because the stored-session limit was reached")  \
-  X(mqtt_publish_received, "PUBLISH packets from local clients")                                 \
-  X(mqtt_publish_delivered, "PUBLISH packets queued to local subscribers")                       \
-  X(mqtt_publish_dropped_slow, "PUBLISH copies dropped because a subscriber's queue was full")   \
-  X(mqtt_publish_dropped_too_large, "PUBLISH copies over a v5 client's Maximum Packet Size")     \
-  X(mqtt_wills_published, "will messages published")                                             \
-  X(mqtt_retained_topics, "topics with a retained message now (a gauge)")                        \
-  X(mqtt_retained_sent, "retained messages sent to new subscribers and subscribing peers")       \
-  X(mqtt_retained_refused, "retained messages not stored: the retained-topic limit was reached") \
-  X(mqtt_subscriptions, "topic filters subscribed")                                              \
-  X(mqtt_unsubscriptions, "topic filters unsubscribed")                                          \
-  X(peer_datagrams_in, "datagrams from configured peers")                                        \
-  X(peer_datagrams_out, "datagrams sent to peers")                                               \
-  X(peer_datagrams_unknown_source, "datagrams from addresses that are not peers (ignored)")      \
-  X(peer_datagrams_malformed, "peer datagrams with a malformed packet (the rest is dropped)")    \
-  X(peer_publish_in, "PUBLISH packets from peers")                                               \
-  X(peer_publish_out, "PUBLISH packets sent to peers")                                           \
-  X(peer_publish_too_large, "PUBLISH packets too large for one datagram (not forwarded)")        \
-  X(peer_subscribe_in, "topic filters peers subscribed")                                         \
-  X(peer_subscribe_out, "SUBSCRIBE datagrams sent")                                              \
-  X(peer_unsubscribe_in, "topic filters peers unsubscribed")                                     \
-  X(peer_unsubscribe_out, "UNSUBSCRIBE datagrams sent")
+// X(name, kind, help). kind is Counter (only ever grows) or Gauge (a level, read when asked).
+#define MQTT_PROXY_COUNTERS(X)                                                                     \
+  X(frames_received, Counter, "frames handed to the core by capture")                              \
+  X(frames_not_for_us, Counter, "frames for another host, port or protocol")                       \
+  X(frames_malformed, Counter, "frames whose Ethernet/IPv4/TCP headers do not parse")              \
+  X(ip_fragments_dropped, Counter, "IPv4 fragments (TCP in fragments is not reassembled)")         \
+  X(tcp_checksum_mismatch, Counter, "segments whose TCP checksum does not verify")                 \
+  X(tcp_segments_in, Counter, "TCP segments processed")                                            \
+  X(tcp_segments_out, Counter, "TCP segments sent")                                                \
+  X(tcp_connections_accepted, Counter, "connections that completed the handshake")                 \
+  X(tcp_connections_closed, Counter, "connection states freed")                                    \
+  X(tcp_connection_limit_hits, Counter, "SYNs refused because the connection limit was reached")   \
+  X(tcp_resets_sent, Counter, "RSTs sent for segments without a connection")                       \
+  X(tcp_resets_received, Counter, "connections reset by the client")                               \
+  X(tcp_timeouts, Counter, "connections aborted after retransmissions ran out")                    \
+  X(tcp_stalls, Counter, "connections aborted after queued data saw no progress (stall timeout)")  \
+  X(tcp_zero_window_probes, Counter, "zero-window probes sent")                                    \
+  X(tcp_syn_cookies_sent, Counter, "SYN-ACKs sent as SYN cookies (half-open table full)")          \
+  X(tcp_syn_cookies_accepted, Counter, "connections established from a valid SYN cookie")          \
+  X(tcp_retransmits, Counter, "segments retransmitted (timeouts and fast retransmits)")            \
+  X(tcp_fast_retransmits, Counter, "retransmissions on the third duplicate ACK (RFC 5681 3.2)")    \
+  X(tcp_out_of_order, Counter, "segments queued out of order")                                     \
+  X(tcp_duplicate_segments, Counter,                                                               \
+    "segments with only data we already had (acknowledged at once)")                               \
+  X(tcp_overlap_mismatch_bytes, Counter,                                                           \
+    "bytes of overlapping segments that differed from what arrived first")                         \
+  X(tcp_challenge_acks, Counter, "challenge ACKs sent (RFC 5961)")                                 \
+  X(tcp_bad_acks, Counter, "segments acknowledging data never sent or too old (RFC 5961 5.2)")     \
+  X(mqtt_connects, Counter, "clients accepted by CONNECT")                                         \
+  X(mqtt_connects_refused, Counter, "CONNECTs answered with a refusal")                            \
+  X(mqtt_disconnects, Counter, "clients that sent DISCONNECT")                                     \
+  X(mqtt_connections_lost, Counter, "clients gone without DISCONNECT")                             \
+  X(mqtt_keepalive_expired, Counter, "clients closed for keepalive expiry")                        \
+  X(mqtt_protocol_errors, Counter, "clients closed for a malformed packet or protocol violation")  \
+  X(mqtt_sessions_taken_over, Counter,                                                             \
+    "sessions closed by a new connection with the same client id")                                 \
+  X(mqtt_sessions_resumed, Counter,                                                                \
+    "clean-session-0 reconnects that found their stored subscriptions")                            \
+  X(mqtt_sessions_expired, Counter, "stored sessions dropped after the session expiry")            \
+  X(mqtt_sessions_not_stored, Counter,                                                             \
+    "sessions not kept because the stored-session limit was reached")                              \
+  X(mqtt_publish_received, Counter, "PUBLISH packets from local clients")                          \
+  X(mqtt_publish_delivered, Counter, "PUBLISH packets queued to local subscribers")                \
+  X(mqtt_publish_dropped_slow, Counter,                                                            \
+    "PUBLISH copies dropped because a subscriber's queue was full")                                \
+  X(mqtt_publish_dropped_too_large, Counter,                                                       \
+    "PUBLISH copies over a v5 client's Maximum Packet Size")                                       \
+  X(mqtt_wills_published, Counter, "will messages published")                                      \
+  X(mqtt_retained_topics, Gauge, "topics with a retained message now (a gauge)")                   \
+  X(mqtt_retained_sent, Counter,                                                                   \
+    "retained messages sent to new subscribers and subscribing peers")                             \
+  X(mqtt_retained_refused, Counter,                                                                \
+    "retained messages not stored: the retained-topic limit was reached")                          \
+  X(mqtt_subscriptions, Counter, "topic filters subscribed")                                       \
+  X(mqtt_unsubscriptions, Counter, "topic filters unsubscribed")                                   \
+  X(peer_datagrams_in, Counter, "datagrams from configured peers")                                 \
+  X(peer_datagrams_out, Counter, "datagrams sent to peers")                                        \
+  X(peer_datagrams_unknown_source, Counter,                                                        \
+    "datagrams from addresses that are not peers (ignored)")                                       \
+  X(peer_datagrams_malformed, Counter,                                                             \
+    "peer datagrams with a malformed packet (the rest is dropped)")                                \
+  X(peer_publish_in, Counter, "PUBLISH packets from peers")                                        \
+  X(peer_publish_out, Counter, "PUBLISH packets sent to peers")                                    \
+  X(peer_publish_too_large, Counter, "PUBLISH packets too large for one datagram (not forwarded)") \
+  X(peer_subscribe_in, Counter, "topic filters peers subscribed")                                  \
+  X(peer_subscribe_out, Counter, "SUBSCRIBE datagrams sent")                                       \
+  X(peer_unsubscribe_in, Counter, "topic filters peers unsubscribed")                              \
+  X(peer_unsubscribe_out, Counter, "UNSUBSCRIBE datagrams sent")                                   \
+  X(capture_dropped, Counter, "frames the capture ring had no room for (libpcap ps_drop)")         \
+  X(capture_if_dropped, Counter, "frames the interface or driver dropped (libpcap ps_ifdrop)")     \
+  X(capture_truncated, Counter,                                                                    \
+    "frames longer than the snap length, cut (TCP retransmits what they carried)")                 \
+  X(inject_frames_sent, Counter, "frames sent on AF_PACKET sockets")                               \
+  X(inject_frames_failed, Counter, "frames the AF_PACKET send refused (TCP retransmits them)")     \
+  X(inject_send_calls, Counter, "sendmmsg calls for frames")                                       \
+  X(peer_datagrams_send_failed, Counter, "datagrams to peers the UDP socket refused")
 
+enum class Kind { kCounter, kGauge };
+
+// Each part of the proxy writes only its own fields (the core, the capture, the injector), so the
+// whole is the sum of the parts' instances.
 struct Counters {
-#define MQTT_PROXY_DECLARE_COUNTER(name, help) std::uint64_t name = 0;
+#define MQTT_PROXY_DECLARE_COUNTER(name, kind, help) std::uint64_t name = 0;
   MQTT_PROXY_COUNTERS(MQTT_PROXY_DECLARE_COUNTER)
 #undef MQTT_PROXY_DECLARE_COUNTER
 
-  // Calls fn(name, help, value) for every counter, in declaration order.
+  Counters& operator+=(const Counters& o) {
+#define MQTT_PROXY_ADD_COUNTER(name, kind, help) name += o.name;
+    MQTT_PROXY_COUNTERS(MQTT_PROXY_ADD_COUNTER)
+#undef MQTT_PROXY_ADD_COUNTER
+    return *this;
+  }
+
+  // Calls fn(name, kind, help, value) for every counter, in declaration order.
   template <typename Fn>
   void for_each(Fn&& fn) const {
-#define MQTT_PROXY_VISIT_COUNTER(name, help) \
-  fn(std::string_view(#name), std::string_view(help), name);
+#define MQTT_PROXY_VISIT_COUNTER(name, kind, help) \
+  fn(std::string_view(#name), Kind::k##kind, std::string_view(help), name);
     MQTT_PROXY_COUNTERS(MQTT_PROXY_VISIT_COUNTER)
 #undef MQTT_PROXY_VISIT_COUNTER
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/tcp/reassembler.hpp"
 #include "mqtt_proxy/util/byte_queue.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
@@ -91,19 +92,6 @@ inline constexpr std::uint8_t kClosed = 0x20;    // state is Closed; the endpoin
 inline constexpr std::uint8_t kStalled = 0x40;   // user timeout: no progress; we sent RST
 }  // namespace event
 
-struct EndpointStats {
-  std::uint64_t segments_retransmitted = 0;
-  std::uint64_t fast_retransmits = 0;
-  std::uint64_t timeouts = 0;
-  std::uint64_t out_of_order_segments = 0;
-  std::uint64_t duplicate_segments = 0;
-  std::uint64_t overlap_mismatch_bytes = 0;
-  std::uint64_t challenge_acks = 0;
-  std::uint64_t bad_acks = 0;
-  std::uint64_t zero_window_probes = 0;
-  std::uint64_t stalls = 0;  // aborted by the user timeout
-};
-
 // The window scale shift that fits `buffer` into the 16-bit window field (RFC 7323 2.3: at most
 // 14).
 std::uint8_t window_scale_for(std::uint32_t buffer);
@@ -111,13 +99,14 @@ std::uint8_t window_scale_for(std::uint32_t buffer);
 class Endpoint {
  public:
   // Passive open: `syn` is an acceptable SYN; `iss` our initial sequence number. The SYN-ACK goes
-  // out at the next flush().
-  Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, TimePoint now);
+  // out at the next flush(). The endpoint counts what it does in `counters` (its tcp_* fields),
+  // which must outlive it.
+  Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss, metrics::Counters& counters);
   // An endpoint whose handshake was done statelessly with a SYN cookie: `ack` completes it (ISN
   // iss, the client's ISN ack.seq - 1, the MSS the cookie carried). No window scaling: the cookie's
   // SYN-ACK offered none. Pass `ack` to on_segment() next; it may carry data.
   static Endpoint from_cookie(const EndpointConfig& cfg, const SegmentIn& ack, Seq iss,
-                              std::uint16_t peer_mss, TimePoint now);
+                              std::uint16_t peer_mss, metrics::Counters& counters);
 
   void on_segment(const SegmentIn& s, TimePoint now, Outbox& out);
   void on_timer(TimePoint now, Outbox& out);
@@ -162,7 +151,6 @@ class Endpoint {
   std::uint8_t rcv_wscale() const { return rcv_wscale_; }
   Duration rto() const { return rto_; }
   std::optional<Duration> srtt() const { return srtt_; }
-  const EndpointStats& stats() const { return stats_; }
 
  private:
   std::uint32_t rcv_wnd() const;
@@ -186,6 +174,7 @@ class Endpoint {
   Seq data_end() const { return tx_base_ + static_cast<std::uint32_t>(tx_.size()); }
 
   EndpointConfig cfg_;
+  metrics::Counters* counters_;
   State state_ = State::SynReceived;
   std::uint8_t events_ = 0;
 
@@ -248,8 +237,6 @@ class Endpoint {
   TimePoint challenge_window_start_{};
   int challenge_acks_in_window_ = 0;
   std::optional<TimePoint> last_oow_ack_;
-
-  EndpointStats stats_;
 };
 
 }  // namespace mqtt_proxy::tcp

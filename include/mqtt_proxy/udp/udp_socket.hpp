@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "mqtt_proxy/os/fd.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
+#include "mqtt_proxy/util/result.hpp"
 #include "mqtt_proxy/wire/address.hpp"
 
 namespace mqtt_proxy::udp {
@@ -16,12 +18,11 @@ namespace mqtt_proxy::udp {
 class UdpSocket {
  public:
   UdpSocket() = default;
-  ~UdpSocket();
   UdpSocket(const UdpSocket&) = delete;
   UdpSocket& operator=(const UdpSocket&) = delete;
 
-  bool open(std::uint16_t port, std::string& error);
-  int fd() const { return fd_; }
+  Status open(std::uint16_t port);
+  int fd() const { return fd_.get(); }
 
   // Calls fn(source address, datagram) for every datagram waiting now; returns how many.
   template <typename Fn>
@@ -44,7 +45,7 @@ class UdpSocket {
   int receive_batch();
 
   static constexpr std::size_t kBatch = 32;
-  int fd_ = -1;
+  os::Fd fd_;
   std::vector<Bytes> rx_buf_;
   std::vector<std::size_t> rx_len_;
   std::vector<wire::Ipv4Address> rx_src_;

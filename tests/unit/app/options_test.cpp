@@ -26,8 +26,8 @@ TEST(Options, PrototypeLaunchLine) {
   EXPECT_EQ(o.udp_port, 1883);
   EXPECT_EQ(*o.username, "jorge");
   EXPECT_EQ(*o.password, "passwd");
-  ASSERT_EQ(o.forwarders.size(), 1u);
-  EXPECT_EQ(o.forwarders[0].to_string(), "192.168.1.104");
+  ASSERT_EQ(o.peers.size(), 1u);
+  EXPECT_EQ(o.peers[0].to_string(), "192.168.1.104");
   EXPECT_TRUE(o.firewall);
 }
 
@@ -38,7 +38,7 @@ TEST(Options, RepeatableForwardersAndInterfaces) {
                    "--no-firewall", "--log-level", "debug"},
                   o, msg),
             ParseOutcome::Run);
-  EXPECT_EQ(o.forwarders.size(), 2u);
+  EXPECT_EQ(o.peers.size(), 2u);
   EXPECT_EQ(o.ifaces, (std::vector<std::string>{"eth0", "eth1"}));
   EXPECT_FALSE(o.firewall);
   EXPECT_EQ(o.log_level, log::Level::Debug);

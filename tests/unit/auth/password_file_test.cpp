@@ -21,16 +21,15 @@ constexpr std::string_view kLegacyLine =
     "l4AThKb9kq1/XPl28Dz+OZI6xzeqPXFzFnTA==";
 
 auth::PasswordFile parse_ok(std::string_view text) {
-  std::string error;
-  auto f = auth::PasswordFile::parse(text, error);
-  EXPECT_TRUE(f) << error;
+  auto f = auth::PasswordFile::parse(text);
+  EXPECT_TRUE(f) << f.error();
   return f ? std::move(*f) : auth::PasswordFile{};
 }
 
 std::string parse_error(std::string_view text) {
-  std::string error;
-  EXPECT_FALSE(auth::PasswordFile::parse(text, error));
-  return error;
+  const auto f = auth::PasswordFile::parse(text);
+  EXPECT_FALSE(f);
+  return f ? std::string() : f.error();
 }
 
 TEST(PasswordFile, AcceptsMosquittoPasswdHashes) {

@@ -340,11 +340,9 @@ TEST_F(Broker, AnonymousAccessWhenNoCredentialsAreConfigured) {
 std::string connack_code(const broker::BrokerConfig& base, bool allow_anonymous,
                          std::string_view user, std::string_view pass) {
   broker::BrokerConfig cfg = base;
-  std::string error;
   auto file = auth::PasswordFile::parse(
       "alice:$7$101$RiJEb9vV0/tONA5O$Z5El9L0Bn7hlRFq7TWkJ5TiyWPaZomxgk7OjmjX9Qpg0wIga5JzbGl6WBxzC"
-      "TnY+PqfcpcB4CRO97229JI83QQ==\n",
-      error);
+      "TnY+PqfcpcB4CRO97229JI83QQ==\n");
   cfg.password_file = std::make_shared<const auth::PasswordFile>(std::move(*file));
   cfg.allow_anonymous = allow_anonymous;
   metrics::Counters counters;

@@ -92,6 +92,7 @@ std::string run(std::uint64_t seed, std::string* description = nullptr,
   Link to_client(sc.link, rng, trace, "s->c");
   RefPeer peer(sc.peer, client_data, [&](const Wire& w) { to_server.send(w, now); });
 
+  metrics::Counters counters;
   std::optional<tcp::Endpoint> ep;
   Bytes server_received;
   std::size_t server_queued = 0;
@@ -167,7 +168,7 @@ std::string run(std::uint64_t seed, std::string* description = nullptr,
       tcp::SegmentIn in{w->seq, w->ack, w->flags, w->window, w->mss, w->wscale, w->payload};
       if (!ep) {
         if ((w->flags & (kSyn | kAck | kRst)) != kSyn) continue;  // no listener state for it
-        ep.emplace(sc.server, in, Seq{sc.server_iss}, now);
+        ep.emplace(sc.server, in, Seq{sc.server_iss}, counters);
       } else if (!ep->is_closed()) {
         ep->on_segment(in, now, out);
       }

@@ -1,0 +1,66 @@
+// The one event loop: it owns the clock and every descriptor (captures, the peer socket, a
+// timerfd armed for the core's next deadline, a signalfd for SIGINT/SIGTERM), drains what is ready
+// into the core, lets it react, and sends what it produced.
+#pragma once
+
+#include <signal.h>
+
+#include <memory>
+#include <optional>
+
+#include "mqtt_proxy/app/io.hpp"
+#include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/os/fd.hpp"
+#include "mqtt_proxy/util/log.hpp"
+#include "mqtt_proxy/util/result.hpp"
+#include "mqtt_proxy/util/time.hpp"
+
+namespace mqtt_proxy::app {
+
+// Set from Options, which holds the defaults.
+struct LoopConfig {
+  std::uint16_t udp_port = 0;  // where datagrams to peers go
+  Duration stats_interval{0};  // log every counter this often; 0: never
+  Duration shutdown_grace{0};  // after a signal, for clients to take their FIN
+};
+
+class EventLoop {
+ public:
+  // `signals` are blocked already; the loop reads them from a signalfd.
+  static Result<std::unique_ptr<EventLoop>> create(Io& io, core::ProxyCore& core,
+                                                   const sigset_t& signals, LoopConfig cfg,
+                                                   log::Logger& log);
+
+  // Runs until a signal's shutdown completes (0) or a capture fails (1).
+  int run();
+
+  // The core's counters and the I/O's, read now.
+  metrics::Counters counters() const;
+  // One log line with every counter that is not zero.
+  void log_counters(std::string_view what) const;
+
+ private:
+  EventLoop(Io& io, core::ProxyCore& core, LoopConfig cfg, log::Logger& log)
+      : io_(io), core_(core), cfg_(cfg), log_(log) {}
+  void arm_timer();
+  void drain_capture(std::uint32_t index);
+  void read_signals();
+  void send_output();
+
+  Io& io_;
+  core::ProxyCore& core_;
+  LoopConfig cfg_;
+  log::Logger& log_;
+  os::Fd epoll_, timer_, signals_;
+  TimePoint now_{};
+  std::optional<TimePoint> next_stats_;
+  std::optional<TimePoint> shutdown_by_;
+  std::optional<TimePoint> armed_deadline_;
+  bool timer_armed_ = false;
+  bool capture_failed_ = false;
+};
+
+// CLOCK_MONOTONIC as the core's TimePoint.
+TimePoint monotonic_now();
+
+}  // namespace mqtt_proxy::app

@@ -1,0 +1,104 @@
+#include "mqtt_proxy/app/config.hpp"
+
+#include <sys/random.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace mqtt_proxy::app {
+
+namespace {
+
+Result<std::shared_ptr<const auth::PasswordFile>> read_password_file(const std::string& path) {
+  if (path.empty()) return std::shared_ptr<const auth::PasswordFile>();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) return Error{"cannot read --password-file " + path + ": " + std::strerror(errno)};
+  auto parsed = auth::PasswordFile::parse(text.str());
+  if (!parsed) return Error{"--password-file " + path + ": " + parsed.error()};
+  return std::make_shared<const auth::PasswordFile>(std::move(*parsed));
+}
+
+Result<std::vector<SystemInterface>> choose_interfaces(const std::vector<std::string>& names) {
+  auto all = list_interfaces();
+  if (!all) return Error{all.error()};
+  std::vector<SystemInterface> chosen;
+  if (names.empty()) {
+    for (const auto& i : *all) {
+      if (i.up && !i.loopback && i.ethernet && !i.addresses.empty()) chosen.push_back(i);
+    }
+    if (chosen.empty()) return Error{"no up, non-loopback interface with an IPv4 address; use -i"};
+    return chosen;
+  }
+  for (const auto& name : names) {
+    auto it = std::find_if(all->begin(), all->end(), [&](const auto& i) { return i.name == name; });
+    if (it == all->end()) return Error{"no such interface: " + name};
+    if (it->addresses.empty()) return Error{"interface " + name + " has no IPv4 address"};
+    if (!it->ethernet) return Error{"interface " + name + " is not an Ethernet interface"};
+    chosen.push_back(*it);
+  }
+  return chosen;
+}
+
+}  // namespace
+
+Result<ProxyConfig> build_config(const Options& opt) {
+  ProxyConfig pc;
+  auto password_file = read_password_file(opt.password_file);
+  if (!password_file) return Error{password_file.error()};
+  pc.password_file = *password_file;
+  auto interfaces = choose_interfaces(opt.ifaces);
+  if (!interfaces) return Error{interfaces.error()};
+  pc.interfaces = std::move(*interfaces);
+
+  core::CoreConfig& cfg = pc.core;
+  cfg.tcp_port = opt.tcp_port;
+  cfg.max_connections = opt.max_connections;
+  cfg.max_half_open = opt.max_half_open;
+  cfg.tcp.rcv_buffer = opt.tcp_rcv_buffer;
+  cfg.tcp.user_timeout = std::chrono::seconds(opt.stall_timeout_seconds);
+  cfg.verify_checksums = opt.verify_checksums;
+  if (::getrandom(cfg.secret.data(), cfg.secret.size(), 0) !=
+      static_cast<ssize_t>(cfg.secret.size())) {
+    return Error{std::string("getrandom: ") + std::strerror(errno)};
+  }
+  cfg.broker.username = opt.username;
+  cfg.broker.password = opt.password;
+  cfg.broker.password_file = pc.password_file;
+  cfg.broker.allow_anonymous = opt.allow_anonymous;
+  cfg.broker.max_packet_size = opt.max_packet_size;
+  cfg.broker.max_queued_bytes = opt.max_queued_bytes;
+  cfg.broker.max_retained_messages = opt.max_retained;
+  cfg.broker.session_expiry = std::chrono::seconds(opt.session_expiry_seconds);
+  cfg.peering.peers = opt.peers;
+  cfg.peering.refresh_interval = std::chrono::seconds(opt.peer_refresh_seconds);
+  for (const auto& i : pc.interfaces) {
+    cfg.interfaces.push_back(core::InterfaceInfo{i.name, i.mac, i.addresses, i.mtu});
+  }
+  if (opt.peer_batch) {
+    // One IPv4 packet: a batch that needs fragmenting is lost whole when any fragment is.
+    const auto mtu = std::min_element(pc.interfaces.begin(), pc.interfaces.end(),
+                                      [](const auto& a, const auto& b) { return a.mtu < b.mtu; })
+                         ->mtu;
+    cfg.peering.batch_bytes = mtu > 28 ? mtu - 28 : 0;
+  }
+  return pc;
+}
+
+std::string auth_mode(const Options& opt, const auth::PasswordFile* file) {
+  if (!opt.username && !file) return "anonymous";
+  std::string m = "required (";
+  if (opt.username) m += "-u";
+  if (file) {
+    m += std::string(opt.username ? ", " : "") + std::to_string(file->size()) + " users in " +
+         opt.password_file;
+  }
+  m += opt.allow_anonymous ? "; anonymous allowed)" : ")";
+  return m;
+}
+
+}  // namespace mqtt_proxy::app

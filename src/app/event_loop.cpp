@@ -1,0 +1,181 @@
+#include "mqtt_proxy/app/event_loop.hpp"
+
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace mqtt_proxy::app {
+
+namespace {
+constexpr std::string_view kLog = "app";
+
+enum Tag : std::uint32_t { kCapture = 1, kUdp = 2, kTimer = 3, kSignal = 4 };
+std::uint64_t tag(Tag t, std::uint32_t index = 0) {
+  return (std::uint64_t{t} << 32) | index;
+}
+}  // namespace
+
+TimePoint monotonic_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return TimePoint{Duration{std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec}};
+}
+
+Result<std::unique_ptr<EventLoop>> EventLoop::create(Io& io, core::ProxyCore& core,
+                                                     const sigset_t& signals, LoopConfig cfg,
+                                                     log::Logger& log) {
+  std::unique_ptr<EventLoop> l(new EventLoop(io, core, cfg, log));
+  l->epoll_ = os::Fd(::epoll_create1(EPOLL_CLOEXEC));
+  l->timer_ = os::Fd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+  l->signals_ = os::Fd(::signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!l->epoll_.valid() || !l->timer_.valid() || !l->signals_.valid()) {
+    return Error{std::string("epoll/timerfd/signalfd: ") + std::strerror(errno)};
+  }
+  auto watch = [&](int fd, std::uint64_t t) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u64 = t;
+    return ::epoll_ctl(l->epoll_.get(), EPOLL_CTL_ADD, fd, &ev) == 0;
+  };
+  bool watched = watch(io.udp.fd(), tag(kUdp)) && watch(l->timer_.get(), tag(kTimer)) &&
+                 watch(l->signals_.get(), tag(kSignal));
+  for (std::uint32_t k = 0; k < io.captures.size(); ++k) {
+    watched = watched && watch(io.captures[k]->fd(), tag(kCapture, k));
+  }
+  if (!watched) return Error{std::string("epoll_ctl: ") + std::strerror(errno)};
+  return l;
+}
+
+metrics::Counters EventLoop::counters() const {
+  metrics::Counters c = core_.counters();
+  c += io_.snapshot();
+  return c;
+}
+
+void EventLoop::log_counters(std::string_view what) const {
+  std::string line;
+  counters().for_each([&](std::string_view name, metrics::Kind, std::string_view, std::uint64_t v) {
+    if (v != 0) line += fmt::format(" {}={}", name, v);
+  });
+  log_.info(kLog, "{}:{}", what, line.empty() ? " (all zero)" : line);
+}
+
+void EventLoop::arm_timer() {
+  // The timer is set only when the deadline moved: most turns leave it where it was.
+  const auto deadline = earliest(earliest(core_.next_deadline(), shutdown_by_), next_stats_);
+  if (timer_armed_ && deadline == armed_deadline_) return;
+  itimerspec its{};
+  if (deadline) {
+    const auto ns = std::max<std::int64_t>(deadline->time_since_epoch().count(), 1);
+    its.it_value.tv_sec = ns / 1'000'000'000;
+    its.it_value.tv_nsec = ns % 1'000'000'000;
+  }
+  ::timerfd_settime(timer_.get(), TFD_TIMER_ABSTIME, &its, nullptr);
+  armed_deadline_ = deadline;
+  timer_armed_ = true;
+}
+
+void EventLoop::drain_capture(std::uint32_t index) {
+  auto& cap = *io_.captures[index];
+  const auto truncated_before = cap.truncated();
+  if (cap.drain([&](ByteSpan frame) { core_.on_frame(index, frame, now_); }) < 0) {
+    log_.error(kLog, "capture on {} failed: {}", cap.iface(), cap.last_error());
+    capture_failed_ = true;
+  }
+  if (truncated_before == 0 && cap.truncated() > 0) {
+    log_.warn(kLog,
+              "{}: frames longer than the MTU arrive (a client's TSO/GSO): they are cut, counted "
+              "and left to TCP retransmission; turn offloads off on the clients' links",
+              cap.iface());
+  }
+}
+
+void EventLoop::read_signals() {
+  signalfd_siginfo si{};
+  while (::read(signals_.get(), &si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
+    if (shutdown_by_) {
+      log_.warn(kLog, "second signal: exiting now");
+      shutdown_by_ = now_;
+      continue;
+    }
+    log_.info(kLog, "{}: closing {} connection(s)", si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM",
+              core_.connection_count());
+    core_.shutdown(now_);
+    shutdown_by_ = now_ + cfg_.shutdown_grace;
+  }
+}
+
+void EventLoop::send_output() {
+  io_.injector.send(core_.frames());
+  core_.frames().clear();
+  const std::size_t udp_failed = io_.udp.send(core_.datagrams(), cfg_.udp_port);
+  if (udp_failed > 0) {
+    io_.counters.peer_datagrams_send_failed += udp_failed;
+    log_.warn(kLog, "{} datagram(s) to peers not sent: {}", udp_failed, io_.udp.last_error());
+  }
+  core_.clear_datagrams();
+}
+
+int EventLoop::run() {
+  now_ = monotonic_now();
+  if (cfg_.stats_interval.count() > 0) next_stats_ = now_ + cfg_.stats_interval;
+  for (;;) {
+    // Sleep until I/O or the next deadline. A capture that libpcap wants polled shortens the wait
+    // so its error surfaces.
+    const bool poll_captures = std::any_of(io_.captures.begin(), io_.captures.end(),
+                                           [](const auto& c) { return c->needs_polling(); });
+    arm_timer();
+    epoll_event events[64];
+    const int n = ::epoll_wait(epoll_.get(), events, 64, poll_captures ? 10 : -1);
+    if (n < 0 && errno != EINTR) {
+      log_.error(kLog, "epoll_wait: {}", std::strerror(errno));
+      return 1;
+    }
+    now_ = monotonic_now();
+    for (int k = 0; k < n; ++k) {
+      const auto t = static_cast<Tag>(events[k].data.u64 >> 32);
+      const auto index = static_cast<std::uint32_t>(events[k].data.u64 & 0xffffffffu);
+      switch (t) {
+        case kCapture:
+          drain_capture(index);
+          break;
+        case kUdp:
+          io_.udp.drain(
+              [&](wire::Ipv4Address src, ByteSpan d) { core_.on_peer_datagram(src, d, now_); });
+          break;
+        case kTimer: {
+          std::uint64_t expirations;
+          while (::read(timer_.get(), &expirations, sizeof(expirations)) > 0) {
+          }
+          timer_armed_ = false;  // it fired: set it again even if the deadline did not move
+          break;
+        }
+        case kSignal:
+          read_signals();
+          break;
+      }
+    }
+    if (poll_captures) {
+      for (std::uint32_t k = 0; k < io_.captures.size(); ++k) {
+        if (io_.captures[k]->needs_polling()) drain_capture(k);
+      }
+    }
+    core_.on_timers(now_);
+    core_.flush(now_);
+    send_output();
+
+    if (next_stats_ && now_ >= *next_stats_) {
+      log_counters("stats");
+      next_stats_ = now_ + cfg_.stats_interval;
+    }
+    if (capture_failed_) return 1;
+    if (shutdown_by_ && (now_ >= *shutdown_by_ || core_.open_connection_count() == 0)) return 0;
+  }
+}
+
+}  // namespace mqtt_proxy::app
