@@ -58,6 +58,10 @@ std::optional<Bytes> base64_decode(std::string_view text) {
   return out;
 }
 
+bool equal_secrets(ByteSpan a, ByteSpan b) {
+  return a.size() == b.size() && (a.empty() || CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0);
+}
+
 Result<PasswordFile> PasswordFile::parse(std::string_view text) {
   PasswordFile f;
   int line_no = 0;

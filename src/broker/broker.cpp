@@ -1,24 +1,19 @@
-// Broker side of MQTT 3.1 / 3.1.1. Delivery to subscribers is QoS 0; inbound QoS 1 and 2 are
-// acknowledged by the book so clients never stall (section 4.3).
+// The broker side of MQTT 3.1, 3.1.1 and 5.0. Delivery to subscribers is QoS 0; inbound QoS 1 and 2
+// are acknowledged by the book so clients never stall (3.1.1 section 4.3).
 
 #include "mqtt_proxy/broker/broker.hpp"
 
 #include <algorithm>
-#include <cstring>
 
 namespace mqtt_proxy::broker {
 
 namespace {
 constexpr std::string_view kLog = "broker";
-
-bool equal_bytes(ByteSpan a, std::string_view b) {
-  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0);
-}
 }  // namespace
 
 struct Broker::Session {
   ClientHandle handle = 0;
-  std::string label;
+  wire::SocketAddress peer;
   Phase phase = Phase::AwaitConnect;
   mqtt::FrameSplitter splitter;
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::V311;
@@ -29,21 +24,16 @@ struct Broker::Session {
   std::uint32_t max_packet_out = UINT32_MAX;  // the client's Maximum Packet Size (v5)
   std::vector<std::string> topic_aliases;     // v5: alias -> topic, index 0 unused
   bool expiry_was_zero = true;                // v5: CONNECT's Session Expiry Interval was 0
-  // v5 subscription options of filters that need them; a filter not listed has the defaults.
-  struct FilterOptions {
-    bool no_local = false;
-    bool retain_as_published = false;
-  };
-  std::unordered_map<std::string, FilterOptions> filter_options;
-  Duration keepalive_grace{0};            // 1.5 x keepalive; 0 = none
-  TimePoint deadline{};                   // CONNECT timeout, then keepalive expiry
-  std::optional<TimePoint> scheduled_at;  // the live entry in deadlines_, if any
-  std::unordered_set<std::string> filters;
+  Duration keepalive_grace{0};                // 1.5 x keepalive; 0 = none
+  TimePoint deadline{};                       // CONNECT timeout, then keepalive expiry
+  std::optional<TimePoint> scheduled_at;      // the live entry in deadlines_, if any
+  Filters filters;
+  std::size_t filters_with_options = 0;  // filters whose options are not the defaults
   std::optional<WillMessage> will;
   std::unordered_set<std::uint16_t> qos2_awaiting_pubrel;
   std::uint64_t delivery_mark = 0;
   std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
-  bool closing = false;
+  bool closing = false;                // ended; takes no input, destroyed by reap()
 
   explicit Session(std::size_t max_packet) : splitter(max_packet) {}
 };
@@ -78,13 +68,13 @@ void Broker::touch(Session& s, TimePoint now) {
   schedule(s);
 }
 
-void Broker::on_open(ClientHandle c, std::string label, TimePoint now) {
+void Broker::on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now) {
   auto s = std::make_unique<Session>(cfg_.max_packet_size);
   s->handle = c;
-  s->label = std::move(label);
+  s->peer = peer;
   s->deadline = now + cfg_.connect_timeout;
   schedule(*s);
-  log_.debug(kLog, "connection opened client={}", s->label);
+  log_.debug(kLog, "connection opened client={}", s->peer);
   sessions_.emplace(c, std::move(s));
 }
 
@@ -92,28 +82,33 @@ void Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
   auto it = sessions_.find(c);
   if (it == sessions_.end()) return;
   Session& s = *it->second;
-  if (s.closing) return;
-  s.splitter.feed(data);
-  for (;;) {
-    mqtt::DecodeError err;
-    const auto frame = s.splitter.next(err);
-    if (!frame) {
-      if (err != mqtt::DecodeError::None) {
-        protocol_error(s, mqtt::decode_error_name(err), now, mqtt::reason_code_for(err));
+  if (!s.closing) {
+    s.splitter.feed(data);
+    // A handler that ends the session marks it closing; `s` stays valid until reap().
+    while (!s.closing) {
+      mqtt::DecodeError err;
+      const auto frame = s.splitter.next(err);
+      if (!frame) {
+        if (err != mqtt::DecodeError::None) {
+          protocol_error(s, mqtt::decode_error_name(err), now, mqtt::reason_code_for(err));
+        }
+        break;
       }
-      return;
+      handle_frame(s, *frame, now);
     }
-    handle_frame(s, *frame, now);
-    // handle_frame may have ended the session; `s` is then gone.
-    auto again = sessions_.find(c);
-    if (again == sessions_.end() || again->second->closing) return;
   }
+  reap();
+}
+
+void Broker::reap() {
+  for (const ClientHandle h : closing_) sessions_.erase(h);
+  closing_.clear();
 }
 
 void Broker::protocol_error(Session& s, std::string_view reason, TimePoint now,
                             std::uint8_t v5_reason) {
   ++counters_.mqtt_protocol_errors;
-  log_.warn(kLog, "closing client={} id={}: {}", s.label, s.client_id, reason);
+  log_.warn(kLog, "closing client={} id={}: {}", s.peer, s.client_id, reason);
   send_disconnect(s, v5_reason);
   end_session(s, /*publish_will_msg=*/true, now);
 }
@@ -138,7 +133,7 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
   if (err == mqtt::DecodeError::UnsupportedProtocolVersion && s.phase == Phase::AwaitConnect) {
     // [MQTT-3.1.2-2]: answer with return code 1, then close.
     ++counters_.mqtt_connects_refused;
-    log_.info(kLog, "CONNECT refused client={}: unsupported protocol version", s.label);
+    log_.info(kLog, "CONNECT refused client={}: unsupported protocol version", s.peer);
     scratch_.clear();
     mqtt::encode_connack(scratch_, false, mqtt::connack::kUnacceptableProtocolVersion);
     send(s, scratch_);
@@ -175,36 +170,11 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
         } else if constexpr (std::is_same_v<T, mqtt::Unsubscribe>) {
           handle_unsubscribe(s, p);
         } else if constexpr (std::is_same_v<T, mqtt::PacketIdAck>) {
-          if (p.type == mqtt::PacketType::Pubrel) {
-            // QoS 2, step 3: release the packet id and complete (4.3.3). PUBCOMP also for unknown
-            // ids, so a client that lost our earlier PUBCOMP can finish.
-            s.qos2_awaiting_pubrel.erase(p.packet_id);
-            scratch_.clear();
-            mqtt::encode_packet_id_ack(scratch_, mqtt::PacketType::Pubcomp, p.packet_id);
-            send(s, scratch_);
-          } else {
-            // We only ever send QoS 0, so PUBACK/PUBREC/PUBCOMP from a client acknowledge nothing.
-            log_.debug(kLog, "client={} sent {} for id {}; ignored", s.label,
-                       mqtt::packet_type_name(p.type), p.packet_id);
-          }
+          handle_ack(s, p);
         } else if constexpr (std::is_same_v<T, mqtt::Pingreq>) {
-          scratch_.clear();
-          mqtt::encode_pingresp(scratch_);
-          send(s, scratch_);
+          handle_pingreq(s);
         } else if constexpr (std::is_same_v<T, mqtt::Disconnect>) {
-          if (p.properties.session_expiry) {
-            // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be kept now.
-            if (s.expiry_was_zero && *p.properties.session_expiry != 0) {
-              protocol_error(s, "DISCONNECT sets a session expiry after CONNECT said 0", now,
-                             mqtt::reason::kProtocolError);
-              return;
-            }
-            s.keep_for = session_keep_for(*p.properties.session_expiry);
-          }
-          ++counters_.mqtt_disconnects;
-          log_.info(kLog, "DISCONNECT client={} id={}", s.label, s.client_id);
-          // [MQTT-3.14.4-3]: the will is discarded, unless a v5 client asks for it (0x04).
-          end_session(s, p.reason_code == mqtt::reason::kDisconnectWithWill, now);
+          handle_disconnect(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::Auth>) {
           // No CONNECT here carries an Authentication Method, so AUTH is out of place (4.12).
           protocol_error(s, "AUTH without enhanced authentication", now,
@@ -214,11 +184,49 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
       packet);
 }
 
+void Broker::handle_ack(Session& s, const mqtt::PacketIdAck& a) {
+  if (a.type == mqtt::PacketType::Pubrel) {
+    // QoS 2, step 3: release the packet id and complete (4.3.3). PUBCOMP also for unknown ids, so
+    // a client that lost our earlier PUBCOMP can finish.
+    s.qos2_awaiting_pubrel.erase(a.packet_id);
+    scratch_.clear();
+    mqtt::encode_packet_id_ack(scratch_, mqtt::PacketType::Pubcomp, a.packet_id);
+    send(s, scratch_);
+    return;
+  }
+  // We only ever send QoS 0, so PUBACK/PUBREC/PUBCOMP from a client acknowledge nothing.
+  log_.debug(kLog, "client={} sent {} for id {}; ignored", s.peer, mqtt::packet_type_name(a.type),
+             a.packet_id);
+}
+
+void Broker::handle_pingreq(Session& s) {
+  scratch_.clear();
+  mqtt::encode_pingresp(scratch_);
+  send(s, scratch_);
+}
+
+void Broker::handle_disconnect(Session& s, const mqtt::Disconnect& d, TimePoint now) {
+  if (d.properties.session_expiry) {
+    // [MQTT-3.14.2-2]: a session that was to end with the connection cannot be kept now.
+    if (s.expiry_was_zero && *d.properties.session_expiry != 0) {
+      protocol_error(s, "DISCONNECT sets a session expiry after CONNECT said 0", now,
+                     mqtt::reason::kProtocolError);
+      return;
+    }
+    s.keep_for = session_keep_for(*d.properties.session_expiry);
+  }
+  ++counters_.mqtt_disconnects;
+  log_.info(kLog, "DISCONNECT client={} id={}", s.peer, s.client_id);
+  // [MQTT-3.14.4-3]: the will is discarded, unless a v5 client asks for it (0x04).
+  end_session(s, d.reason_code == mqtt::reason::kDisconnectWithWill, now);
+}
+
 bool Broker::authorized(const mqtt::Connect& c) const {
   if (!cfg_.username && !cfg_.password_file) return true;
   if (!c.username) return cfg_.allow_anonymous;
   if (cfg_.username && *c.username == *cfg_.username &&
-      (!cfg_.password || (c.password && equal_bytes(*c.password, *cfg_.password)))) {
+      (!cfg_.password ||
+       (c.password && auth::equal_secrets(*c.password, as_bytes(*cfg_.password))))) {
     return true;
   }
   return cfg_.password_file && c.password && cfg_.password_file->check(*c.username, *c.password);
@@ -234,7 +242,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   const bool v5 = c.version == mqtt::ProtocolVersion::V5;
   auto refuse = [&](std::uint8_t v3_code, std::uint8_t v5_code, std::string_view why) {
     ++counters_.mqtt_connects_refused;
-    log_.info(kLog, "CONNECT refused client={} id={} user={}: {}", s.label, c.client_id,
+    log_.info(kLog, "CONNECT refused client={} id={} user={}: {}", s.peer, c.client_id,
               c.username.value_or(""), why);
     scratch_.clear();
     if (v5) {
@@ -273,7 +281,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     Session& old = *it->second;
     ++counters_.mqtt_sessions_taken_over;
     log_.info(kLog, "session id={} taken over: closing client={} for client={}", client_id,
-              old.label, s.label);
+              old.peer, s.peer);
     send_disconnect(old, mqtt::reason::kSessionTakenOver);
     end_session(old, /*publish_will_msg=*/true, now);
   }
@@ -332,7 +340,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   touch(s, now);
 
   ++counters_.mqtt_connects;
-  log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}{}", s.label,
+  log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}{}", s.peer,
             client_id, c.username.value_or(""), c.keepalive, c.clean_session,
             static_cast<int>(c.version),
             session_present ? fmt::format(" resumed with {} filter(s)", s.filters.size()) : "");
@@ -380,7 +388,7 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
     }
   }
   ++counters_.mqtt_publish_received;
-  log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.label, s.client_id, topic,
+  log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.peer, s.client_id, topic,
              p.qos, p.payload.size());
   bool deliver = true;
   if (p.qos == 1) {
@@ -466,12 +474,12 @@ bool Broker::offer(Session& sub, const Bytes& packet) {
     if (sub.dropped_in_a_row++ == 0) {
       log_.warn(kLog,
                 "client={} id={} is not reading: {} bytes queued, dropping QoS 0 messages to it",
-                sub.label, sub.client_id, host_.queued_bytes(sub.handle));
+                sub.peer, sub.client_id, host_.queued_bytes(sub.handle));
     }
     return false;
   }
   if (sub.dropped_in_a_row > 0) {
-    log_.info(kLog, "client={} id={} reads again; {} messages to it were dropped", sub.label,
+    log_.info(kLog, "client={} id={} reads again; {} messages to it were dropped", sub.peer,
               sub.client_id, sub.dropped_in_a_row);
     sub.dropped_in_a_row = 0;
   }
@@ -484,9 +492,7 @@ void Broker::deliver_local(const Outgoing& m) {
   // At most four encodings, each made once: 3.x or 5.0, RETAIN 0 or 1. Retain is 0 on live
   // delivery [MQTT-3.3.1-9] unless the message came retained from a peer (see on_peer_publish)
   // or a v5 subscriber asked for Retain As Published.
-  PublishEncodings nested;
-  PublishEncodings& enc = encodings_.busy ? nested : encodings_;
-  enc.busy = true;
+  PublishEncodings& enc = encodings_;
   enc.valid = 0;
   auto packet = [&](bool v5, bool retain) -> const Bytes& {
     Bytes& e = enc.bytes[v5][retain];
@@ -507,14 +513,11 @@ void Broker::deliver_local(const Outgoing& m) {
     if (sub->delivery_mark == mark) return;  // several matching filters: one copy
     sub->delivery_mark = mark;
     bool retain = m.retain;
-    if (!sub->filter_options.empty()) {
+    if (sub->filters_with_options > 0) {
       // v5 options: a copy unless every matching filter has No Local and this is the publisher.
       bool wanted = false;
-      for (const auto& f : sub->filters) {
+      for (const auto& [f, o] : sub->filters) {
         if (!mqtt::topic_matches(f, m.topic)) continue;
-        const auto it = sub->filter_options.find(f);
-        const Session::FilterOptions o =
-            it == sub->filter_options.end() ? Session::FilterOptions{} : it->second;
         if (o.no_local && sub == m.origin) continue;
         wanted = true;
         retain = retain || (o.retain_as_published && m.published_retain);
@@ -523,7 +526,6 @@ void Broker::deliver_local(const Outgoing& m) {
     }
     offer(*sub, packet(sub->v5, retain));
   });
-  enc.busy = false;
 }
 
 void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now) {
@@ -539,28 +541,23 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   for (std::size_t i = 0; i < sub.topics.size(); ++i) {
     const auto& t = sub.topics[i];
     if (!t.filter_valid) {
-      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: invalid filter", s.label,
+      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: invalid filter", s.peer,
                 s.client_id, t.filter);
       codes.push_back(s.v5 ? mqtt::reason::kTopicFilterInvalid : mqtt::kSubackFailure);
       continue;
     }
     if (s.v5 && t.filter.starts_with("$share/")) {
-      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: shared subscriptions", s.label,
+      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: shared subscriptions", s.peer,
                 s.client_id, t.filter);
       codes.push_back(mqtt::reason::kSharedSubscriptionsNotSupported);
       continue;
     }
     ++counters_.mqtt_subscriptions;
-    log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.label, s.client_id, t.filter,
+    log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.peer, s.client_id, t.filter,
               t.requested_qos);
     codes.push_back(0x00);  // granted QoS 0
-    const std::string filter(t.filter);
-    const bool is_new = add_subscription(s, filter);
-    if (t.no_local || t.retain_as_published) {
-      s.filter_options[filter] = Session::FilterOptions{t.no_local, t.retain_as_published};
-    } else {
-      s.filter_options.erase(filter);
-    }
+    const bool is_new = add_subscription(s, std::string(t.filter),
+                                         FilterOptions{t.no_local, t.retain_as_published});
     // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1).
     send_retained[i] = t.retain_handling == 0 || (t.retain_handling == 1 && is_new);
   }
@@ -598,10 +595,16 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   }
 }
 
-bool Broker::add_subscription(Session& s, const std::string& filter) {
-  if (!s.filters.emplace(filter).second) return false;  // a repeat replaces the subscription
-  if (subscriptions_.add(filter, &s)) peering_.local_filter_added(filter);
-  return true;
+bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptions options) {
+  const auto [it, is_new] = s.filters.try_emplace(filter, options);
+  if (!is_new) {
+    // [MQTT-3.8.4-3]: a repeat replaces the subscription; only its options change.
+    if (!it->second.is_default()) --s.filters_with_options;
+    it->second = options;
+  }
+  if (!options.is_default()) ++s.filters_with_options;
+  if (is_new && subscriptions_.add(filter, &s)) peering_.local_filter_added(filter);
+  return is_new;
 }
 
 void Broker::store_session(const Session& s, TimePoint now) {
@@ -614,27 +617,17 @@ void Broker::store_session(const Session& s, TimePoint now) {
     return;
   }
   StoredSession& st = stored_[s.client_id];
-  st.filters.clear();
-  for (const auto& f : s.filters) {
-    const auto it = s.filter_options.find(f);
-    const auto o = it == s.filter_options.end() ? Session::FilterOptions{} : it->second;
-    st.filters.push_back(StoredFilter{f, o.no_local, o.retain_as_published});
-  }
+  st.filters = s.filters;
   st.expires_at = now + s.keep_for;
   stored_expiry_.push(st.expires_at, s.client_id);
   log_.debug(kLog, "session id={} kept with {} filter(s) for {} s", s.client_id, st.filters.size(),
-             std::chrono::duration_cast<std::chrono::seconds>(cfg_.session_expiry).count());
+             std::chrono::duration_cast<std::chrono::seconds>(s.keep_for).count());
 }
 
 bool Broker::restore_session(Session& s) {
   auto it = stored_.find(s.client_id);
   if (it == stored_.end()) return false;
-  for (const auto& f : it->second.filters) {
-    add_subscription(s, f.filter);
-    if (f.no_local || f.retain_as_published) {
-      s.filter_options[f.filter] = Session::FilterOptions{f.no_local, f.retain_as_published};
-    }
-  }
+  for (const auto& [filter, options] : it->second.filters) add_subscription(s, filter, options);
   stored_.erase(it);
   ++counters_.mqtt_sessions_resumed;
   return true;
@@ -644,14 +637,14 @@ void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
   std::vector<std::uint8_t> codes;  // v5 only
   for (auto f : u.filters) {
     ++counters_.mqtt_unsubscriptions;
-    log_.info(kLog, "UNSUBSCRIBE client={} id={} topic={}", s.label, s.client_id, f);
+    log_.info(kLog, "UNSUBSCRIBE client={} id={} topic={}", s.peer, s.client_id, f);
     auto it = s.filters.find(std::string(f));
     if (it == s.filters.end()) {
       codes.push_back(mqtt::reason::kNoSubscriptionExisted);
       continue;
     }
     codes.push_back(mqtt::reason::kSuccess);
-    s.filter_options.erase(*it);
+    if (!it->second.is_default()) --s.filters_with_options;
     s.filters.erase(it);
     if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
@@ -672,7 +665,7 @@ void Broker::publish_will(Session& s, TimePoint now) {
   const Duration delay = std::min(will.delay, s.keep_for);
   if (delay > Duration::zero()) {
     const TimePoint due = now + delay;
-    log_.info(kLog, "will of client={} id={} topic={} held for {} s", s.label, s.client_id,
+    log_.info(kLog, "will of client={} id={} topic={} held for {} s", s.peer, s.client_id,
               will.topic, std::chrono::duration_cast<std::chrono::seconds>(delay).count());
     pending_wills_[s.client_id] = PendingWill{std::move(will), due};
     will_timers_.push(due, s.client_id);
@@ -692,35 +685,38 @@ void Broker::publish_will_message(const WillMessage& will, const std::string& cl
 }
 
 void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
-  const ClientHandle handle = s.handle;
+  if (s.closing) return;
   s.closing = true;
+  closing_.push_back(s.handle);
   if (s.phase == Phase::Connected) store_session(s, now);
-  for (const auto& f : s.filters) {
+  for (const auto& [f, options] : s.filters) {
     if (subscriptions_.remove(f, &s)) filter_removed(f);
   }
   s.filters.clear();
+  s.filters_with_options = 0;
   if (s.phase == Phase::Connected) {
     if (auto it = by_client_id_.find(s.client_id); it != by_client_id_.end() && it->second == &s) {
       by_client_id_.erase(it);
     }
   }
   if (publish_will_msg) publish_will(s, now);
-  host_.close(handle);
-  sessions_.erase(handle);  // destroys s
+  host_.close(s.handle);
 }
 
 void Broker::on_lost(ClientHandle c, std::string_view reason, TimePoint now) {
   auto it = sessions_.find(c);
   if (it == sessions_.end()) return;
   Session& s = *it->second;
+  if (s.closing) return;
   if (s.phase == Phase::Connected) {
     ++counters_.mqtt_connections_lost;
-    log_.info(kLog, "DISCONNECT client={} id={} without DISCONNECT packet: {}", s.label,
-              s.client_id, reason);
+    log_.info(kLog, "DISCONNECT client={} id={} without DISCONNECT packet: {}", s.peer, s.client_id,
+              reason);
   } else {
-    log_.debug(kLog, "connection closed before CONNECT client={}: {}", s.label, reason);
+    log_.debug(kLog, "connection closed before CONNECT client={}: {}", s.peer, reason);
   }
   end_session(s, /*publish_will_msg=*/true, now);
+  reap();
 }
 
 void Broker::on_timers(TimePoint now) {
@@ -742,36 +738,35 @@ void Broker::on_timers(TimePoint now) {
     auto it = sessions_.find(c);
     if (it == sessions_.end()) return;
     Session& s = *it->second;
-    if (!s.scheduled_at || *s.scheduled_at != t) return;  // superseded by an earlier entry
+    if (s.closing || !s.scheduled_at || *s.scheduled_at != t) return;  // ended, or superseded
     s.scheduled_at.reset();
     if (s.deadline > now) {
       schedule(s);  // activity moved the deadline since this entry was queued
       return;
     }
     if (s.phase == Phase::AwaitConnect) {
-      log_.info(kLog, "closing client={}: no CONNECT within {} ms", s.label,
+      log_.info(kLog, "closing client={}: no CONNECT within {} ms", s.peer,
                 to_ms(cfg_.connect_timeout));
       end_session(s, false, now);
     } else {
       ++counters_.mqtt_keepalive_expired;
-      log_.info(kLog, "DISCONNECT client={} id={}: keepalive expired", s.label, s.client_id);
+      log_.info(kLog, "DISCONNECT client={} id={}: keepalive expired", s.peer, s.client_id);
       send_disconnect(s, mqtt::reason::kKeepAliveTimeout);
       end_session(s, /*publish_will_msg=*/true, now);
     }
   });
+  reap();
 }
 
 void Broker::close_all(std::string_view reason, TimePoint now) {
-  std::vector<ClientHandle> handles;
-  handles.reserve(sessions_.size());
-  for (const auto& [h, s] : sessions_) handles.push_back(h);
-  for (auto h : handles) {
-    auto it = sessions_.find(h);
-    if (it == sessions_.end()) continue;
-    log_.debug(kLog, "closing client={}: {}", it->second->label, reason);
-    send_disconnect(*it->second, mqtt::reason::kServerShuttingDown);
-    end_session(*it->second, false, now);
+  // Ending a session never destroys or adds one before reap(), so the map can be walked.
+  for (const auto& [h, s] : sessions_) {
+    if (s->closing) continue;
+    log_.debug(kLog, "closing client={}: {}", s->peer, reason);
+    send_disconnect(*s, mqtt::reason::kServerShuttingDown);
+    end_session(*s, false, now);
   }
+  reap();
 }
 
 }  // namespace mqtt_proxy::broker

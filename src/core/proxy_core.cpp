@@ -325,7 +325,7 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     ++counters_.tcp_connections_accepted;
     log_.debug(kLog, "{}: ESTABLISHED", c.label());
     c.broker_open = true;
-    broker_.on_open(c.id, fmt::format("{}", c.key.remote()), now);
+    broker_.on_open(c.id, c.key.remote(), now);
   }
   if ((ev & tcp::event::kData) && c.broker_open) {
     const ByteSpan data = c.ep.received();

@@ -45,8 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.max_packet_size = 1 << 20;
   broker::Broker b(cfg, host, peering, log::null_logger(), counters);
   TimePoint now{std::chrono::hours(1)};
-  b.on_open(1, "fuzz", now);
-  b.on_open(2, "subscriber", now);
+  b.on_open(1, {}, now);
+  b.on_open(2, {}, now);
   Bytes hello;
   mqtt::Connect c;
   c.client_id = "sub";

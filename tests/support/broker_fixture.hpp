@@ -73,7 +73,10 @@ class BrokerFixture : public ::testing::Test {
     return c;
   }
 
-  void open(broker::ClientHandle c) { broker_.on_open(c, "10.0.0.1:" + std::to_string(c), now_); }
+  void open(broker::ClientHandle c) {
+    broker_.on_open(
+        c, wire::SocketAddress{wire::Ipv4Address{0x0a000001}, static_cast<std::uint16_t>(c)}, now_);
+  }
 
   void feed(broker::ClientHandle c, const Bytes& b) { broker_.on_data(c, b, now_); }
 

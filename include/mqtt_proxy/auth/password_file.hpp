@@ -14,6 +14,10 @@
 
 namespace mqtt_proxy::auth {
 
+// Whether two secrets are equal, in time that depends on their length only (OpenSSL's
+// CRYPTO_memcmp), so a client cannot find a password byte by byte from response times.
+bool equal_secrets(ByteSpan a, ByteSpan b);
+
 class PasswordFile {
  public:
   // The file's text; on a bad line, nothing and `error` names the line and what is wrong with it.

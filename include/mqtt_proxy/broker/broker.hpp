@@ -65,8 +65,8 @@ class Broker {
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
-  // A transport connection was established; `label` names it in logs ("192.168.1.102:40000").
-  void on_open(ClientHandle c, std::string label, TimePoint now);
+  // A transport connection was established with the client at `peer`.
+  void on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now);
   // In-order bytes from the client.
   void on_data(ClientHandle c, ByteSpan data, TimePoint now);
   // The transport ended under us (FIN, RST, timeout). No-op if the broker already closed it.
@@ -85,6 +85,7 @@ class Broker {
   // Closes every session (shutdown): no wills, peers are told the filters are gone.
   void close_all(std::string_view reason, TimePoint now);
 
+  // Sessions with a connection, including any that ended in the current call and await reaping.
   std::size_t session_count() const { return sessions_.size(); }
   std::size_t stored_session_count() const { return stored_.size(); }
   std::size_t connected_count() const { return by_client_id_.size(); }
@@ -104,6 +105,14 @@ class Broker {
     WillMessage will;
     TimePoint due;
   };
+  // v5 subscription options (3.8.3.1) kept per filter; 3.1.1 filters have the defaults.
+  struct FilterOptions {
+    bool no_local = false;
+    bool retain_as_published = false;
+    bool is_default() const { return !no_local && !retain_as_published; }
+  };
+  // A session's subscriptions, connected or stored: filter -> options.
+  using Filters = std::unordered_map<std::string, FilterOptions>;
   enum class Phase { AwaitConnect, Connected };
 
   void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
@@ -111,14 +120,17 @@ class Broker {
   bool authorized(const mqtt::Connect& c) const;
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now);
-  // Adds one subscription (false: the session had it already); the peers hear of the filter if
-  // it is new here.
-  bool add_subscription(Session& s, const std::string& filter);
+  // Adds or replaces one subscription (false: the session had the filter already, and only its
+  // options change); the peers hear of the filter if it is new here.
+  bool add_subscription(Session& s, const std::string& filter, FilterOptions options);
   // A persistent client's connection ended: its subscriptions wait for a reconnect.
   void store_session(const Session& s, TimePoint now);
   // Gives `s` the subscriptions stored under its client id, if any; returns whether there were.
   bool restore_session(Session& s);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
+  void handle_ack(Session& s, const mqtt::PacketIdAck& a);
+  void handle_pingreq(Session& s);
+  void handle_disconnect(Session& s, const mqtt::Disconnect& d, TimePoint now);
   // Ends a session for a malformed packet or a protocol violation; a v5 client is told `v5_reason`
   // in a DISCONNECT first.
   void protocol_error(Session& s, std::string_view reason, TimePoint now, std::uint8_t v5_reason);
@@ -144,8 +156,12 @@ class Broker {
   void publish_will(Session& s, TimePoint now);
   void publish_will_message(const WillMessage& will, const std::string& client_id,
                             const Session* origin);
-  // Ends a session: subscriptions removed (peers told), optional will, transport closed.
+  // Ends a session: subscriptions removed (peers told), optional will, transport closed. The
+  // session is marked closing and destroyed only by reap(), so callers up the stack keep a valid
+  // one; a closing session takes no further input.
   void end_session(Session& s, bool publish_will_msg, TimePoint now);
+  // Destroys the sessions that ended; the public entry points call it last.
+  void reap();
   void touch(Session& s, TimePoint now);
   void schedule(Session& s);
   void send(Session& s, const Bytes& b);
@@ -158,14 +174,10 @@ class Broker {
   std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_client_id_;
   mqtt::TopicTree<Session*> subscriptions_;
+  std::vector<ClientHandle> closing_;  // ended sessions, for reap()
   // Sessions of clean-session-0 clients that are not connected: client id -> filters.
-  struct StoredFilter {
-    std::string filter;
-    bool no_local = false;  // v5 subscription options
-    bool retain_as_published = false;
-  };
   struct StoredSession {
-    std::vector<StoredFilter> filters;
+    Filters filters;
     TimePoint expires_at;
   };
   std::unordered_map<std::string, StoredSession> stored_;
@@ -177,11 +189,10 @@ class Broker {
   DeadlineQueue<ClientHandle> deadlines_;
   std::uint64_t delivery_mark_ = 0;
   // deliver_local()'s encodings, kept between calls so delivery allocates nothing per message:
-  // [v5][retain], valid ones flagged in `valid`. A nested delivery (none today) gets its own.
+  // [v5][retain], valid ones flagged in `valid`. Delivery never nests (offer() only queues).
   struct PublishEncodings {
     Bytes bytes[2][2];
     std::uint8_t valid = 0;
-    bool busy = false;
   };
   PublishEncodings encodings_;
   std::uint64_t auto_id_ = 0;

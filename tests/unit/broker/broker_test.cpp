@@ -91,6 +91,41 @@ TEST_F(Broker, SameClientIdTakesOverTheOldSession) {
   EXPECT_TRUE(received(1).empty());  // the old session's subscription went with it
 }
 
+TEST_F(Broker, NothingAfterDisconnectInTheSameChunkIsProcessed) {
+  connect(1, "sub");
+  subscribe(1, "t");
+  host_.take(1);
+  connect(2, "pub");
+  Bytes chunk;
+  mqtt::encode_disconnect(chunk);
+  mqtt::encode_publish(chunk, "t", as_bytes("late"), 0, false, false, 0);
+  mqtt::encode_pingreq(chunk);
+  feed(2, chunk);
+  EXPECT_TRUE(host_.closed.contains(2));
+  EXPECT_TRUE(received(1).empty());
+  EXPECT_TRUE(host_.take(2).empty());  // no PINGRESP either
+  // The ended session is gone by the time on_data returns: only the subscriber is left.
+  EXPECT_EQ(broker_.session_count(), 1u);
+}
+
+TEST_F(Broker, TakeoverInsideAChunkEndsTheOldSessionOnce) {
+  connect(1, "same");
+  subscribe(1, "t");
+  host_.take(1);
+  open(2);
+  Bytes chunk = connect_packet("same");
+  mqtt::encode_subscribe(chunk, 5, std::vector<std::string_view>{"t"});
+  feed(2, chunk);
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_EQ(counters_.mqtt_sessions_taken_over, 1u);
+  // Data that reaches the old connection after it was taken over is ignored.
+  publish(1, "t", "from the old connection");
+  connect(3, "pub");
+  publish(3, "t", "x");
+  EXPECT_EQ(received(2), (std::vector<std::string>{"t=x"}));
+  EXPECT_EQ(broker_.session_count(), 2u);
+}
+
 TEST_F(Broker, NoConnectWithinTheTimeoutCloses) {
   open(1);
   broker_.on_timers(now_ + 9s);
@@ -331,7 +366,7 @@ TEST_F(Broker, AnonymousAccessWhenNoCredentialsAreConfigured) {
   FakeHost host;
   peering::Peering peering({}, log::null_logger(), counters);
   broker::Broker open_broker({}, host, peering, log::null_logger(), counters);
-  open_broker.on_open(1, "x", now_);
+  open_broker.on_open(1, {}, now_);
   open_broker.on_data(1, connect_packet("anon", 60, "", ""), now_);
   EXPECT_EQ(to_hex(host.take(1)[0].body), "00 00");
 }
@@ -349,7 +384,7 @@ std::string connack_code(const broker::BrokerConfig& base, bool allow_anonymous,
   FakeHost host;
   peering::Peering peering({}, log::null_logger(), counters);
   broker::Broker b(cfg, host, peering, log::null_logger(), counters);
-  b.on_open(1, "x", t0());
+  b.on_open(1, {}, t0());
   b.on_data(1, connect_packet("c", 60, user, pass), t0());
   return to_hex(host.take(1)[0].body);
 }
@@ -544,6 +579,25 @@ TEST_F(BrokerV5, NoLocalRetainAsPublishedAndRetainHandling) {
                                                 "SUBACK 00 01 00 00"}));
   subscribe5(3, "r", 0x20);  // 2: never
   EXPECT_EQ(sent5(3), (std::vector<std::string>{"SUBACK 00 01 00 00"}));
+}
+
+TEST_F(BrokerV5, ASubscribeAgainReplacesTheOptionsAndAStoredSessionKeepsThem) {
+  const Bytes expiry = mqtt::PropertyWriter().u32(0x11, 600).bytes();
+  connect5(1, "self", expiry, false);
+  subscribe5(1, "n", 0x04);  // No Local
+  subscribe5(1, "n", 0x00);  // replaced: the publisher's own messages come back
+  sent5(1);
+  publish5(1, "n", "mine");
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"PUBLISH n=mine"}));
+  subscribe5(1, "n", 0x04);
+  sent5(1);
+  feed(1, bytes("e0 00"));  // DISCONNECT: the session is stored with its options
+  EXPECT_TRUE(connect5(2, "self", expiry, false).starts_with("01 00 "));  // session present
+  publish5(2, "n", "mine again");
+  EXPECT_TRUE(sent5(2).empty());
+  connect5(3, "other");
+  publish5(3, "n", "theirs");
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"PUBLISH n=theirs"}));
 }
 
 TEST_F(BrokerV5, SubackAndUnsubackReasonCodes) {
