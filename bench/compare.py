@@ -36,6 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "mininet"))
 
+import procs  # noqa: E402  pylint: disable=wrong-import-position
+import stats  # noqa: E402  pylint: disable=wrong-import-position
+
 H1, H4 = "192.168.1.101", "192.168.1.104"
 
 
@@ -70,8 +73,8 @@ class BridgeSystem:
                   "log_dest stderr\nlog_type error\nmax_queued_messages 100000\n")
         bridge = ("connection h4-to-h1\naddress %s:1883\ntopic bench/# both 0\n"
                   "cleansession true\nbridge_protocol_version mqttv311\n" % H1)
-        self.brokers = [testbed.Mosquitto(tb.host("h1"), common, work),
-                        testbed.Mosquitto(tb.host("h4"), common + bridge, work)]
+        self.brokers = [procs.Mosquitto(tb.host("h1"), common, work),
+                        procs.Mosquitto(tb.host("h4"), common + bridge, work)]
         self.pids = [b.pid for b in self.brokers]
         time.sleep(1.5)  # the bridge connects and subscribes
 
@@ -83,8 +86,8 @@ class BridgeSystem:
 class Bench:
     def __init__(self, tb, testbed, args):
         self.tb = tb
-        self.stats = testbed.process_stats
-        self.switch_stats = testbed.switch_stats
+        self.stats = stats.process_stats
+        self.switch_stats = stats.switch_stats
         self.auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         self.args = args
         self.loadgen = args.loadgen

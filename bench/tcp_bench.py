@@ -32,6 +32,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "mininet"))
 
+import procs  # noqa: E402  pylint: disable=wrong-import-position
+import stats  # noqa: E402  pylint: disable=wrong-import-position
+
 H1 = "192.168.1.101"
 MANY = os.path.join(REPO, "mininet", "clients", "many_clients.py")
 
@@ -67,7 +70,7 @@ class MosquittoServer:
 
     def __init__(self, tb, testbed, workdir):
         self.tb = tb
-        self.broker = testbed.Mosquitto(
+        self.broker = procs.Mosquitto(
             tb.host("h1"), "listener 1883 0.0.0.0\nallow_anonymous true\nuser root\n"
             "max_connections -1\nlog_dest stderr\nlog_type error\nlog_type warning\n", workdir)
         self.pid = self.broker.pid
@@ -102,13 +105,13 @@ def setup_rate(tb, testbed, count, batch, run):
 
 def idle_memory(tb, testbed, server, count, run):
     """(server RSS growth, whole-machine kernel slab growth) per idle connection, in bytes."""
-    before, slab_before = testbed.process_stats(server.pid)[1], slab_kib()
+    before, slab_before = stats.process_stats(server.pid)[1], slab_kib()
     p = many(tb, testbed, count, 200, idle=True, prefix="idle%d" % run)
     line = p.stdout.readline().decode()
     if not line.startswith("ready"):
         raise RuntimeError("clients failed: %s %s" % (line, p.stderr.read().decode()))
     time.sleep(1)
-    after, slab_after = testbed.process_stats(server.pid)[1], slab_kib()
+    after, slab_after = stats.process_stats(server.pid)[1], slab_kib()
     p.stdin.close()
     p.wait(60)
     time.sleep(2)
@@ -118,7 +121,7 @@ def idle_memory(tb, testbed, server, count, run):
 def lossy_delivery(tb, testbed, messages, rate, run):
     topic = "bench/loss/%d" % run
     auth = ["-u", testbed.USER, "-P", testbed.PASSWORD]
-    loss = testbed.LossRules(tb, ["h2", "h3"], 0.05)
+    loss = procs.LossRules(tb, ["h2", "h3"], 0.05)
     try:
         # -d: debug lines tell when the SUBACK arrived; over the lossy link that can take seconds
         # (a lost SYN alone costs one).

@@ -23,6 +23,14 @@ import unittest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import pcapread  # noqa: E402  pylint: disable=wrong-import-position
+import procs  # noqa: E402  pylint: disable=wrong-import-position
+
+try:
+    import testbed  # pylint: disable=wrong-import-position
+except ImportError:  # Mininet imports only in Debian's /usr/bin/python3: main() skips
+    testbed = None
+
 SKIP = 77
 ARGS = None
 H1, H4 = "192.168.1.101", "192.168.1.104"
@@ -71,9 +79,6 @@ class Lines:
 class EndToEnd(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        import testbed  # Mininet is importable only under /usr/bin/python3, as root
-
-        cls.testbed_mod = testbed
         cls.tb = testbed.Testbed(ARGS.artifacts, proxy_binary=ARGS.proxy)
         cls.tb.start()
         try:
@@ -93,7 +98,7 @@ class EndToEnd(unittest.TestCase):
     # -- helpers -------------------------------------------------------------------------------
 
     def auth(self, password=None):
-        return ["-u", self.testbed_mod.USER, "-P", password or self.testbed_mod.PASSWORD]
+        return ["-u", testbed.USER, "-P", password or testbed.PASSWORD]
 
     def subscriber(self, host, broker, topics, count, keepalive=60):
         args = ["mosquitto_sub", "-h", broker, "-k", str(keepalive), "-v", "-C", str(count),
@@ -117,16 +122,16 @@ class EndToEnd(unittest.TestCase):
         verb = "SUBSCRIBE" if subscribed else "UNSUBSCRIBE"
         peer = H1 if proxy.host.name == "h4" else H4
         needle = "peer %s %s topic=%s\n" % (peer, verb, topic)
-        ok = self.testbed_mod.wait_for(lambda: proxy.log().count(needle) >= count, timeout)
+        ok = procs.wait_for(lambda: proxy.log().count(needle) >= count, timeout)
         self.assertTrue(ok, "%s never saw the peer's %s %s" % (proxy.host.name, verb, topic))
 
     def datagrams(self, capture, src, dst, kind, topic):
         """How many datagrams of `kind` about `topic` went from src to dst."""
         n = 0
-        for _, s, d, payload in self.testbed_mod.read_udp_datagrams(capture.path):
+        for _, s, d, payload in pcapread.read_udp_datagrams(capture.path):
             if s != src or d != dst or not payload:
                 continue
-            k, what = self.testbed_mod.mqtt_packet_summary(payload)
+            k, what = pcapread.mqtt_packet_summary(payload)
             if k == kind and (what == topic or (isinstance(what, list) and topic in what)):
                 n += 1
         return n
@@ -199,8 +204,8 @@ class EndToEnd(unittest.TestCase):
              connack="CONNACK 0"):
         """A Paho client process driven by commands; returns (process, lines, send)."""
         p = self.tb.popen(host, ["/usr/bin/python3", os.path.join(HERE, "clients", "paho_client.py"),
-                                 "--host", broker, "--user", self.testbed_mod.USER, "--password",
-                                 self.testbed_mod.PASSWORD, "--id", client_id, "--keepalive",
+                                 "--host", broker, "--user", testbed.USER, "--password",
+                                 testbed.PASSWORD, "--id", client_id, "--keepalive",
                                  str(keepalive)] + (["--persistent"] if persistent else []),
                           stdin=subprocess.PIPE)
         lines = Lines(p.stdout)
@@ -260,7 +265,7 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(lines.next(20), "e2e/big " + payload)
 
     def test_10_thousand_messages_through_five_percent_loss(self):
-        loss = self.testbed_mod.LossRules(self.tb, ["h2", "h3"], 0.05)
+        loss = procs.LossRules(self.tb, ["h2", "h3"], 0.05)
         try:
             sub, lines = self.subscriber("h2", H1, ["e2e/loss"], 1000)
             self.wait_peer_interest(self.h4, "e2e/loss")
@@ -276,8 +281,8 @@ class EndToEnd(unittest.TestCase):
         n = 1000
         p = self.tb.popen("h2", ["/usr/bin/python3", os.path.join(HERE, "clients", "many_clients.py"),
                                  "--host", H1, "--count", str(n), "--topic", "e2e/many",
-                                 "--user", self.testbed_mod.USER,
-                                 "--password", self.testbed_mod.PASSWORD, "--timeout", "60"])
+                                 "--user", testbed.USER,
+                                 "--password", testbed.PASSWORD, "--timeout", "60"])
         lines = Lines(p.stdout)
         ready = lines.next(90)
         self.assertTrue(ready.startswith("ready %d" % n), ready)
@@ -362,7 +367,7 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(watcher.wait(10), 0)
 
     def test_16_paho_c_library_in_311_and_5(self):
-        auth = ["--user", self.testbed_mod.USER, "--password", self.testbed_mod.PASSWORD]
+        auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         for version in ("4", "5"):
             topic = "e2e/pahoc/%s" % version
             sub = self.tb.popen("h2", [ARGS.paho_c, "sub", H1, topic, "6", "--version", version,
@@ -465,9 +470,7 @@ def main():
     if os.geteuid() != 0:
         print("e2e: skipped: needs root", file=sys.stderr)
         return SKIP
-    try:
-        import mininet.net  # noqa: F401  pylint: disable=unused-import,import-outside-toplevel
-    except ImportError:
+    if testbed is None:
         print("e2e: skipped: Mininet is not installed (scripts/setup.sh)", file=sys.stderr)
         return SKIP
     if shutil.which("ovs-vsctl") is None or shutil.which("mosquitto_pub") is None:
