@@ -127,8 +127,8 @@ def lossy_delivery(tb, testbed, messages, rate, run):
         # (a lost SYN alone costs one).
         sub = tb.popen("h2", ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", H1, "-t", topic,
                               "-C", str(messages), "-W", "120", "-k", "60"] + auth)
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             line = sub.stdout.readline().decode()
             if not line or "SUBACK" in line:
                 break
@@ -138,18 +138,18 @@ def lossy_delivery(tb, testbed, messages, rate, run):
         # and the loss hits messages, not a few coalesced segments.
         pub = tb.popen("h3", ["mosquitto_pub", "-h", H1, "-t", topic, "-l"] + auth,
                        stdin=subprocess.PIPE)
-        started = time.time()
+        started = time.monotonic()
         for i in range(messages):
             pub.stdin.write(b"m%05d\n" % i)
             pub.stdin.flush()
-            delay = started + (i + 1) / rate - time.time()
+            delay = started + (i + 1) / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
         pub.stdin.close()
         if pub.wait(120) != 0:
             raise RuntimeError("mosquitto_pub failed: %s" % pub.stderr.read().decode())
         got, _ = sub.communicate(timeout=130)
-        seconds = time.time() - started
+        seconds = time.monotonic() - started
     finally:
         dropped = loss.dropped()
         loss.remove()

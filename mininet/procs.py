@@ -12,8 +12,11 @@ import time
 
 
 def wait_for(predicate, timeout, interval=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    """Polls `predicate` every `interval` seconds until it is true or `timeout` seconds passed;
+    returns its last value. The deadline is on the monotonic clock: a clock step cannot stretch or
+    cut it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)

@@ -95,16 +95,16 @@ async def open_all(clients, batch):
 
 async def main_async(args):
     clients = [Client(i, args) for i in range(args.count)]
-    started = time.time()
+    started = time.monotonic()
     await asyncio.wait_for(open_all(clients, args.batch), args.timeout)
-    print("ready %d in %.3f s" % (len(clients), time.time() - started), flush=True)
+    print("ready %d in %.3f s" % (len(clients), time.monotonic() - started), flush=True)
     readers = [asyncio.ensure_future(c.receive()) for c in clients]
     if args.idle:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         ok = True
     else:
-        deadline = time.time() + args.timeout
-        while time.time() < deadline and any(c.publishes == 0 for c in clients):
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and any(c.publishes == 0 for c in clients):
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)  # room for a duplicate to show up
         got = sum(1 for c in clients if c.publishes >= 1)
