@@ -119,11 +119,9 @@ class EndToEnd(unittest.TestCase):
 
     def wait_peer_interest(self, proxy, topic, subscribed=True, count=1, timeout=10):
         """Waits until `proxy` logged the `count`-th peer (UN)SUBSCRIBE for `topic`."""
-        verb = "SUBSCRIBE" if subscribed else "UNSUBSCRIBE"
-        peer = H1 if proxy.host.name == "h4" else H4
-        needle = "peer %s %s topic=%s\n" % (peer, verb, topic)
-        ok = procs.wait_for(lambda: proxy.log().count(needle) >= count, timeout)
-        self.assertTrue(ok, "%s never saw the peer's %s %s" % (proxy.host.name, verb, topic))
+        ok = proxy.wait_peer_interest(topic, subscribed, count, timeout)
+        self.assertTrue(ok, "%s never saw the peer's %s %s" % (
+            proxy.host.name, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE", topic))
 
     def datagrams(self, capture, src, dst, kind, topic):
         """How many datagrams of `kind` about `topic` went from src to dst."""

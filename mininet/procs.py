@@ -24,11 +24,13 @@ def wait_for(predicate, timeout, interval=0.05):
 
 
 class Proxy:
-    """One mqtt_proxy process in a Mininet host, its output in a log file."""
+    """One mqtt_proxy process in a Mininet host, its output in a log file. `peers`: the addresses
+    it was given with -F."""
 
-    def __init__(self, host, binary, args, log_path):
+    def __init__(self, host, binary, args, log_path, peers=()):
         self.host = host
         self.args = args
+        self.peers = list(peers)
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = host.popen([binary] + list(args), stdout=self._log, stderr=subprocess.STDOUT)
@@ -46,6 +48,22 @@ class Proxy:
 
     def wait_log(self, text, timeout=10):
         return wait_for(lambda: text in self.log(), timeout)
+
+    def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None):
+        """Waits until this proxy logged the `count`-th peer SUBSCRIBE (or UNSUBSCRIBE) for
+        `topic` from `peer` (by default its only peer); returns whether it did.
+
+        The barrier before publishing to a subscriber across the peers: the line is logged (at
+        info level) once the interest is recorded, so a PUBLISH this proxy receives afterwards is
+        forwarded."""
+        if peer is None:
+            if len(self.peers) != 1:
+                raise ValueError("proxy on %s has %d peers: name one" % (self.host.name,
+                                                                        len(self.peers)))
+            peer = self.peers[0]
+        needle = "peer %s %s topic=%s\n" % (peer, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE",
+                                             topic)
+        return wait_for(lambda: self.log().count(needle) >= count, timeout)
 
     def stop(self, timeout=10):
         if self.returncode is None:

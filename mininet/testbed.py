@@ -205,7 +205,7 @@ class Testbed:
         args += list(extra)
         log_path = os.path.join(self.artifacts, "proxy-%s%s.log"
                                 % (host_name, "" if port == 1883 else "-%d" % port))
-        proxy = Proxy(self.host(host_name), self.proxy_binary, args, log_path)
+        proxy = Proxy(self.host(host_name), self.proxy_binary, args, log_path, peers=peers)
         self.proxies.append(proxy)
         proxy.wait_ready(ready_timeout)
         return proxy
