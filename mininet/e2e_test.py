@@ -65,15 +65,6 @@ class Lines:
             if line.startswith(prefix):
                 return line
 
-    def quiet_for(self, seconds):
-        """True when nothing is printed for `seconds`."""
-        try:
-            line = self.q.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        self.seen.append(line)
-        return False
-
 
 class EndToEnd(unittest.TestCase):
     @classmethod
@@ -136,6 +127,33 @@ class EndToEnd(unittest.TestCase):
     def received(self, lines, n, timeout=20):
         return [lines.next(timeout) for _ in range(n)]
 
+    def captured(self, capture, src, dst, kind, topic, timeout=10):
+        """Waits until a datagram of `kind` about `topic` from src to dst is in the capture: then
+        every datagram that crossed the interface before it is in the file too."""
+        ok = procs.wait_for(lambda: self.datagrams(capture, src, dst, kind, topic) > 0, timeout)
+        self.assertTrue(ok, "no %s %s from %s to %s in %s" % (kind, topic, src, dst, capture.path))
+
+    def sentinel(self, topic, lines, expect):
+        """Ends a check that something does not arrive; returns the lines `lines` printed before
+        the sentinel.
+
+        Publishes "sentinel" on `topic` from h3 via h4, after whatever must not arrive; a subscriber
+        of `topic` via h1 (whose interest h4 has) prints `expect` for it. The sentinel takes the
+        same route, and every hop is in order: h4 handles its client's segments in turn and sends
+        datagrams to h1 in turn, h1 writes to each client's connection in turn. So once the
+        sentinel arrived, and its datagram is in both captures, anything that was going to arrive
+        has, and any datagram that was going to cross h4-eth0 or h1-eth0 is in the pcaps."""
+        self.publish("h3", H4, topic, "sentinel")
+        before = []
+        while True:
+            line = lines.next(20)
+            if line == expect:
+                break
+            before.append(line)
+        self.captured(self.cap_h4, H4, H1, "PUBLISH", topic)
+        self.captured(self.cap_h1, H4, H1, "PUBLISH", topic)
+        return before
+
     # -- tests -----------------------------------------------------------------------------------
 
     def test_01_hundred_messages_cross_the_proxies_in_order(self):
@@ -154,6 +172,9 @@ class EndToEnd(unittest.TestCase):
         for i in range(3):
             self.publish("h2", H1, "e2e/local", "local-%d" % i)
         self.assertEqual(self.received(lines, 3), ["e2e/local local-%d" % i for i in range(3)])
+        # The subscriber leaves after its third message: h1 tells h4 after anything it forwarded.
+        self.assertEqual(sub.wait(10), 0)
+        self.captured(self.cap_h1, H1, H4, "UNSUBSCRIBE", "e2e/local")
         self.assertEqual(self.datagrams(self.cap_h1, H1, H4, "PUBLISH", "e2e/local"), 0)
 
     def test_03_wildcard_subscriptions(self):
@@ -166,6 +187,7 @@ class EndToEnd(unittest.TestCase):
         self.publish("h3", H4, "e2e/hash/a/b", "h2")
         self.assertEqual(self.received(lines, 3),
                          ["e2e/wild/kitchen/temp t1", "e2e/hash h0", "e2e/hash/a/b h2"])
+        self.captured(self.cap_h4, H4, H1, "PUBLISH", "e2e/hash/a/b")  # published after it
         self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/wild/kitchen/humidity"),
                          0)
 
@@ -183,7 +205,10 @@ class EndToEnd(unittest.TestCase):
         p, lines, command = self.paho("h2", H1, "paho-unsub")
         command("sub e2e/unsub")
         self.assertEqual(lines.expect("SUBACK"), "SUBACK 0")
+        command("sub e2e/unsub-sentinel")  # kept: it ends the check after the UNSUBSCRIBE
+        self.assertEqual(lines.expect("SUBACK"), "SUBACK 0")
         self.wait_peer_interest(self.h4, "e2e/unsub")
+        self.wait_peer_interest(self.h4, "e2e/unsub-sentinel")
         self.publish("h3", H4, "e2e/unsub", "before")
         self.assertEqual(lines.expect("MSG"), "MSG e2e/unsub before")
         command("unsub e2e/unsub")
@@ -191,7 +216,8 @@ class EndToEnd(unittest.TestCase):
         self.wait_peer_interest(self.h4, "e2e/unsub", subscribed=False)
         for i in range(3):
             self.publish("h3", H4, "e2e/unsub", "after-%d" % i)
-        self.assertTrue(lines.quiet_for(1.0), "messages after UNSUBSCRIBE: %s" % lines.seen)
+        late = self.sentinel("e2e/unsub-sentinel", lines, "MSG e2e/unsub-sentinel sentinel")
+        self.assertEqual(late, [], "messages after UNSUBSCRIBE: %s" % late)
         self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/unsub"), 1)
         self.assertEqual(self.datagrams(self.cap_h1, H1, H4, "UNSUBSCRIBE", "e2e/unsub"), 1)
         command("quit")
@@ -217,6 +243,9 @@ class EndToEnd(unittest.TestCase):
     def test_06_subscriber_gone_silently_loses_interest_after_keepalive(self):
         # The subscriber's host drops its own packets, then the subscriber is killed: no DISCONNECT,
         # no FIN reaches the proxy. Only keepalive expiry (1.5 x 2 s) can notice.
+        # h2 is cut off below: the subscriber of the sentinel is on h3.
+        watcher, watcher_lines = self.subscriber("h3", H1, ["e2e/ka-sentinel"], 1)
+        self.wait_peer_interest(self.h4, "e2e/ka-sentinel")
         sub, lines, command = self.paho("h2", H1, "paho-keepalive", keepalive=2)
         command("sub e2e/ka")
         self.assertEqual(lines.expect("SUBACK"), "SUBACK 0")
@@ -234,8 +263,9 @@ class EndToEnd(unittest.TestCase):
             self.assertIn("id=paho-keepalive: keepalive expired", self.h1.log())
             self.assertLess(elapsed, 4.5)  # expiry 3 s after the last packet, at the latest
             self.publish("h3", H4, "e2e/ka", "gone")
-            time.sleep(0.5)
+            self.sentinel("e2e/ka-sentinel", watcher_lines, "e2e/ka-sentinel sentinel")
             self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/ka"), 1)
+            self.assertEqual(watcher.wait(10), 0)
         finally:
             block[1] = "-D"
             self.tb.run("h2", block)
@@ -278,13 +308,16 @@ class EndToEnd(unittest.TestCase):
         n = 1000
         p = self.tb.popen("h2", ["/usr/bin/python3", os.path.join(HERE, "clients", "many_clients.py"),
                                  "--host", H1, "--count", str(n), "--topic", "e2e/many",
+                                 "--sentinel", "e2e/many-sentinel",
                                  "--user", testbed.USER,
                                  "--password", testbed.PASSWORD, "--timeout", "60"])
         lines = Lines(p.stdout)
         ready = lines.next(90)
         self.assertTrue(ready.startswith("ready %d" % n), ready)
         self.wait_peer_interest(self.h4, "e2e/many")
+        self.wait_peer_interest(self.h4, "e2e/many-sentinel")
         self.publish("h3", H4, "e2e/many", "to all")
+        self.publish("h3", H4, "e2e/many-sentinel", "sentinel")  # no copy of "to all" after it
         self.assertEqual(lines.next(70), "received %d duplicates 0" % n)
         self.assertEqual(p.wait(30), 0)
 
@@ -302,10 +335,15 @@ class EndToEnd(unittest.TestCase):
         rc, out, err = self.tb.run("h3", ["mosquitto_pub", "-h", H4, "-t", "e2e/retained/dev",
                                           "-n", "-r"] + self.auth())
         self.assertEqual(rc, 0, out + err)
-        time.sleep(0.5)
-        rc, out, _ = self.tb.run("h2", ["mosquitto_sub", "-h", H1, "-t", "e2e/retained/+", "-C",
-                                        "1", "-W", "2"] + self.auth(), timeout=10)
-        self.assertEqual(out, "")
+        self.assertTrue(self.h4.wait_log("retained message cleared topic=e2e/retained/dev"))
+        self.wait_peer_interest(self.h4, "e2e/retained/+", subscribed=False)  # the first one left
+        # h4 answers h1's SUBSCRIBE with what it retains before it reads the sentinel.
+        sub, lines = self.subscriber("h2", H1, ["e2e/retained/+"], 2)
+        self.wait_peer_interest(self.h4, "e2e/retained/+", count=2)
+        out = self.sentinel("e2e/retained/sentinel", lines, "e2e/retained/sentinel sentinel")
+        self.assertEqual(out, [])
+        sub.kill()
+        sub.wait(5)
 
     def test_13_persistent_session_resumes_its_subscription(self):
         p, lines, command = self.paho("h2", H1, "e2e-persist", persistent=True)
