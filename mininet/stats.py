@@ -39,3 +39,20 @@ def switch_stats():
             with open("/sys/class/net/%s/statistics/rx_packets" % name) as f:
                 frames += int(f.read())
     return cpu, frames
+
+
+def slab_kib():
+    """The kernel's slab memory, KiB (the whole machine's: network namespaces share it)."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("Slab:"):
+                return int(line.split()[1])
+    raise RuntimeError("no Slab in /proc/meminfo")
+
+
+def tcp_retransmits(pid):
+    """TCP segments retransmitted so far in the network namespace of process `pid` (a testbed
+    host's kernel, whichever process of the host is named)."""
+    with open("/proc/%d/net/snmp" % pid) as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return int(rows[1][rows[0].index("RetransSegs")])
