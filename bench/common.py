@@ -42,6 +42,16 @@ class ProxySystem:
             raise
         self.pids = [p.proc.pid for p in self.servers.values()]
 
+    def wait_subscribed(self, topic, sub_brokers, pub_broker, timeout=10):
+        """Returns once the proxy at `pub_broker` (the publishers') has the interest in `topic` of
+        each other proxy in `sub_brokers` (the subscribers'), which their subscribers' SUBSCRIBE
+        made them send as a peer SUBSCRIBE. It reads the proxies' log: info level at least."""
+        proxy = self.servers[pub_broker]
+        for broker in sorted(set(sub_brokers) - {pub_broker}):
+            if not proxy.wait_peer_interest(topic, peer=broker, timeout=timeout):
+                raise RuntimeError("the proxy on %s never saw %s's SUBSCRIBE %s"
+                                   % (proxy.host.name, broker, topic))
+
     def stop(self):
         """Stops the proxies; returns the TCP segments they retransmitted."""
         retransmitted = 0
@@ -67,6 +77,8 @@ class MosquittoSystem:
                              "cleansession true\nbridge_protocol_version mqttv311\n"
                              % (host_name(i), host_name(bridge[1]), testbed.host_ip(bridge[1])))
                 self.brokers.append(procs.Mosquitto(tb.host(host_name(i)), conf, workdir))
+            if bridge:
+                wait_bridged(tb, *bridge)
         except BaseException:
             for b in self.brokers:
                 b.stop()
@@ -75,6 +87,10 @@ class MosquittoSystem:
         # The hosts' kernels do Mosquitto's TCP: their counters say what it retransmitted.
         self.retransmits_before = [stats.tcp_retransmits(pid) for pid in self.pids]
 
+    def wait_subscribed(self, topic, sub_brokers, pub_broker, timeout=10):
+        """Nothing to wait for: a subscription lives in the broker that acknowledged it, and the
+        bridge, up since the start, carries every bench/# message both ways, subscribed or not."""
+
     def stop(self):
         """Stops the brokers; returns the TCP segments their hosts retransmitted meanwhile."""
         retransmitted = sum(stats.tcp_retransmits(pid) - before
@@ -82,6 +98,48 @@ class MosquittoSystem:
         for b in self.brokers:
             b.stop()
         return retransmitted
+
+
+def wait_bridged(tb, i, j, timeout=20):
+    """Waits until the bridge between the brokers on hi and hj carries messages both ways: a probe
+    published on one broker, again every 0.1 s, reaches a subscriber of the other."""
+    for src, dst in ((i, j), (j, i)):
+        topic = "bench/probe/%s-to-%s" % (host_name(src), host_name(dst))
+        sub = tb.popen(host_name(dst), ["mosquitto_sub", "-h", "127.0.0.1", "-t", topic, "-C", "1",
+                                        "-W", str(timeout)])
+
+        def arrived(src=src, topic=topic, sub=sub):
+            tb.run(host_name(src), ["mosquitto_pub", "-h", "127.0.0.1", "-t", topic, "-m", "probe"],
+                   timeout=5)
+            return sub.poll() is not None
+
+        procs.wait_for(arrived, timeout, interval=0.1)
+        if sub.poll() is None:
+            sub.kill()
+        out, err = sub.communicate()
+        if sub.returncode != 0 or out.decode().strip() != "probe":
+            raise RuntimeError("the bridge does not carry %s within %d s: %s %s"
+                               % (topic, timeout, out.decode(), err.decode()))
+
+
+def wait_tcp_closed(tb, hosts, port=1883, timeout=30):
+    """Waits until no TCP connection to or from `port` is open or closing on the testbed hosts
+    numbered `hosts` (TIME-WAIT aside: such a connection is over): the clients of one round are
+    gone before the next round starts. Counts every kernel socket of the hosts, the clients' and
+    Mosquitto's (the proxy has none)."""
+    def closed():
+        for i in hosts:
+            rc, out, err = tb.run(host_name(i), ["ss", "-Htan", "state", "connected", "exclude",
+                                                 "time-wait", "( sport = :%d or dport = :%d )"
+                                                 % (port, port)])
+            if rc != 0:
+                raise RuntimeError("ss on %s: %s" % (host_name(i), err))
+            if out.strip():
+                return False
+        return True
+
+    if not procs.wait_for(closed, timeout, interval=0.1):
+        raise RuntimeError("TCP connections on port %d still open after %d s" % (port, timeout))
 
 
 def medians(runs):

@@ -18,6 +18,9 @@ once per repetition: no system can deliver faster.
 For every scenario: CPU seconds per 10k delivered messages of both servers, of ovs-vswitchd (the
 userspace switches) and of the load generators; frames the switch ports received per delivered
 message; peak RSS.
+A publisher starts once the subscriptions reached the far side: for the proxies, the publishers'
+proxy logged the peer SUBSCRIBE; the bridge carries bench/# both ways from its start, which a probe
+message each way checks before the first scenario.
 Each figure is the median of --repeat runs; the table gives the ratios mqtt_proxy / mosquitto.
 Writes CSV (and a latency plot when python3-matplotlib is installed) next to --out.
 """
@@ -41,19 +44,19 @@ SERVERS = (1, 4)  # the proxies or brokers run on h1 and h4
 MOSQUITTO = ("listener 1883 0.0.0.0\nallow_anonymous true\nuser root\nmax_connections -1\n"
              "log_dest stderr\nlog_type error\nmax_queued_messages 100000\n")
 # The systems under test, in the order of the table; the last is the reference of the ratios.
+# The proxies log at info level: a line per connection and subscription, none per message. The
+# barrier before publishing reads their peer SUBSCRIBE lines.
 SYSTEMS = [
-    ("mqtt_proxy", lambda tb, work: common.ProxySystem(tb, SERVERS, ["--log-level", "warn"])),
+    ("mqtt_proxy", lambda tb, work: common.ProxySystem(tb, SERVERS, ["--log-level", "info"])),
     # The same, with the peer protocol's batching extension switched on.
     ("mqtt_proxy-batch", lambda tb, work: common.ProxySystem(
-        tb, SERVERS, ["--log-level", "warn", "--peer-batch"])),
-    ("mosquitto", lambda tb, work: bridged_mosquitto(tb, work)),
+        tb, SERVERS, ["--log-level", "info", "--peer-batch"])),
+    # h4 bridged to h1; it returns once the bridge carries messages both ways.
+    ("mosquitto", lambda tb, work: common.MosquittoSystem(tb, work, SERVERS, MOSQUITTO,
+                                                          bridge=(4, 1))),
 ]
-
-
-def bridged_mosquitto(tb, work):
-    system = common.MosquittoSystem(tb, work, SERVERS, MOSQUITTO, bridge=(4, 1))
-    time.sleep(1.5)  # the bridge connects and subscribes
-    return system
+# The idle figures: RSS a second after the last SUBACK, CPU over the 5 s after that.
+IDLE_SETTLE_S, IDLE_WINDOW_S = 1.0, 5.0
 
 
 class Bench:
@@ -97,7 +100,7 @@ class Bench:
         before = [self.stats(pid) for pid in system.pids]
         switch_before = self.switch_stats()
         s = [self.sub(h, b, topic, n, seconds + 4, "s%d" % i) for i, (h, b, n) in enumerate(subs)]
-        time.sleep(0.5)  # subscriptions reach the far side (peer SUBSCRIBE or bridge)
+        system.wait_subscribed(topic, [b for _, b, _ in subs], H4)  # they reach the far side
         p = self.pub("h3", H4, topic, pub_clients, rate, seconds, 1)
         published = self.result(p, seconds + 30)
         sent = published["sent"]
@@ -143,14 +146,14 @@ class Bench:
     def idle(self, system, clients):
         before = [self.stats(pid) for pid in system.pids]
         s = self.sub("h2", H1, "bench/idle", clients, 12, "idle")
-        time.sleep(1)
+        time.sleep(IDLE_SETTLE_S)  # part of the measurement, not a barrier
         mid = [self.stats(pid) for pid in system.pids]
-        time.sleep(5)
+        time.sleep(IDLE_WINDOW_S)  # the measurement
         end = [self.stats(pid) for pid in system.pids]
         self.result(s, 30)
         return {
             "rss_per_conn_b": 1024.0 * (mid[0][1] - before[0][1]) / clients,
-            "idle_cpu_pct": 100.0 * sum(e[0] - m[0] for e, m in zip(end, mid)) / 5.0,
+            "idle_cpu_pct": 100.0 * sum(e[0] - m[0] for e, m in zip(end, mid)) / IDLE_WINDOW_S,
             "peak_rss_kib": max(e[2] for e in end),
         }
 
@@ -202,7 +205,7 @@ def main():
                     runs = bench.run_system(system)
                 finally:
                     system.stop()
-                    time.sleep(1)
+                    common.wait_tcp_closed(tb, (1, 2, 3, 4))  # nothing of it left in flight
                 print("%s run %d: %s" % (name, rep, json.dumps(runs)), flush=True)
                 per_system.setdefault(name, []).append(runs)
 

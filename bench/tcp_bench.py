@@ -44,6 +44,10 @@ SYSTEMS = [
 ]
 
 
+# Memory is measured a second after the last SUBACK.
+IDLE_SETTLE_S = 1.0
+
+
 def many(tb, count, batch, idle=False, prefix="bench"):
     args = ["/usr/bin/python3", MANY, "--host", H1, "--count", str(count), "--batch", str(batch),
             "--user", testbed.USER, "--password", testbed.PASSWORD, "--prefix", prefix,
@@ -61,7 +65,7 @@ def setup_rate(tb, count, batch, run):
     seconds = float(line.split()[3])
     p.stdin.close()
     p.wait(60)
-    time.sleep(1)  # let the closes finish before the next round
+    common.wait_tcp_closed(tb, (1, 2))  # the closes finish before the next round
     return count / max(seconds, 0.001)
 
 
@@ -72,11 +76,11 @@ def idle_memory(tb, server, count, run):
     line = p.stdout.readline().decode()
     if not line.startswith("ready"):
         raise RuntimeError("clients failed: %s %s" % (line, p.stderr.read().decode()))
-    time.sleep(1)
+    time.sleep(IDLE_SETTLE_S)  # part of the measurement, not a barrier
     after, slab_after = stats.process_stats(server.pids[0])[1], stats.slab_kib()
     p.stdin.close()
     p.wait(60)
-    time.sleep(2)
+    common.wait_tcp_closed(tb, (1, 2))
     return (after - before) * 1024.0 / count, (slab_after - slab_before) * 1024.0 / count
 
 
