@@ -18,12 +18,14 @@ once per repetition: no system can deliver faster.
 For every scenario: CPU seconds per 10k delivered messages of both servers, of ovs-vswitchd (the
 userspace switches) and of the load generators; frames the switch ports received per delivered
 message; peak RSS.
+A publisher starts once the subscriptions reached the far side: for the proxies, the publishers'
+proxy logged the peer SUBSCRIBE; the bridge carries bench/# both ways from its start, which a probe
+message each way checks before the first scenario.
 Each figure is the median of --repeat runs; the table gives the ratios mqtt_proxy / mosquitto.
 Writes CSV (and a latency plot when python3-matplotlib is installed) next to --out.
 """
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -32,59 +34,36 @@ import tempfile
 from functools import partial
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, "mininet"))
+import common  # first: it puts mininet/ on sys.path
+import stats
+import testbed
 
-H1, H4 = "192.168.1.101", "192.168.1.104"
-
-
-class ProxySystem:
-    name = "mqtt_proxy"
-    extra = []
-
-    def __init__(self, tb, testbed, work):
-        self.tb = tb
-        extra = ["--log-level", "warn"] + self.extra
-        self.servers = [tb.start_proxy("h1", peers=[H4], extra=extra),
-                        tb.start_proxy("h4", peers=[H1], extra=extra)]
-        self.pids = [p.proc.pid for p in self.servers]
-
-    def stop(self):
-        for p in self.servers:
-            p.stop()
-            self.tb.proxies.remove(p)
-
-
-class BatchingProxySystem(ProxySystem):
-    """The same, with the peer protocol's batching extension switched on."""
-    name = "mqtt_proxy-batch"
-    extra = ["--peer-batch"]
-
-
-class BridgeSystem:
-    name = "mosquitto"
-
-    def __init__(self, tb, testbed, work):
-        common = ("listener 1883 0.0.0.0\nallow_anonymous true\nuser root\nmax_connections -1\n"
-                  "log_dest stderr\nlog_type error\nmax_queued_messages 100000\n")
-        bridge = ("connection h4-to-h1\naddress %s:1883\ntopic bench/# both 0\n"
-                  "cleansession true\nbridge_protocol_version mqttv311\n" % H1)
-        self.brokers = [testbed.Mosquitto(tb.host("h1"), common, work),
-                        testbed.Mosquitto(tb.host("h4"), common + bridge, work)]
-        self.pids = [b.pid for b in self.brokers]
-        time.sleep(1.5)  # the bridge connects and subscribes
-
-    def stop(self):
-        for b in self.brokers:
-            b.stop()
+REPO = common.REPO
+H1, H2, H4 = testbed.host_ip(1), testbed.host_ip(2), testbed.host_ip(4)
+SERVERS = (1, 4)  # the proxies or brokers run on h1 and h4
+MOSQUITTO = ("listener 1883 0.0.0.0\nallow_anonymous true\nuser root\nmax_connections -1\n"
+             "log_dest stderr\nlog_type error\nmax_queued_messages 100000\n")
+# The systems under test, in the order of the table; the last is the reference of the ratios.
+# The proxies log at info level: a line per connection and subscription, none per message. The
+# barrier before publishing reads their peer SUBSCRIBE lines.
+SYSTEMS = [
+    ("mqtt_proxy", lambda tb, work: common.ProxySystem(tb, SERVERS, ["--log-level", "info"])),
+    # The same, with the peer protocol's batching extension switched on.
+    ("mqtt_proxy-batch", lambda tb, work: common.ProxySystem(
+        tb, SERVERS, ["--log-level", "info", "--peer-batch"])),
+    # h4 bridged to h1; it returns once the bridge carries messages both ways.
+    ("mosquitto", lambda tb, work: common.MosquittoSystem(tb, work, SERVERS, MOSQUITTO,
+                                                          bridge=(4, 1))),
+]
+# The idle figures: RSS a second after the last SUBACK, CPU over the 5 s after that.
+IDLE_SETTLE_S, IDLE_WINDOW_S = 1.0, 5.0
 
 
 class Bench:
-    def __init__(self, tb, testbed, args):
+    def __init__(self, tb, args):
         self.tb = tb
-        self.stats = testbed.process_stats
-        self.switch_stats = testbed.switch_stats
+        self.stats = stats.process_stats
+        self.switch_stats = stats.switch_stats
         self.auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         self.args = args
         self.loadgen = args.loadgen
@@ -121,7 +100,7 @@ class Bench:
         before = [self.stats(pid) for pid in system.pids]
         switch_before = self.switch_stats()
         s = [self.sub(h, b, topic, n, seconds + 4, "s%d" % i) for i, (h, b, n) in enumerate(subs)]
-        time.sleep(0.5)  # subscriptions reach the far side (peer SUBSCRIBE or bridge)
+        system.wait_subscribed(topic, [b for _, b, _ in subs], H4)  # they reach the far side
         p = self.pub("h3", H4, topic, pub_clients, rate, seconds, 1)
         published = self.result(p, seconds + 30)
         sent = published["sent"]
@@ -156,7 +135,7 @@ class Bench:
         h4 to h1, h1 to h2): the median ping round trip of each, halved, summed. No system under
         test can deliver faster than this."""
         total = 0.0
-        for src, dst in (("h3", H4), ("h4", H1), ("h1", "192.168.1.102")):
+        for src, dst in (("h3", H4), ("h4", H1), ("h1", H2)):
             _, out, _ = self.tb.run(src, ["ping", "-n", "-c", "40", "-i", "0.05", dst], timeout=20)
             rtts = [float(w.split("=")[1]) for w in out.split() if w.startswith("time=")]
             if not rtts:
@@ -167,14 +146,14 @@ class Bench:
     def idle(self, system, clients):
         before = [self.stats(pid) for pid in system.pids]
         s = self.sub("h2", H1, "bench/idle", clients, 12, "idle")
-        time.sleep(1)
+        time.sleep(IDLE_SETTLE_S)  # part of the measurement, not a barrier
         mid = [self.stats(pid) for pid in system.pids]
-        time.sleep(5)
+        time.sleep(IDLE_WINDOW_S)  # the measurement
         end = [self.stats(pid) for pid in system.pids]
         self.result(s, 30)
         return {
             "rss_per_conn_b": 1024.0 * (mid[0][1] - before[0][1]) / clients,
-            "idle_cpu_pct": 100.0 * sum(e[0] - m[0] for e, m in zip(end, mid)) / 5.0,
+            "idle_cpu_pct": 100.0 * sum(e[0] - m[0] for e, m in zip(end, mid)) / IDLE_WINDOW_S,
             "peak_rss_kib": max(e[2] for e in end),
         }
 
@@ -210,7 +189,6 @@ def main():
     if os.geteuid() != 0:
         print("compare: needs root", file=sys.stderr)
         return 1
-    import testbed  # pylint: disable=import-outside-toplevel
 
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     per_system = {}
@@ -218,43 +196,31 @@ def main():
     with tempfile.TemporaryDirectory() as work, \
             testbed.Testbed(os.path.join(os.path.dirname(args.out), "artifacts"),
                             proxy_binary=args.proxy) as tb:
-        bench = Bench(tb, testbed, args)
+        bench = Bench(tb, args)
         for rep in range(args.repeat):
             floors.append(bench.network_floor_us())
-            for kind in (ProxySystem, BatchingProxySystem, BridgeSystem):
-                system = kind(tb, testbed, work)
+            for name, start in SYSTEMS:
+                system = start(tb, work)
                 try:
                     runs = bench.run_system(system)
                 finally:
                     system.stop()
-                    time.sleep(1)
-                print("%s run %d: %s" % (kind.name, rep, json.dumps(runs)), flush=True)
-                per_system.setdefault(kind.name, []).append(runs)
+                    common.wait_tcp_closed(tb, (1, 2, 3, 4))  # nothing of it left in flight
+                print("%s run %d: %s" % (name, rep, json.dumps(runs)), flush=True)
+                per_system.setdefault(name, []).append(runs)
 
     # Medians per scenario and figure.
-    med = {}
-    for name, reps in per_system.items():
-        med[name] = {sc: {k: statistics.median(r[sc][k] for r in reps) for k in reps[0][sc]}
-                     for sc in reps[0]}
-    names = [k.name for k in (ProxySystem, BatchingProxySystem, BridgeSystem)]
+    med = {name: common.medians(reps) for name, reps in per_system.items()}
+    names = [name for name, _ in SYSTEMS]
     ref = med["mosquitto"]
-    rows = []
-    for sc in ref:
-        for k in ref[sc]:
-            vals = [med[n][sc][k] for n in names]
-            rows.append([sc, k] + vals + [v / ref[sc][k] if ref[sc][k] else float("nan")
-                                          for v in vals[:-1]])
+    rows = common.ratio_rows(med, names, "mosquitto", [(sc, k) for sc in ref for k in ref[sc]])
     print("\nmedians of %d runs; ratio = mqtt_proxy / mosquitto-bridge (plain peer protocol, then "
           "with --peer-batch)" % args.repeat)
-    print("%-12s %-22s %12s %16s %12s %7s %7s" % ("scenario", "figure", *names, "ratio", "batch"))
-    for r in rows:
-        print("%-12s %-22s %12.2f %16.2f %12.2f %7.2f %7.2f" % tuple(r))
-    with open(args.out, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["scenario", "figure"] + names + ["ratio", "ratio_batch"])
-        w.writerows(rows)
-        floor = statistics.median(floors)
-        w.writerow(["network", "floor_one_way_us"] + [floor] * len(names))
+    common.print_table([("scenario", -12), ("figure", -22), (names[0], 12), (names[1], 16),
+                        (names[2], 12), ("ratio", 7), ("batch", 7)], rows)
+    floor = statistics.median(floors)
+    common.write_csv(args.out, ["scenario", "figure"] + names + ["ratio", "ratio_batch"],
+                     rows + [["network", "floor_one_way_us"] + [floor] * len(names)])
     print("network floor: %.0f us one way (ping over the three legs, median of %d runs)"
           % (floor, len(floors)))
     print("csv: %s" % args.out)

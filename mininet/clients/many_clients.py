@@ -1,9 +1,12 @@
 """Holds many MQTT 3.1.1 client connections at once from one host.
 
 Each connection sends CONNECT and SUBSCRIBE (QoS 0) and waits for its SUBACK. Prints
-"ready <n>" once all are subscribed, then waits until every connection received one PUBLISH on
-the topic (or --timeout passes), prints "received <n> duplicates <d>" and exits 0 only if each got
-exactly one. With --idle it just holds the connections until stdin closes, for memory
+"ready <n>" once all are subscribed. Then, with --sentinel, each connection is subscribed to the
+sentinel topic too: publish the message under test on --topic, then one on the sentinel topic
+the same way. Once every connection received the sentinel (or --timeout passed), any copy of the
+message that was going to reach it has (the route is in order); it prints "received <n>
+duplicates <d>" (n: connections that got the message, d: extra copies) and exits 0 only if each
+got exactly one. With --idle it just holds the connections until stdin closes, for memory
 measurements (the keepalive, 600 s by default, is longer than any measurement, so no pings).
 """
 
@@ -43,8 +46,8 @@ def connect_packet(client_id, user, password, keepalive):
     return bytes([0x10]) + remaining_length(len(body)) + body
 
 
-def subscribe_packet(packet_id, topic):
-    body = struct.pack("!H", packet_id) + utf8(topic) + bytes([0])
+def subscribe_packet(packet_id, topics):
+    body = struct.pack("!H", packet_id) + b"".join(utf8(t) + bytes([0]) for t in topics)
     return bytes([0x82]) + remaining_length(len(body)) + body
 
 
@@ -66,7 +69,8 @@ class Client:
         self.args = args
         self.writer = None
         self.reader = None
-        self.publishes = 0
+        self.publishes = 0  # on --topic
+        self.sentinel = False
 
     async def open(self):
         a = self.args
@@ -76,15 +80,21 @@ class Client:
         kind, body = await read_packet(self.reader)
         if kind != 2 or body[1] != 0:
             raise RuntimeError("CONNACK %r" % body)
-        self.writer.write(subscribe_packet(1, a.topic))
+        topics = [a.topic] + ([a.sentinel] if a.sentinel else [])
+        self.writer.write(subscribe_packet(1, topics))
         kind, body = await read_packet(self.reader)
-        if kind != 9 or body[2:] != b"\x00":
+        if kind != 9 or body[2:] != bytes(len(topics)):
             raise RuntimeError("SUBACK %r" % body)
 
     async def receive(self):
         while True:
-            kind, _ = await read_packet(self.reader)
-            if kind == 3:
+            kind, body = await read_packet(self.reader)
+            if kind != 3:
+                continue
+            n = struct.unpack("!H", body[:2])[0]
+            if self.args.sentinel and body[2:2 + n] == self.args.sentinel.encode():
+                self.sentinel = True
+            else:
                 self.publishes += 1
 
 
@@ -95,18 +105,17 @@ async def open_all(clients, batch):
 
 async def main_async(args):
     clients = [Client(i, args) for i in range(args.count)]
-    started = time.time()
+    started = time.monotonic()
     await asyncio.wait_for(open_all(clients, args.batch), args.timeout)
-    print("ready %d in %.3f s" % (len(clients), time.time() - started), flush=True)
+    print("ready %d in %.3f s" % (len(clients), time.monotonic() - started), flush=True)
     readers = [asyncio.ensure_future(c.receive()) for c in clients]
     if args.idle:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         ok = True
     else:
-        deadline = time.time() + args.timeout
-        while time.time() < deadline and any(c.publishes == 0 for c in clients):
+        deadline = time.monotonic() + args.timeout
+        while time.monotonic() < deadline and not all(c.sentinel for c in clients):
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)  # room for a duplicate to show up
         got = sum(1 for c in clients if c.publishes >= 1)
         dup = sum(c.publishes - 1 for c in clients if c.publishes > 1)
         print("received %d duplicates %d" % (got, dup), flush=True)
@@ -125,6 +134,8 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=100, help="connections opened concurrently")
     ap.add_argument("--topic", default="many/all")
+    ap.add_argument("--sentinel", help="topic published after the message under test (needed "
+                    "without --idle)")
     ap.add_argument("--prefix", default="many")
     ap.add_argument("--user")
     ap.add_argument("--password")
@@ -132,6 +143,8 @@ def main():
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--idle", action="store_true")
     args = ap.parse_args()
+    if not args.idle and not args.sentinel:
+        ap.error("--sentinel is needed without --idle")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.count + 64
     if soft < want:

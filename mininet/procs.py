@@ -1,0 +1,175 @@
+"""Processes the testbed starts in its hosts, each stopped by PID: mqtt_proxy, Mosquitto, tcpdump;
+and the iptables rules that drop a share of the MQTT segments.
+
+Nothing here imports Mininet: a host is a Mininet host (its `popen` and `name`), a testbed a
+testbed.Testbed.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    """Polls `predicate` every `interval` seconds until it is true or `timeout` seconds passed;
+    returns its last value. The deadline is on the monotonic clock: a clock step cannot stretch or
+    cut it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Proxy:
+    """One mqtt_proxy process in a Mininet host, its output in a log file. `peers`: the addresses
+    it was given with -F."""
+
+    def __init__(self, host, binary, args, log_path, peers=()):
+        self.host = host
+        self.args = args
+        self.peers = list(peers)
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = host.popen([binary] + list(args), stdout=self._log, stderr=subprocess.STDOUT)
+        self.returncode = None
+
+    def log(self):
+        with open(self.log_path, "r", errors="replace") as f:
+            return f.read()
+
+    def wait_ready(self, timeout=15):
+        ok = wait_for(lambda: " ready: " in self.log() or self.proc.poll() is not None, timeout)
+        if not ok or self.proc.poll() is not None:
+            raise RuntimeError("proxy on %s did not become ready:\n%s" % (self.host.name,
+                                                                           self.log()[-3000:]))
+
+    def wait_log(self, text, timeout=10):
+        return wait_for(lambda: text in self.log(), timeout)
+
+    def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None):
+        """Waits until this proxy logged the `count`-th peer SUBSCRIBE (or UNSUBSCRIBE) for
+        `topic` from `peer` (by default its only peer); returns whether it did.
+
+        The barrier before publishing to a subscriber across the peers: the line is logged (at
+        info level) once the interest is recorded, so a PUBLISH this proxy receives afterwards is
+        forwarded."""
+        if peer is None:
+            if len(self.peers) != 1:
+                raise ValueError("proxy on %s has %d peers: name one" % (self.host.name,
+                                                                        len(self.peers)))
+            peer = self.peers[0]
+        needle = "peer %s %s topic=%s\n" % (peer, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE",
+                                             topic)
+        return wait_for(lambda: self.log().count(needle) >= count, timeout)
+
+    def stop(self, timeout=10):
+        if self.returncode is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.returncode = self.proc.wait()
+            self._log.close()
+        return self.returncode
+
+    def final_counters(self):
+        """The counters the proxy logs when it exits, as a dict."""
+        for line in reversed(self.log().splitlines()):
+            if "final counters:" in line:
+                fields = line.split("final counters:", 1)[1].split()
+                return {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
+        return {}
+
+
+class Mosquitto:
+    """A Mosquitto broker in a Mininet host, for the benchmarks' baselines. `config` is the text of
+    its configuration file; it must contain a listener on port 1883 that allows anonymous clients."""
+
+    def __init__(self, host, config, workdir):
+        self.host = host
+        conf = os.path.join(workdir, "mosquitto-%s.conf" % host.name)
+        with open(conf, "w") as f:
+            f.write(config)
+        self.log_path = os.path.join(workdir, "mosquitto-%s.log" % host.name)
+        self._log = open(self.log_path, "wb")
+        # Its default descriptor limit (1024) is below the benchmarks' connection counts.
+        self.proc = host.popen(["bash", "-c", "ulimit -n $(ulimit -Hn) && exec mosquitto -c " + conf],
+                               stdout=self._log, stderr=subprocess.STDOUT)
+        self.pid = self.proc.pid
+
+        def accepts():
+            probe = host.popen(["mosquitto_pub", "-h", "127.0.0.1", "-t", "probe", "-m", "x"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return probe.wait(5) == 0
+
+        if not wait_for(accepts, 10, interval=0.1):
+            self.stop()
+            with open(self.log_path) as f:
+                raise RuntimeError("mosquitto did not start on %s: %s" % (host.name, f.read()))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self._log.close()
+
+
+class LossRules:
+    """iptables rules dropping a random share of MQTT segments both ways on some hosts (there is no
+    netem here)."""
+
+    def __init__(self, testbed, hosts, probability):
+        self.tb = testbed
+        self.rules = []
+        for host in hosts:
+            for chain, port in (("OUTPUT", "--dport"), ("INPUT", "--sport")):
+                rule = [chain, "-p", "tcp", port, "1883", "-m", "statistic", "--mode", "random",
+                        "--probability", str(probability), "-j", "DROP"]
+                rc, out, err = testbed.run(host, ["iptables", "-I"] + rule)
+                if rc != 0:
+                    self.remove()
+                    raise RuntimeError("iptables on %s: %s %s" % (host, out, err))
+                self.rules.append((host, rule))
+
+    def dropped(self):
+        """Segments the rules dropped so far."""
+        total = 0
+        for host in sorted({h for h, _ in self.rules}):
+            _, out, _ = self.tb.run(host, ["iptables", "-L", "-v", "-n", "-x"])
+            total += sum(int(line.split()[0]) for line in out.splitlines()
+                         if "statistic mode random" in line and "DROP" in line)
+        return total
+
+    def remove(self):
+        for host, rule in self.rules:
+            self.tb.run(host, ["iptables", "-D"] + rule)
+        self.rules = []
+
+
+class Capture:
+    """tcpdump on one host interface, writing a pcap of MQTT traffic (TCP and UDP)."""
+
+    def __init__(self, host, iface, path, bpf="tcp port 1883 or udp port 1883"):
+        self.path = path
+        # Immediate mode: otherwise libpcap hands packets over only after a 1 s buffer timeout and
+        # a test reading the pcap races the capture.
+        # A 2 KiB snap length and a 32 MiB buffer: with offloads reported on, a full snap length makes
+        # each ring slot 64 KiB and the ring holds ~31 frames, so bursts would be lost.
+        self.proc = host.popen(["tcpdump", "--immediate-mode", "-i", iface, "-U", "-s", "2048",
+                                "-B", "32768", "-w", path, bpf],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(path) and os.path.getsize(path) > 0, 5)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
