@@ -416,8 +416,7 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   peering_.forward_publish(topic, p.payload, p.retain);
 }
 
-void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint now) {
-  (void)now;
+void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint /*now*/) {
   // A peer sends RETAIN set both for a live retained message and for the retained messages it
   // answers our SUBSCRIBE with; the two cannot be told apart, so local subscribers see the flag
   // either way (as behind a Mosquitto bridge).

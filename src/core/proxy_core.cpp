@@ -77,13 +77,6 @@ ProxyCore::Connection* ProxyCore::find(std::uint64_t id) const {
   return it == conns_.end() ? nullptr : it->second.get();
 }
 
-const tcp::Endpoint* ProxyCore::find_endpoint(const tcp::ConnKey& k) const {
-  auto it = by_key_.find(k);
-  if (it == by_key_.end()) return nullptr;
-  const Connection* c = find(it->second);
-  return c ? &c->ep : nullptr;
-}
-
 void ProxyCore::mark_dirty(Connection& c) {
   if (c.dirty) return;
   c.dirty = true;

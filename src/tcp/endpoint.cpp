@@ -73,8 +73,8 @@ Endpoint::Endpoint(const EndpointConfig& cfg, const SegmentIn& syn, Seq iss,
   // RFC 9293 3.7.1: no MSS option means 536. An MSS of 0 is treated as absent.
   std::uint16_t peer_mss = (syn.mss && *syn.mss > 0) ? *syn.mss : 536;
   peer_mss = std::max(peer_mss, cfg_.min_peer_mss);
-  eff_mss_ = std::min(peer_mss, cfg_.local_mss);
-  cwnd_ = 10u * eff_mss_;  // RFC 6928 initial window
+  effective_mss_ = std::min(peer_mss, cfg_.local_mss);
+  cwnd_ = 10u * effective_mss_;  // RFC 6928 initial window
 }
 
 Endpoint Endpoint::from_cookie(const EndpointConfig& cfg, const SegmentIn& ack, Seq iss,
@@ -279,10 +279,10 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
     if (dupacks_ >= 3) {
       cwnd_ = ssthresh_;
     } else if (cwnd_ < ssthresh_) {
-      cwnd_ += std::min<std::uint32_t>(acked, eff_mss_);
+      cwnd_ += std::min<std::uint32_t>(acked, effective_mss_);
     } else {
       cwnd_ += std::max<std::uint32_t>(
-          1, static_cast<std::uint32_t>(std::uint64_t{eff_mss_} * eff_mss_ / cwnd_));
+          1, static_cast<std::uint32_t>(std::uint64_t{effective_mss_} * effective_mss_ / cwnd_));
     }
     dupacks_ = 0;
     // RFC 6298 5.2/5.3
@@ -294,14 +294,13 @@ bool Endpoint::process_ack(const SegmentIn& s, TimePoint now, Outbox& out) {
     // RFC 5681 3.2: the third duplicate ACK triggers a fast retransmit.
     ++dupacks_;
     if (dupacks_ == 3) {
-      const std::uint32_t flight = snd_max_ - snd_una_;
-      ssthresh_ = std::max<std::uint32_t>(flight / 2, 2u * eff_mss_);
+      ssthresh_ = loss_ssthresh();
       ++counters_->tcp_fast_retransmits;
       ++counters_->tcp_retransmits;
       retransmit_first(out);
-      cwnd_ = ssthresh_ + 3u * eff_mss_;
+      cwnd_ = ssthresh_ + 3u * effective_mss_;
     } else if (dupacks_ > 3) {
-      cwnd_ += eff_mss_;
+      cwnd_ += effective_mss_;
     }
   }
 
@@ -359,7 +358,7 @@ void Endpoint::process_text(const SegmentIn& s, TimePoint now, Outbox& out) {
       rx_.push(data);
       rx_offset_ += data.size();
       Bytes more;
-      if (!ooo_.empty() && ooo_.pop_contiguous(rx_offset_, more) > 0) {
+      if (!reassembler_.empty() && reassembler_.pop_contiguous(rx_offset_, more) > 0) {
         rx_.push(more);
         rx_offset_ += more.size();
       }
@@ -369,7 +368,7 @@ void Endpoint::process_text(const SegmentIn& s, TimePoint now, Outbox& out) {
     ack_pending_ = true;
   } else if (!data.empty()) {
     ++counters_->tcp_out_of_order;
-    counters_->tcp_overlap_mismatch_bytes += ooo_.insert(seg_offset, data);
+    counters_->tcp_overlap_mismatch_bytes += reassembler_.insert(seg_offset, data);
     // A duplicate ACK now, not at the end of the batch: the peer counts them for fast retransmit.
     emit(out, snd_nxt_, kAck);
   }
@@ -383,7 +382,7 @@ void Endpoint::receive_fin(TimePoint now) {
   rcv_nxt_ = rcv_nxt_ + 1;
   ack_pending_ = true;
   events_ |= event::kPeerFin;
-  ooo_.clear();
+  reassembler_.clear();
   switch (state_) {
     case State::Established:
       set_state(State::CloseWait, now);
@@ -427,7 +426,7 @@ void Endpoint::set_state(State next, TimePoint now) {
       persist_at_.reset();
       stalled_since_.reset();
       tx_.clear();
-      ooo_.clear();
+      reassembler_.clear();
       break;
     case State::Closed:
       events_ |= event::kClosed;
@@ -436,7 +435,7 @@ void Endpoint::set_state(State next, TimePoint now) {
       stalled_since_.reset();
       linger_until_.reset();
       tx_.clear();
-      ooo_.clear();
+      reassembler_.clear();
       break;
     default:
       break;
@@ -503,7 +502,7 @@ void Endpoint::retransmit_first(Outbox& out) {
   // Only what was sent before: bytes queued since then are new data, subject to the windows.
   const Seq end = fin_sent_ ? fin_seq_ : snd_max_;
   if (snd_una_ < end) {
-    const auto len = std::min<std::uint32_t>(eff_mss_, end - snd_una_);
+    const auto len = std::min<std::uint32_t>(effective_mss_, end - snd_una_);
     std::uint8_t flags = kAck;
     if (snd_una_ + len == end) {
       flags |= kPsh;
@@ -515,13 +514,27 @@ void Endpoint::retransmit_first(Outbox& out) {
   }
 }
 
+std::uint32_t Endpoint::loss_ssthresh() const {
+  // RFC 5681 (4): half the data in flight, at least two segments.
+  return std::max<std::uint32_t>((snd_max_ - snd_una_) / 2, 2u * effective_mss_);
+}
+
+void Endpoint::send_fin(TimePoint now, Outbox& out) {
+  emit(out, fin_seq_, kFin | kAck);
+  fin_sent_ = true;
+  snd_nxt_ = fin_seq_ + 1;
+  if (snd_nxt_ > snd_max_) snd_max_ = snd_nxt_;
+  arm_rto(now);
+}
+
 void Endpoint::send_data(TimePoint now, Outbox& out) {
   const Seq end = data_end();
   while (snd_nxt_ < end) {
     const std::uint32_t in_flight = snd_nxt_ - snd_una_;
     const std::uint32_t wnd = std::min(snd_wnd_, cwnd_);
     if (in_flight >= wnd) break;
-    const std::uint32_t len = std::min({std::uint32_t{eff_mss_}, wnd - in_flight, end - snd_nxt_});
+    const std::uint32_t len =
+        std::min({std::uint32_t{effective_mss_}, wnd - in_flight, end - snd_nxt_});
     const Seq seq = snd_nxt_;
     std::uint8_t flags = kAck;
     const bool last = seq + len == end;
@@ -556,13 +569,7 @@ void Endpoint::flush(TimePoint now, Outbox& out) {
   if (state_ != State::TimeWait) {
     send_data(now, out);
     // A FIN needs no window; send it once all data went out.
-    if (fin_queued_ && snd_nxt_ == fin_seq_) {
-      emit(out, fin_seq_, kFin | kAck);
-      fin_sent_ = true;
-      snd_nxt_ = fin_seq_ + 1;
-      if (snd_nxt_ > snd_max_) snd_max_ = snd_nxt_;
-      arm_rto(now);
-    }
+    if (fin_queued_ && snd_nxt_ == fin_seq_) send_fin(now, out);
     // Zero window with data waiting and nothing in flight: probe so a lost window update cannot
     // deadlock us.
     if (snd_wnd_ == 0 && snd_nxt_ < data_end() && snd_una_ == snd_max_ && !persist_at_) {
@@ -572,7 +579,7 @@ void Endpoint::flush(TimePoint now, Outbox& out) {
   // RFC 9293 3.8.6.2.2: announce a reopened window once it grew by min(buffer/2, MSS), so a client
   // that saw a (nearly) closed window need not wait for its persist timer.
   const std::uint32_t wnd = advertised_window();
-  const std::uint32_t step = std::min<std::uint32_t>(cfg_.rcv_buffer / 2, eff_mss_);
+  const std::uint32_t step = std::min<std::uint32_t>(cfg_.rcv_buffer / 2, effective_mss_);
   const bool window_update = !fin_received_ && wnd > last_window_sent_ &&
                              wnd - last_window_sent_ >= step && last_window_sent_ < step;
   if (ack_pending_ || window_update) emit(out, snd_nxt_, kAck);
@@ -611,9 +618,8 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
         emit_synack(now, out);
       } else {
         // RFC 5681 3.1: after a timeout, one segment at a time from SND.UNA (go-back-N).
-        const std::uint32_t flight = snd_max_ - snd_una_;
-        ssthresh_ = std::max<std::uint32_t>(flight / 2, 2u * eff_mss_);
-        cwnd_ = eff_mss_;
+        ssthresh_ = loss_ssthresh();
+        cwnd_ = effective_mss_;
         dupacks_ = 0;
         snd_nxt_ = snd_una_;
         send_data(now, out);
@@ -623,10 +629,7 @@ void Endpoint::on_timer(TimePoint now, Outbox& out) {
           // both sides waiting.
           retransmit_first(out);
         }
-        if (fin_sent_ && snd_nxt_ == fin_seq_) {
-          emit(out, fin_seq_, kFin | kAck);
-          snd_nxt_ = fin_seq_ + 1;
-        }
+        if (fin_sent_ && snd_nxt_ == fin_seq_) send_fin(now, out);
       }
       rto_at_ = now + rto_;
     }

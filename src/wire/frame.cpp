@@ -9,11 +9,11 @@ namespace mqtt_proxy::wire {
 
 std::optional<Ipv4View> Ipv4View::parse(ByteSpan b) {
   if (b.size() < kIpv4MinHeaderLen) return std::nullopt;
-  const auto vihl = load_u8(b, 0);
+  const auto vihl = load_u8(b, ipv4_field::kVersionIhl);
   if ((vihl >> 4) != 4) return std::nullopt;
   const std::size_t hlen = std::size_t(vihl & 0x0f) * 4;
   if (hlen < kIpv4MinHeaderLen || hlen > b.size()) return std::nullopt;
-  const std::size_t total = load_be16(b, 2);
+  const std::size_t total = load_be16(b, ipv4_field::kTotalLength);
   if (total == 0) return Ipv4View{b, hlen};
   if (total < hlen || total > b.size()) return std::nullopt;
   return Ipv4View{b.first(total), hlen};  // drops Ethernet padding
@@ -90,39 +90,41 @@ void emit_tcp_frame(const TcpFrameSpec& s, MutableByteSpan out) {
   assert(out.size() == tcp_frame_size(s));
   // Ethernet II
   for (std::size_t i = 0; i < 6; ++i) {
-    store_u8(out, i, s.dst_mac.octets[i]);
-    store_u8(out, 6 + i, s.src_mac.octets[i]);
+    store_u8(out, eth_field::kDst + i, s.dst_mac.octets[i]);
+    store_u8(out, eth_field::kSrc + i, s.src_mac.octets[i]);
   }
-  store_be16(out, 12, kEtherTypeIpv4);
+  store_be16(out, eth_field::kEtherType, kEtherTypeIpv4);
 
   // IPv4: no options, DF set (we segment to the path MTU ourselves), TTL 64.
   auto ip = out.subspan(kEthernetHeaderLen);
   const std::size_t opt_len = tcp_options_len(s);
   const std::size_t tcp_len = kTcpMinHeaderLen + opt_len + s.payload.size();
   const auto ip_total = static_cast<std::uint16_t>(kIpv4MinHeaderLen + tcp_len);
-  store_u8(ip, 0, 0x45);
-  store_u8(ip, 1, 0);
-  store_be16(ip, 2, ip_total);
-  store_be16(ip, 4, s.ip_id);
-  store_be16(ip, 6, 0x4000);
-  store_u8(ip, 8, 64);
-  store_u8(ip, 9, kIpProtoTcp);
-  store_be16(ip, 10, 0);
-  store_be32(ip, 12, s.src_ip.value);
-  store_be32(ip, 16, s.dst_ip.value);
-  store_be16(ip, 10, checksum_finish(checksum_add(0, ip.first(kIpv4MinHeaderLen))));
+  store_u8(ip, ipv4_field::kVersionIhl, 0x45);
+  store_u8(ip, ipv4_field::kTos, 0);
+  store_be16(ip, ipv4_field::kTotalLength, ip_total);
+  store_be16(ip, ipv4_field::kId, s.ip_id);
+  store_be16(ip, ipv4_field::kFlagsFragment, 0x4000);
+  store_u8(ip, ipv4_field::kTtl, 64);
+  store_u8(ip, ipv4_field::kProtocol, kIpProtoTcp);
+  store_be16(ip, ipv4_field::kChecksum, 0);
+  store_be32(ip, ipv4_field::kSrc, s.src_ip.value);
+  store_be32(ip, ipv4_field::kDst, s.dst_ip.value);
+  store_be16(ip, ipv4_field::kChecksum,
+             checksum_finish(checksum_add(0, ip.first(kIpv4MinHeaderLen))));
 
   // TCP
   auto tcp = ip.subspan(kIpv4MinHeaderLen, tcp_len);
-  store_be16(tcp, 0, s.src_port);
-  store_be16(tcp, 2, s.dst_port);
-  store_be32(tcp, 4, s.seq.raw);
-  store_be32(tcp, 8, s.ack.raw);
-  store_u8(tcp, 12, static_cast<std::uint8_t>(((kTcpMinHeaderLen + opt_len) / 4) << 4));
-  store_u8(tcp, 13, s.flags);
-  store_be16(tcp, 14, s.window);
-  store_be16(tcp, 16, 0);
-  store_be16(tcp, 18, 0);
+  store_be16(tcp, tcp_field::kSrcPort, s.src_port);
+  store_be16(tcp, tcp_field::kDstPort, s.dst_port);
+  store_be32(tcp, tcp_field::kSeq, s.seq.raw);
+  store_be32(tcp, tcp_field::kAck, s.ack.raw);
+  store_u8(tcp, tcp_field::kDataOffset,
+           static_cast<std::uint8_t>(((kTcpMinHeaderLen + opt_len) / 4) << 4));
+  store_u8(tcp, tcp_field::kFlags, s.flags);
+  store_be16(tcp, tcp_field::kWindow, s.window);
+  store_be16(tcp, tcp_field::kChecksum, 0);
+  store_be16(tcp, tcp_field::kUrgent, 0);
   std::size_t o = kTcpMinHeaderLen;
   if (s.mss) {
     store_u8(tcp, o, 2);
@@ -140,7 +142,7 @@ void emit_tcp_frame(const TcpFrameSpec& s, MutableByteSpan out) {
   std::copy(s.payload.begin(), s.payload.end(), tcp.begin() + static_cast<std::ptrdiff_t>(o));
   const std::uint32_t sum = checksum_add(
       pseudo_header_sum(s.src_ip, s.dst_ip, kIpProtoTcp, static_cast<std::uint16_t>(tcp_len)), tcp);
-  store_be16(tcp, 16, checksum_finish(sum));
+  store_be16(tcp, tcp_field::kChecksum, checksum_finish(sum));
 }
 
 }  // namespace mqtt_proxy::wire

@@ -78,7 +78,6 @@ class ProxyCore final : private broker::BrokerHost {
   std::size_t half_open_count() const { return half_open_; }
   const broker::Broker& broker() const { return broker_; }
   const peering::Peering& peering() const { return peering_; }
-  const tcp::Endpoint* find_endpoint(const tcp::ConnKey& k) const;
 
   // Tests pin initial sequence numbers (for example near 2^32) through this.
   void set_isn_function(std::function<wire::Seq(const tcp::ConnKey&, TimePoint)> fn) {

@@ -146,7 +146,7 @@ class Endpoint {
   Seq snd_nxt() const { return snd_nxt_; }
   std::uint32_t snd_wnd() const { return snd_wnd_; }
   std::uint32_t cwnd() const { return cwnd_; }
-  std::uint16_t effective_mss() const { return eff_mss_; }
+  std::uint16_t effective_mss() const { return effective_mss_; }
   std::uint8_t snd_wscale() const { return snd_wscale_; }
   std::uint8_t rcv_wscale() const { return rcv_wscale_; }
   Duration rto() const { return rto_; }
@@ -164,6 +164,10 @@ class Endpoint {
   void receive_fin(TimePoint now);
   void on_fin_acked(TimePoint now);
   void send_data(TimePoint now, Outbox& out);
+  // Our FIN, once all data is out (or again after a timeout): it takes a sequence number.
+  void send_fin(TimePoint now, Outbox& out);
+  // The slow-start threshold after a loss is detected (RFC 5681 (4)).
+  std::uint32_t loss_ssthresh() const;
   void retransmit_first(Outbox& out);
   void sample_rtt(Duration r);
   Duration current_rto() const;  // from SRTT and RTTVAR, without backoff
@@ -191,7 +195,7 @@ class Endpoint {
   std::uint8_t snd_wscale_ = 0;  // applied to the peer's window field
   std::uint8_t rcv_wscale_ = 0;  // applied to ours
   bool wscale_ok_ = false;       // the SYN offered window scaling, so the SYN-ACK answers it
-  std::uint16_t eff_mss_ = 536;
+  std::uint16_t effective_mss_ = 536;
   Seq tx_base_;  // sequence number of tx_[0]
   ByteQueue tx_;
   bool fin_queued_ = false;
@@ -223,7 +227,7 @@ class Endpoint {
   Seq rcv_nxt_;
   std::uint64_t rx_offset_ = 0;
   ByteQueue rx_;
-  Reassembler ooo_;
+  Reassembler reassembler_;  // out-of-order data
   std::optional<std::uint64_t> peer_fin_offset_;
   bool fin_received_ = false;
   bool ack_pending_ = false;

@@ -42,7 +42,6 @@ class ByteQueue {
     buf_.shrink_to_fit();
     head_ = 0;
   }
-  std::size_t capacity_bytes() const { return buf_.capacity(); }
 
  private:
   Bytes buf_;

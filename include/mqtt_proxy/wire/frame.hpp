@@ -18,15 +18,45 @@ inline constexpr std::size_t kEthernetHeaderLen = 14;
 inline constexpr std::size_t kIpv4MinHeaderLen = 20;
 inline constexpr std::size_t kTcpMinHeaderLen = 20;
 
+// Field offsets within each header (RFC 894, RFC 791 3.1, RFC 9293 3.1).
+namespace eth_field {
+inline constexpr std::size_t kDst = 0;
+inline constexpr std::size_t kSrc = 6;
+inline constexpr std::size_t kEtherType = 12;
+}  // namespace eth_field
+namespace ipv4_field {
+inline constexpr std::size_t kVersionIhl = 0;
+inline constexpr std::size_t kTos = 1;
+inline constexpr std::size_t kTotalLength = 2;
+inline constexpr std::size_t kId = 4;
+inline constexpr std::size_t kFlagsFragment = 6;
+inline constexpr std::size_t kTtl = 8;
+inline constexpr std::size_t kProtocol = 9;
+inline constexpr std::size_t kChecksum = 10;
+inline constexpr std::size_t kSrc = 12;
+inline constexpr std::size_t kDst = 16;
+}  // namespace ipv4_field
+namespace tcp_field {
+inline constexpr std::size_t kSrcPort = 0;
+inline constexpr std::size_t kDstPort = 2;
+inline constexpr std::size_t kSeq = 4;
+inline constexpr std::size_t kAck = 8;
+inline constexpr std::size_t kDataOffset = 12;  // high nibble, in 32-bit words
+inline constexpr std::size_t kFlags = 13;
+inline constexpr std::size_t kWindow = 14;
+inline constexpr std::size_t kChecksum = 16;
+inline constexpr std::size_t kUrgent = 18;
+}  // namespace tcp_field
+
 class EthernetView {
  public:
   static std::optional<EthernetView> parse(ByteSpan b) {
     if (b.size() < kEthernetHeaderLen) return std::nullopt;
     return EthernetView{b};
   }
-  MacAddress dst() const { return MacAddress::from(bytes_, 0); }
-  MacAddress src() const { return MacAddress::from(bytes_, 6); }
-  std::uint16_t ether_type() const { return load_be16(bytes_, 12); }
+  MacAddress dst() const { return MacAddress::from(bytes_, eth_field::kDst); }
+  MacAddress src() const { return MacAddress::from(bytes_, eth_field::kSrc); }
+  std::uint16_t ether_type() const { return load_be16(bytes_, eth_field::kEtherType); }
   ByteSpan payload() const { return bytes_.subspan(kEthernetHeaderLen); }
 
  private:
@@ -41,12 +71,12 @@ class Ipv4View {
   static std::optional<Ipv4View> parse(ByteSpan b);
 
   std::size_t header_len() const { return header_len_; }
-  std::uint8_t protocol() const { return load_u8(bytes_, 9); }
-  std::uint8_t ttl() const { return load_u8(bytes_, 8); }
-  Ipv4Address src() const { return Ipv4Address{load_be32(bytes_, 12)}; }
-  Ipv4Address dst() const { return Ipv4Address{load_be32(bytes_, 16)}; }
+  std::uint8_t protocol() const { return load_u8(bytes_, ipv4_field::kProtocol); }
+  std::uint8_t ttl() const { return load_u8(bytes_, ipv4_field::kTtl); }
+  Ipv4Address src() const { return Ipv4Address{load_be32(bytes_, ipv4_field::kSrc)}; }
+  Ipv4Address dst() const { return Ipv4Address{load_be32(bytes_, ipv4_field::kDst)}; }
   // More-fragments set or a non-zero offset: TCP inside must not be parsed from this piece alone.
-  bool is_fragment() const { return (load_be16(bytes_, 6) & 0x3fff) != 0; }
+  bool is_fragment() const { return (load_be16(bytes_, ipv4_field::kFlagsFragment) & 0x3fff) != 0; }
   bool header_checksum_ok() const;
   ByteSpan payload() const { return bytes_.subspan(header_len_); }
 
@@ -82,20 +112,22 @@ class TcpView {
  public:
   static std::optional<TcpView> parse(ByteSpan b) {
     if (b.size() < kTcpMinHeaderLen) return std::nullopt;
-    const auto hlen = std::size_t(load_u8(b, 12) >> 4) * 4;
+    const auto hlen = std::size_t(load_u8(b, tcp_field::kDataOffset) >> 4) * 4;
     if (hlen < kTcpMinHeaderLen || hlen > b.size()) return std::nullopt;
     return TcpView{b, hlen};
   }
-  std::uint16_t src_port() const { return load_be16(bytes_, 0); }
-  std::uint16_t dst_port() const { return load_be16(bytes_, 2); }
-  wire::Seq seq() const { return wire::Seq{load_be32(bytes_, 4)}; }
-  wire::Seq ack() const { return wire::Seq{load_be32(bytes_, 8)}; }
-  std::uint8_t flags() const { return load_u8(bytes_, 13); }
+  std::uint16_t src_port() const { return load_be16(bytes_, tcp_field::kSrcPort); }
+  std::uint16_t dst_port() const { return load_be16(bytes_, tcp_field::kDstPort); }
+  Seq seq() const { return Seq{load_be32(bytes_, tcp_field::kSeq)}; }
+  Seq ack() const { return Seq{load_be32(bytes_, tcp_field::kAck)}; }
+  std::uint8_t flags() const { return load_u8(bytes_, tcp_field::kFlags); }
   bool has(std::uint8_t flag_mask) const { return (flags() & flag_mask) == flag_mask; }
-  std::uint16_t window() const { return load_be16(bytes_, 14); }
-  std::uint16_t checksum() const { return load_be16(bytes_, 16); }
+  std::uint16_t window() const { return load_be16(bytes_, tcp_field::kWindow); }
+  std::uint16_t checksum() const { return load_be16(bytes_, tcp_field::kChecksum); }
   std::size_t header_len() const { return header_len_; }
-  ByteSpan options_bytes() const { return bytes_.subspan(kTcpMinHeaderLen, header_len_ - 20); }
+  ByteSpan options_bytes() const {
+    return bytes_.subspan(kTcpMinHeaderLen, header_len_ - kTcpMinHeaderLen);
+  }
   TcpOptions options() const { return TcpOptions::parse(options_bytes()); }
   ByteSpan payload() const { return bytes_.subspan(header_len_); }
   ByteSpan segment() const { return bytes_; }
@@ -116,8 +148,8 @@ struct TcpFrameSpec {
   Ipv4Address dst_ip;
   std::uint16_t src_port = 0;
   std::uint16_t dst_port = 0;
-  wire::Seq seq;
-  wire::Seq ack;
+  Seq seq;
+  Seq ack;
   std::uint8_t flags = 0;
   std::uint16_t window = 0;
   std::uint16_t ip_id = 0;
