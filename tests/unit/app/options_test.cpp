@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
 #include <vector>
 
 #include "mqtt_proxy/firewall/firewall_guard.hpp"
@@ -109,6 +113,38 @@ TEST(Firewall, RunProgramReportsExitStatusAndStderr) {
   EXPECT_EQ(firewall::run_program({"sh", "-c", "echo oops >&2; exit 3"}, err), 3);
   EXPECT_EQ(err, "oops");
   EXPECT_EQ(firewall::run_program({"/nonexistent/program"}, err), 127);
+}
+
+// README's option table states the defaults for users; --help prints them from Options, where
+// they are written once. Every default --help shows must open README's default column.
+TEST(Options, ReadmeTableStatesTheDefaultsHelpPrints) {
+  Options o;
+  std::string help;
+  ASSERT_EQ(parse({"--help"}, o, help), ParseOutcome::Exit0);
+  std::map<std::string, std::string> help_default;  // long name -> default
+  const std::regex help_row(R"(--([a-z-]+) \]? ?arg \(=([^)]*)\))");
+  for (std::sregex_iterator it(help.begin(), help.end(), help_row), end; it != end; ++it) {
+    help_default[(*it)[1]] = (*it)[2];
+  }
+  ASSERT_GT(help_default.size(), 10u);
+
+  std::ifstream in(MQTT_PROXY_SOURCE_DIR "/README.md");
+  ASSERT_TRUE(in) << "README.md not found";
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string readme = text.str();
+  const std::regex table_row(R"(\| (?:`-[a-zA-Z]`, )?`--([a-z-]+)` \|[^\n]*\| ([^|\n]*) \|\n)");
+  std::map<std::string, std::string> readme_default;
+  for (std::sregex_iterator it(readme.begin(), readme.end(), table_row), end; it != end; ++it) {
+    readme_default[(*it)[1]] = (*it)[2];
+  }
+  for (const auto& [name, value] : help_default) {
+    SCOPED_TRACE("--" + name);
+    const auto it = readme_default.find(name);
+    ASSERT_NE(it, readme_default.end()) << "README's option table lacks --" << name;
+    EXPECT_TRUE(it->second.starts_with(value))
+        << "README says " << it->second << ", --help says " << value;
+  }
 }
 
 }  // namespace

@@ -37,7 +37,7 @@ class Catalogue : public BrokerFixture {
     host_.take(kOffender);
   }
 
-  // The offender was closed after sending only `expected_tail` (hex of its last packets, "" for
+  // The offender was closed after being sent only `expected_reply` (hex of its last packets, "" for
   // none); the bystander is undisturbed.
   void expect_closed(std::string_view expected_reply = "") {
     EXPECT_TRUE(host_.closed.contains(kOffender));
