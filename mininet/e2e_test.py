@@ -113,24 +113,25 @@ class EndToEnd(unittest.TestCase):
         self.assertTrue(ok, "%s never saw the peer's %s %s" % (
             proxy.host.name, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE", topic))
 
-    def datagrams(self, capture, src, dst, kind, topic):
-        """How many datagrams of `kind` about `topic` went from src to dst."""
+    def packets(self, capture, src, dst, kind, topic):
+        """How many packets of `kind` about `topic` went from src to dst, in datagrams of one packet
+        or batches of many."""
         n = 0
         for _, s, d, payload in pcapread.read_udp_datagrams(capture.path):
             if s != src or d != dst or not payload:
                 continue
-            k, what = pcapread.mqtt_packet_summary(payload)
-            if k == kind and (what == topic or (isinstance(what, list) and topic in what)):
-                n += 1
+            for k, what in pcapread.mqtt_packets(payload):
+                if k == kind and (what == topic or (isinstance(what, list) and topic in what)):
+                    n += 1
         return n
 
     def received(self, lines, n, timeout=20):
         return [lines.next(timeout) for _ in range(n)]
 
     def captured(self, capture, src, dst, kind, topic, timeout=10):
-        """Waits until a datagram of `kind` about `topic` from src to dst is in the capture: then
+        """Waits until a packet of `kind` about `topic` from src to dst is in the capture: then
         every datagram that crossed the interface before it is in the file too."""
-        ok = procs.wait_for(lambda: self.datagrams(capture, src, dst, kind, topic) > 0, timeout)
+        ok = procs.wait_for(lambda: self.packets(capture, src, dst, kind, topic) > 0, timeout)
         self.assertTrue(ok, "no %s %s from %s to %s in %s" % (kind, topic, src, dst, capture.path))
 
     def sentinel(self, topic, lines, expect):
@@ -164,7 +165,7 @@ class EndToEnd(unittest.TestCase):
         got = self.received(lines, 100)
         self.assertEqual(got, ["e2e/order " + m for m in msgs])
         self.assertEqual(sub.wait(10), 0)
-        self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/order"), 100)
+        self.assertEqual(self.packets(self.cap_h4, H4, H1, "PUBLISH", "e2e/order"), 100)
 
     def test_02_same_proxy_delivery_stays_local(self):
         sub, lines = self.subscriber("h2", H1, ["e2e/local"], 3)
@@ -175,7 +176,7 @@ class EndToEnd(unittest.TestCase):
         # The subscriber leaves after its third message: h1 tells h4 after anything it forwarded.
         self.assertEqual(sub.wait(10), 0)
         self.captured(self.cap_h1, H1, H4, "UNSUBSCRIBE", "e2e/local")
-        self.assertEqual(self.datagrams(self.cap_h1, H1, H4, "PUBLISH", "e2e/local"), 0)
+        self.assertEqual(self.packets(self.cap_h1, H1, H4, "PUBLISH", "e2e/local"), 0)
 
     def test_03_wildcard_subscriptions(self):
         sub, lines = self.subscriber("h2", H1, ["e2e/wild/+/temp", "e2e/hash/#"], 3)
@@ -188,7 +189,7 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(self.received(lines, 3),
                          ["e2e/wild/kitchen/temp t1", "e2e/hash h0", "e2e/hash/a/b h2"])
         self.captured(self.cap_h4, H4, H1, "PUBLISH", "e2e/hash/a/b")  # published after it
-        self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/wild/kitchen/humidity"),
+        self.assertEqual(self.packets(self.cap_h4, H4, H1, "PUBLISH", "e2e/wild/kitchen/humidity"),
                          0)
 
     def test_04_wrong_password_is_refused(self):
@@ -218,8 +219,8 @@ class EndToEnd(unittest.TestCase):
             self.publish("h3", H4, "e2e/unsub", "after-%d" % i)
         late = self.sentinel("e2e/unsub-sentinel", lines, "MSG e2e/unsub-sentinel sentinel")
         self.assertEqual(late, [], "messages after UNSUBSCRIBE: %s" % late)
-        self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/unsub"), 1)
-        self.assertEqual(self.datagrams(self.cap_h1, H1, H4, "UNSUBSCRIBE", "e2e/unsub"), 1)
+        self.assertEqual(self.packets(self.cap_h4, H4, H1, "PUBLISH", "e2e/unsub"), 1)
+        self.assertEqual(self.packets(self.cap_h1, H1, H4, "UNSUBSCRIBE", "e2e/unsub"), 1)
         command("quit")
         self.assertEqual(p.wait(10), 0)
 
@@ -264,7 +265,7 @@ class EndToEnd(unittest.TestCase):
             self.assertLess(elapsed, 4.5)  # expiry 3 s after the last packet, at the latest
             self.publish("h3", H4, "e2e/ka", "gone")
             self.sentinel("e2e/ka-sentinel", watcher_lines, "e2e/ka-sentinel sentinel")
-            self.assertEqual(self.datagrams(self.cap_h4, H4, H1, "PUBLISH", "e2e/ka"), 1)
+            self.assertEqual(self.packets(self.cap_h4, H4, H1, "PUBLISH", "e2e/ka"), 1)
             self.assertEqual(watcher.wait(10), 0)
         finally:
             block[1] = "-D"

@@ -1,4 +1,4 @@
-"""Reads the testbed's pcaps: the UDP datagrams of the peer protocol, and what MQTT packet each carries.
+"""Reads the testbed's pcaps: the UDP datagrams of the peer protocol, and the MQTT packets they carry.
 
 Both readers take whatever they are given. The tests read a pcap while tcpdump is still writing it,
 so its last record may be incomplete; a snap length can cut a frame; a datagram can hold anything.
@@ -122,4 +122,33 @@ def mqtt_packet_summary(payload):
         return ("SUBSCRIBE", strings(body[2:], qos_byte=True))
     if kind in (10, 11):
         return ("UNSUBSCRIBE", strings(body[2:], qos_byte=False))
+    if kind == 15 and payload[0] == 0xF0 and body[:3] == b"MP\x01" and len(body) >= 4:
+        # The peer protocol's extension (docs/peering.md): its own kinds.
+        return ("EXT-" + EXT_KINDS.get(body[3], "KIND%d" % body[3]), None)
     return ("TYPE%d" % kind, None)
+
+
+EXT_KINDS = {1: "HELLO", 2: "DATA", 3: "CREDIT", 4: "BLOCKED"}
+
+
+def mqtt_packets(payload):
+    """The summary (as mqtt_packet_summary gives it) of every packet in a datagram, in order: a
+    batch carries several, and a datagram of the extension starts with its DATA header
+    ('EXT-DATA', None). A packet cut short is the last, summarised as far as it goes."""
+    out = []
+    while payload:
+        i, length, shift = 1, 0, 0
+        complete = False
+        while i < len(payload) and i <= 4:
+            b = payload[i]
+            length |= (b & 0x7F) << shift
+            i += 1
+            if not b & 0x80:
+                complete = True
+                break
+            shift += 7
+        out.append(mqtt_packet_summary(payload))
+        if not complete or i + length > len(payload):
+            break
+        payload = payload[i + length:]
+    return out
