@@ -10,7 +10,7 @@ PACKAGES=(
   libbenchmark-dev libssl-dev
   # testbed and clients; the mosquitto broker is the benchmarks' baseline
   mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping tcpdump
-  mosquitto mosquitto-clients python3-paho-mqtt libpaho-mqtt-dev
+  mosquitto mosquitto-clients python3-paho-mqtt libpaho-mqtt-dev libmosquitto-dev
 )
 
 if [[ $(id -u) -ne 0 ]]; then
