@@ -30,45 +30,47 @@ struct PropSpec {
   std::uint8_t where = 0;
 };
 
+// The type of each property a client may send, and the packets it may appear in. The others only a
+// server sends (CONNACK's, Server Reference); from a client they are malformed.
 PropSpec prop_spec(std::uint8_t id) {
   using enum PropType;
   switch (id) {
-    case 0x01:
-      return {Byte, ctx::kPublish | ctx::kWill};  // Payload Format Indicator
-    case 0x02:
-      return {FourByte, ctx::kPublish | ctx::kWill};  // Message Expiry Interval
-    case 0x03:
-      return {Utf8, ctx::kPublish | ctx::kWill};  // Content Type
-    case 0x08:
-      return {Utf8, ctx::kPublish | ctx::kWill};  // Response Topic
-    case 0x09:
-      return {Binary, ctx::kPublish | ctx::kWill};  // Correlation Data
-    case 0x0b:
-      return {Varint, ctx::kSubscribe};  // Subscription Identifier
-    case 0x11:
-      return {FourByte, ctx::kConnect | ctx::kDisconnect};  // Session Expiry Interval
-    case 0x15:
-      return {Utf8, ctx::kConnect | ctx::kAuth};  // Authentication Method
-    case 0x16:
-      return {Binary, ctx::kConnect | ctx::kAuth};  // Authentication Data
-    case 0x17:
-      return {Byte, ctx::kConnect};  // Request Problem Information
-    case 0x18:
-      return {FourByte, ctx::kWill};  // Will Delay Interval
-    case 0x19:
-      return {Byte, ctx::kConnect};  // Request Response Information
-    case 0x1f:
-      return {Utf8, ctx::kAck | ctx::kDisconnect | ctx::kAuth};  // Reason String
-    case 0x21:
-      return {TwoByte, ctx::kConnect};  // Receive Maximum
-    case 0x22:
-      return {TwoByte, ctx::kConnect};  // Topic Alias Maximum
-    case 0x23:
-      return {TwoByte, ctx::kPublish};  // Topic Alias
-    case 0x26:
-      return {Utf8Pair, ctx::kAll};  // User Property
-    case 0x27:
-      return {FourByte, ctx::kConnect};  // Maximum Packet Size
+    case property::kPayloadFormatIndicator:
+      return {Byte, ctx::kPublish | ctx::kWill};
+    case property::kMessageExpiryInterval:
+      return {FourByte, ctx::kPublish | ctx::kWill};
+    case property::kContentType:
+      return {Utf8, ctx::kPublish | ctx::kWill};
+    case property::kResponseTopic:
+      return {Utf8, ctx::kPublish | ctx::kWill};
+    case property::kCorrelationData:
+      return {Binary, ctx::kPublish | ctx::kWill};
+    case property::kSubscriptionIdentifier:
+      return {Varint, ctx::kSubscribe};
+    case property::kSessionExpiryInterval:
+      return {FourByte, ctx::kConnect | ctx::kDisconnect};
+    case property::kAuthenticationMethod:
+      return {Utf8, ctx::kConnect | ctx::kAuth};
+    case property::kAuthenticationData:
+      return {Binary, ctx::kConnect | ctx::kAuth};
+    case property::kRequestProblemInformation:
+      return {Byte, ctx::kConnect};
+    case property::kWillDelayInterval:
+      return {FourByte, ctx::kWill};
+    case property::kRequestResponseInformation:
+      return {Byte, ctx::kConnect};
+    case property::kReasonString:
+      return {Utf8, ctx::kAck | ctx::kDisconnect | ctx::kAuth};
+    case property::kReceiveMaximum:
+      return {TwoByte, ctx::kConnect};
+    case property::kTopicAliasMaximum:
+      return {TwoByte, ctx::kConnect};
+    case property::kTopicAlias:
+      return {TwoByte, ctx::kPublish};
+    case property::kUserProperty:
+      return {Utf8Pair, ctx::kAll};
+    case property::kMaximumPacketSize:
+      return {FourByte, ctx::kConnect};
     default:
       return {};
   }
@@ -129,7 +131,7 @@ DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
     if (!p.varint(id) || id > 0x7f) return DecodeError::MalformedProperty;
     const PropSpec spec = prop_spec(static_cast<std::uint8_t>(id));
     if (spec.type == PropType::None || !(spec.where & where)) return DecodeError::MalformedProperty;
-    if (id != 0x26) {
+    if (id != property::kUserProperty) {
       if (seen & (std::uint64_t{1} << id)) return DecodeError::DuplicateProperty;
       seen |= std::uint64_t{1} << id;
     }
@@ -153,34 +155,34 @@ DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
     const std::uint32_t b32 = v.b32;
     const ByteSpan bin = v.bin;
     switch (id) {
-      case 0x11:
+      case property::kSessionExpiryInterval:
         out.session_expiry = b32;
         break;
-      case 0x21:
+      case property::kReceiveMaximum:
         if (b16 == 0) return DecodeError::BadPropertyValue;  // 3.1.2.11.3
         out.receive_maximum = b16;
         break;
-      case 0x27:
+      case property::kMaximumPacketSize:
         if (b32 == 0) return DecodeError::BadPropertyValue;  // 3.1.2.11.4
         out.maximum_packet_size = b32;
         break;
-      case 0x22:
+      case property::kTopicAliasMaximum:
         out.topic_alias_maximum = b16;
         break;
-      case 0x23:
+      case property::kTopicAlias:
         out.topic_alias = b16;
         break;
-      case 0x0b:
+      case property::kSubscriptionIdentifier:
         if (b32 == 0) return DecodeError::BadPropertyValue;  // 3.8.2.1.2
         out.subscription_id = b32;
         break;
-      case 0x18:
+      case property::kWillDelayInterval:
         out.will_delay = b32;
         break;
-      case 0x02:
+      case property::kMessageExpiryInterval:
         out.message_expiry = b32;
         break;
-      case 0x15:
+      case property::kAuthenticationMethod:
         out.authentication_method = as_chars(bin);
         break;
       default:

@@ -5,4 +5,4 @@
 #include "mqtt_proxy/mqtt/decode.hpp"      // DecodeError, decode_client_packet
 #include "mqtt_proxy/mqtt/encode.hpp"      // encode_*
 #include "mqtt_proxy/mqtt/frame.hpp"       // FrameSplitter, parse_frame, Remaining Length
-#include "mqtt_proxy/mqtt/properties.hpp"  // PropertyWriter, without_properties
+#include "mqtt_proxy/mqtt/properties.hpp"  // property ids, PropertyWriter
