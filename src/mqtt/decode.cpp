@@ -98,15 +98,7 @@ DecodeError read_string(Reader& r, std::string_view& out) {
   ByteSpan b;
   if (!r.binary(b)) return DecodeError::Truncated;
   out = as_chars(b);
-  switch (check_utf8(out)) {
-    case Utf8Status::Ok:
-      return DecodeError::None;
-    case Utf8Status::Invalid:
-      return DecodeError::InvalidUtf8;
-    case Utf8Status::ContainsNull:
-      return DecodeError::NullCharacter;
-  }
-  return DecodeError::InvalidUtf8;
+  return utf8_error(out);
 }
 
 // The v5 tail of acks, DISCONNECT and AUTH: an optional reason code, then optional properties.

@@ -19,6 +19,16 @@ void put_header(Bytes& out, std::uint8_t first_byte, std::size_t remaining) {
   encode_remaining_length(out, remaining);
 }
 
+// MQTT 5's property block: the properties' length, then the properties.
+void put_properties(Bytes& out, ByteSpan properties) {
+  encode_remaining_length(out, properties.size());
+  append(out, properties);
+}
+
+std::size_t properties_size(ByteSpan properties) {
+  return varint_size(properties.size()) + properties.size();
+}
+
 }  // namespace
 
 void encode_connack(Bytes& out, bool session_present, std::uint8_t return_code) {
@@ -84,24 +94,6 @@ void encode_unsubscribe(Bytes& out, std::uint16_t packet_id,
   put_header(out, 0xa2, len);
   put_u16(out, packet_id);
   for (auto f : filters) put_string(out, f);
-}
-
-std::size_t varint_size(std::size_t v) {
-  std::size_t n = 1;
-  while (v >= 128) {
-    v >>= 7;
-    ++n;
-  }
-  return n;
-}
-
-void put_properties(Bytes& out, ByteSpan properties) {
-  encode_remaining_length(out, properties.size());
-  append(out, properties);
-}
-
-std::size_t properties_size(ByteSpan properties) {
-  return varint_size(properties.size()) + properties.size();
 }
 
 void encode_connack_v5(Bytes& out, bool session_present, std::uint8_t reason, ByteSpan properties) {

@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "mqtt_proxy/mqtt/decode.hpp"
+#include "mqtt_proxy/mqtt/topic.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
 
 namespace mqtt_proxy::mqtt {
@@ -66,6 +68,19 @@ class Reader {
   ByteSpan b_;
   std::size_t pos_ = 0;
 };
+
+// The error of a UTF-8 string field (1.5.3), DecodeError::None when there is none.
+inline DecodeError utf8_error(std::string_view s) {
+  switch (check_utf8(s)) {
+    case Utf8Status::Ok:
+      return DecodeError::None;
+    case Utf8Status::Invalid:
+      return DecodeError::InvalidUtf8;
+    case Utf8Status::ContainsNull:
+      return DecodeError::NullCharacter;
+  }
+  return DecodeError::InvalidUtf8;
+}
 
 // Field writers.
 inline void put_u8(Bytes& out, std::uint8_t v) {

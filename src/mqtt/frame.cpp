@@ -2,8 +2,6 @@
 
 #include "mqtt_proxy/mqtt/frame.hpp"
 
-#include "fields.hpp"
-
 namespace mqtt_proxy::mqtt {
 
 std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size, bool& need_more,
@@ -39,9 +37,7 @@ std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size,
 }
 
 bool minimal_length_encoding(const FrameView& f) {
-  std::size_t bytes = 1;
-  for (std::size_t n = f.body.size(); n >= 128; n >>= 7) ++bytes;
-  return f.wire_size == 1 + bytes + f.body.size();
+  return f.wire_size == 1 + varint_size(f.body.size()) + f.body.size();
 }
 
 void FrameSplitter::feed(ByteSpan data) {
@@ -59,18 +55,6 @@ std::optional<FrameView> FrameSplitter::next(DecodeError& error) {
   if (!f) return std::nullopt;
   start_ += f->wire_size;  // the frame's bytes stay valid; feed() reclaims them
   return f;
-}
-
-std::size_t encode_remaining_length(Bytes& out, std::size_t len) {
-  std::size_t n = 0;
-  do {
-    auto b = static_cast<std::uint8_t>(len & 0x7f);
-    len >>= 7;
-    if (len) b |= 0x80;
-    put_u8(out, b);
-    ++n;
-  } while (len);
-  return n;
 }
 
 }  // namespace mqtt_proxy::mqtt

@@ -7,7 +7,6 @@
 
 #include "fields.hpp"
 #include "mqtt_proxy/mqtt/frame.hpp"
-#include "mqtt_proxy/mqtt/topic.hpp"
 #include "property_reader.hpp"
 
 namespace mqtt_proxy::mqtt {
@@ -76,18 +75,6 @@ PropSpec prop_spec(std::uint8_t id) {
   }
 }
 
-DecodeError check_utf8_field(ByteSpan b) {
-  switch (check_utf8(as_chars(b))) {
-    case Utf8Status::Ok:
-      return DecodeError::None;
-    case Utf8Status::Invalid:
-      return DecodeError::InvalidUtf8;
-    case Utf8Status::ContainsNull:
-      return DecodeError::NullCharacter;
-  }
-  return DecodeError::InvalidUtf8;
-}
-
 struct PropValue {
   std::uint8_t b8 = 0;
   std::uint16_t b16 = 0;
@@ -142,11 +129,11 @@ DecodeError read_properties(Reader& r, std::uint8_t where, Properties& out) {
         if (v.b8 > 1) return DecodeError::BadPropertyValue;  // every byte property here is 0 or 1
         break;
       case PropType::Utf8:
-        if (auto e = check_utf8_field(v.bin); e != DecodeError::None) return e;
+        if (auto e = utf8_error(as_chars(v.bin)); e != DecodeError::None) return e;
         break;
       case PropType::Utf8Pair:
-        if (auto e = check_utf8_field(v.bin); e != DecodeError::None) return e;
-        if (auto e = check_utf8_field(v.bin2); e != DecodeError::None) return e;
+        if (auto e = utf8_error(as_chars(v.bin)); e != DecodeError::None) return e;
+        if (auto e = utf8_error(as_chars(v.bin2)); e != DecodeError::None) return e;
         break;
       default:
         break;

@@ -43,7 +43,27 @@ std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size,
 // Whether the frame's Remaining Length used the fewest bytes (required by MQTT 5 [MQTT-1.5.5-1]).
 bool minimal_length_encoding(const FrameView& f);
 
-// Writes the remaining-length varint; returns its size.
-std::size_t encode_remaining_length(Bytes& out, std::size_t len);
+// The Remaining Length (2.2.3) is a Variable Byte Integer (v5 1.5.5), as are MQTT 5's property
+// lengths. Both are written by every encoder, hence inline.
+
+// The number of bytes `v` takes as a Variable Byte Integer.
+constexpr std::size_t varint_size(std::size_t v) {
+  std::size_t n = 1;
+  for (; v >= 128; v >>= 7) ++n;
+  return n;
+}
+
+// Writes `len` as a Variable Byte Integer; returns its size.
+inline std::size_t encode_remaining_length(Bytes& out, std::size_t len) {
+  std::size_t n = 0;
+  do {
+    auto b = static_cast<std::uint8_t>(len & 0x7f);
+    len >>= 7;
+    if (len) b |= 0x80;
+    out.push_back(std::byte{b});
+    ++n;
+  } while (len);
+  return n;
+}
 
 }  // namespace mqtt_proxy::mqtt
