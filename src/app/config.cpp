@@ -79,13 +79,30 @@ Result<ProxyConfig> build_config(const Options& opt) {
   for (const auto& i : pc.interfaces) {
     cfg.interfaces.push_back(core::InterfaceInfo{i.name, i.mac, i.addresses, i.mtu});
   }
-  if (opt.peer_batch) {
-    // One IPv4 packet: a batch that needs fragmenting is lost whole when any fragment is.
-    const auto mtu = std::min_element(pc.interfaces.begin(), pc.interfaces.end(),
-                                      [](const auto& a, const auto& b) { return a.mtu < b.mtu; })
-                         ->mtu;
-    cfg.peering.batch_bytes = mtu > 28 ? mtu - 28 : 0;
-  }
+  cfg.peering.batch = opt.peer_batch;
+  // One IPv4 packet: a batch that needs fragmenting is lost whole when any fragment is.
+  const auto mtu = std::min_element(pc.interfaces.begin(), pc.interfaces.end(),
+                                    [](const auto& a, const auto& b) { return a.mtu < b.mtu; })
+                       ->mtu;
+  cfg.peering.batch_bytes = mtu > 28 ? mtu - 28 : 0;
+  cfg.peering.extension = opt.peer_extension;
+  // The epoch tells peers this run from the one before it (docs/peering.md); never 0.
+  do {
+    if (::getrandom(&cfg.peering.epoch, sizeof(cfg.peering.epoch), 0) !=
+        static_cast<ssize_t>(sizeof(cfg.peering.epoch))) {
+      return Error{std::string("getrandom: ") + std::strerror(errno)};
+    }
+  } while (cfg.peering.epoch == 0);
+  cfg.flow.policy = opt.overload;
+  cfg.flow.grace =
+      std::chrono::duration_cast<Duration>(std::chrono::duration<double>(opt.slow_grace_seconds));
+  // The thresholds follow the hard limit: congested at an eighth of it, resumed at a sixteenth.
+  cfg.flow.high_water = std::max<std::size_t>(opt.max_queued_bytes / 8, 4096);
+  cfg.flow.low_water = cfg.flow.high_water / 2;
+  cfg.peering.max_pending_bytes = opt.max_queued_bytes;
+  // A frame waits in the receive buffer only if half of it can hold the frame.
+  cfg.broker.max_unread_frame =
+      std::min<std::size_t>(cfg.broker.max_unread_frame, opt.tcp_rcv_buffer / 2);
   return pc;
 }
 

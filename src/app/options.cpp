@@ -27,6 +27,12 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   for (auto& ch : level) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   std::string verify = d.verify_checksums ? "on" : "off";
   std::size_t capture_mib = d.capture_buffer_bytes >> 20;
+  auto batch_name = [](peering::BatchPolicy p) {
+    return p == peering::BatchPolicy::Auto ? "auto" : p == peering::BatchPolicy::On ? "on" : "off";
+  };
+  std::string batch = batch_name(d.peer_batch);
+  std::string extension = d.peer_extension ? "on" : "off";
+  std::string overload = d.overload == flow::Policy::Backpressure ? "backpressure" : "drop";
   po::options_description desc(
       "Usage: mqtt_proxy [options]\n"
       "MQTT edge proxy: terminates clients' TCP in user space from captured frames, acts as a QoS "
@@ -79,9 +85,18 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "capture ring size per interface, in MiB")
     ("peer-refresh", po::value<unsigned>(&out.peer_refresh_seconds)->default_value(d.peer_refresh_seconds),
      "resend SUBSCRIBE for every local filter to every peer this often, in seconds (0: off)")
-    ("peer-batch", po::bool_switch(&out.peer_batch),
-     "pack the PUBLISHes for one peer into datagrams up to the MTU (all peers must be mqtt_proxy "
-     "or accept batches; docs/peering.md)")
+    ("peer-batch", po::value<std::string>(&batch)->default_value(batch)->implicit_value("on"),
+     "pack the PUBLISHes for a peer into datagrams up to the MTU: auto (to peers that announced "
+     "the extension), on (to every peer; all must read batches), off (docs/peering.md)")
+    ("peer-extension", po::value<std::string>(&extension)->default_value(extension),
+     "on: announce the peer protocol's extension (sequence numbers, credit-based flow control, "
+     "batching) and use it with peers that announce it too; off: plain datagrams only")
+    ("overload", po::value<std::string>(&overload)->default_value(overload),
+     "backpressure: a subscriber (or peer) that cannot keep up pauses the publishers feeding it; "
+     "drop: its messages beyond --max-queued-bytes are dropped (Mosquitto's behaviour)")
+    ("slow-grace", po::value<double>(&out.slow_grace_seconds)->default_value(d.slow_grace_seconds),
+     "seconds a congested subscriber or peer may make no progress before it is declared stuck: "
+     "its publishers go on and its messages are dropped (counted)")
     ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(d.stats_interval_seconds),
      "log all counters this often, in seconds (0: only at exit)");
   // clang-format on
@@ -156,6 +171,33 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     return ParseOutcome::Error;
   }
   out.capture_buffer_bytes = capture_mib * 1024 * 1024;
+  if (batch == "auto") {
+    out.peer_batch = peering::BatchPolicy::Auto;
+  } else if (batch == "on") {
+    out.peer_batch = peering::BatchPolicy::On;
+  } else if (batch == "off") {
+    out.peer_batch = peering::BatchPolicy::Off;
+  } else {
+    message = "--peer-batch must be auto, on or off, not " + batch;
+    return ParseOutcome::Error;
+  }
+  if (extension != "on" && extension != "off") {
+    message = "--peer-extension must be on or off, not " + extension;
+    return ParseOutcome::Error;
+  }
+  out.peer_extension = extension == "on";
+  if (overload == "backpressure") {
+    out.overload = flow::Policy::Backpressure;
+  } else if (overload == "drop") {
+    out.overload = flow::Policy::Drop;
+  } else {
+    message = "--overload must be backpressure or drop, not " + overload;
+    return ParseOutcome::Error;
+  }
+  if (!(out.slow_grace_seconds >= 0.01 && out.slow_grace_seconds <= 3600)) {
+    message = "--slow-grace must be between 0.01 and 3600 seconds";
+    return ParseOutcome::Error;
+  }
   return ParseOutcome::Run;
 }
 

@@ -15,7 +15,8 @@ struct Broker::Session {
   ClientHandle handle = 0;
   wire::SocketAddress peer;
   Phase phase = Phase::AwaitConnect;
-  mqtt::FrameSplitter splitter;
+  Bytes partial;                 // a frame over max_unread_frame, while it arrives
+  std::size_t partial_total = 0;  // its size
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::V311;
   std::string client_id;
   bool clean = true;     // clean session: nothing outlives the connection
@@ -35,16 +36,17 @@ struct Broker::Session {
   std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
   bool closing = false;                // ended; takes no input, destroyed by reap()
 
-  explicit Session(std::size_t max_packet) : splitter(max_packet) {}
+
 };
 
 Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, log::Logger& log,
-               metrics::Counters& counters)
+               metrics::Counters& counters, flow::FlowControl* flow)
     : cfg_(std::move(cfg)),
       host_(host),
       peering_(peering),
       log_(log),
       counters_(counters),
+      flow_(flow),
       retained_(cfg_.max_retained_messages) {}
 
 Broker::~Broker() = default;
@@ -69,7 +71,7 @@ void Broker::touch(Session& s, TimePoint now) {
 }
 
 void Broker::on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now) {
-  auto s = std::make_unique<Session>(cfg_.max_packet_size);
+  auto s = std::make_unique<Session>();
   s->handle = c;
   s->peer = peer;
   s->deadline = now + cfg_.connect_timeout;
@@ -78,26 +80,53 @@ void Broker::on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now) {
   sessions_.emplace(c, std::move(s));
 }
 
-void Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
+std::size_t Broker::on_data(ClientHandle c, ByteSpan data, TimePoint now) {
   auto it = sessions_.find(c);
-  if (it == sessions_.end()) return;
+  if (it == sessions_.end()) return data.size();
   Session& s = *it->second;
-  if (!s.closing) {
-    s.splitter.feed(data);
-    // A handler that ends the session marks it closing; `s` stays valid until reap().
-    while (!s.closing) {
-      mqtt::DecodeError err;
-      const auto frame = s.splitter.next(err);
-      if (!frame) {
-        if (err != mqtt::DecodeError::None) {
-          protocol_error(s, mqtt::decode_error_name(err), now, mqtt::reason_code_for(err));
-        }
-        break;
-      }
-      handle_frame(s, *frame, now);
+  const flow::Id self = flow::client(c);
+  std::size_t used = 0;
+  // A handler that ends the session marks it closing; `s` stays valid until reap().
+  while (!s.closing && used < data.size()) {
+    if (flow_ && flow_->is_paused(self)) break;  // the rest waits in the TCP receive buffer
+    if (s.partial_total > 0) {
+      const std::size_t take = std::min(s.partial_total - s.partial.size(), data.size() - used);
+      append(s.partial, data.subspan(used, take));
+      used += take;
+      if (s.partial.size() < s.partial_total) break;
+      bool need_more = false;
+      mqtt::DecodeError err = mqtt::DecodeError::None;
+      const auto frame = mqtt::parse_frame(s.partial, cfg_.max_packet_size, need_more, err);
+      if (frame) handle_frame(s, *frame, now);  // the header was checked when it came
+      s.partial.clear();
+      s.partial_total = 0;
+      continue;
     }
+    const ByteSpan rest = data.subspan(used);
+    bool need_more = false;
+    mqtt::DecodeError err = mqtt::DecodeError::None;
+    const auto frame = mqtt::parse_frame(rest, cfg_.max_packet_size, need_more, err);
+    if (frame) {
+      used += frame->wire_size;
+      handle_frame(s, *frame, now);
+      continue;
+    }
+    if (!need_more) {
+      protocol_error(s, mqtt::decode_error_name(err), now, mqtt::reason_code_for(err));
+      break;
+    }
+    // Incomplete: a small frame waits where it is for the rest; a large one might not fit the
+    // receive window, so it moves here (the size was checked against the limit already).
+    if (const auto total = mqtt::announced_frame_size(rest);
+        total && *total > cfg_.max_unread_frame) {
+      s.partial_total = *total;
+      append(s.partial, rest);
+      used = data.size();
+    }
+    break;
   }
   reap();
+  return used;
 }
 
 void Broker::reap() {
@@ -292,7 +321,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     const PendingWill pending = std::move(it->second);
     pending_wills_.erase(it);
     if (c.clean_session) {
-      publish_will_message(pending.will, client_id, nullptr);
+      publish_will_message(pending.will, client_id, nullptr, now);
     } else {
       log_.info(kLog, "will of id={} cancelled: the client reconnected within its delay",
                 client_id);
@@ -412,16 +441,17 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
       expires = now + std::chrono::seconds(*p.properties.message_expiry);
     retain(topic, p.payload, RetainedStore::Origin::Local, props, expires);
   }
-  deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props});
-  peering_.forward_publish(topic, p.payload, p.retain);
+  const flow::Id source = flow::client(s.handle);
+  deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props, source}, now);
+  peering_.forward_publish(topic, p.payload, p.retain, source, now);
 }
 
-void Broker::on_peer_publish(const mqtt::Publish& p, TimePoint /*now*/) {
+void Broker::on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint now) {
   // A peer sends RETAIN set both for a live retained message and for the retained messages it
   // answers our SUBSCRIBE with; the two cannot be told apart, so local subscribers see the flag
   // either way (as behind a Mosquitto bridge).
   if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Peer);
-  deliver_local(Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}});
+  deliver_local(Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}, source}, now);
 }
 
 void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now) {
@@ -430,7 +460,7 @@ void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, T
   retained_.for_each_match(filter, [&](std::string_view topic, const RetainedStore::Message& m) {
     if (m.origin != RetainedStore::Origin::Local) return;
     ++counters_.mqtt_retained_sent;
-    peering_.send_retained(peer, topic, m.payload);
+    peering_.send_retained(peer, topic, m.payload, now);
   });
 }
 
@@ -462,18 +492,21 @@ void Broker::filter_removed(std::string_view filter) {
   });
 }
 
-bool Broker::offer(Session& sub, const Bytes& packet) {
+bool Broker::offer(Session& sub, const Bytes& packet, flow::Id source, TimePoint now) {
   if (packet.size() > sub.max_packet_out) {
     // [MQTT-3.1.2-25] v5: never send a client more than its Maximum Packet Size.
     ++counters_.mqtt_publish_dropped_too_large;
     return false;
   }
-  if (host_.queued_bytes(sub.handle) + packet.size() > cfg_.max_queued_bytes) {
+  const flow::Id sink = flow::client(sub.handle);
+  const std::size_t queued = host_.queued_bytes(sub.handle);
+  // Stuck (no progress for the grace), or over the hard limit even so: dropped and counted.
+  const bool stuck = flow_ && flow_->is_stuck(sink);
+  if (stuck || queued + packet.size() > cfg_.max_queued_bytes) {
     ++counters_.mqtt_publish_dropped_slow;
     if (sub.dropped_in_a_row++ == 0) {
-      log_.warn(kLog,
-                "client={} id={} is not reading: {} bytes queued, dropping QoS 0 messages to it",
-                sub.peer, sub.client_id, host_.queued_bytes(sub.handle));
+      log_.warn(kLog, "client={} id={} {}: {} bytes queued, dropping QoS 0 messages to it",
+                sub.peer, sub.client_id, stuck ? "is stuck" : "is not reading", queued);
     }
     return false;
   }
@@ -484,10 +517,11 @@ bool Broker::offer(Session& sub, const Bytes& packet) {
   }
   ++counters_.mqtt_publish_delivered;
   host_.send(sub.handle, packet);
+  if (flow_) flow_->on_queued(source, sink, queued + packet.size(), now);
   return true;
 }
 
-void Broker::deliver_local(const Outgoing& m) {
+void Broker::deliver_local(const Outgoing& m, TimePoint now) {
   // At most four encodings, each made once: 3.x or 5.0, RETAIN 0 or 1. Retain is 0 on live
   // delivery [MQTT-3.3.1-9] unless the message came retained from a peer (see on_peer_publish)
   // or a v5 subscriber asked for Retain As Published.
@@ -523,7 +557,7 @@ void Broker::deliver_local(const Outgoing& m) {
       }
       if (!wanted) return;
     }
-    offer(*sub, packet(sub->v5, retain));
+    offer(*sub, packet(sub->v5, retain), m.source, now);
   });
 }
 
@@ -589,7 +623,7 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
       } else {
         mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
       }
-      if (offer(s, scratch_)) ++counters_.mqtt_retained_sent;
+      if (offer(s, scratch_, flow::kNone, now)) ++counters_.mqtt_retained_sent;
     });
   }
 }
@@ -670,17 +704,19 @@ void Broker::publish_will(Session& s, TimePoint now) {
     will_timers_.push(due, s.client_id);
     return;
   }
-  publish_will_message(will, s.client_id, &s);
+  publish_will_message(will, s.client_id, &s, now);
 }
 
 void Broker::publish_will_message(const WillMessage& will, const std::string& client_id,
-                                  const Session* origin) {
+                                  const Session* origin, TimePoint now) {
   ++counters_.mqtt_wills_published;
   log_.info(kLog, "will published for id={} topic={}", client_id, will.topic);
   // [MQTT-3.1.2-17]: a will with Will Retain is published as a retained message.
   if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local, will.properties);
-  deliver_local(Outgoing{will.topic, will.payload, false, will.retain, origin, will.properties});
-  peering_.forward_publish(will.topic, will.payload, will.retain);
+  deliver_local(
+      Outgoing{will.topic, will.payload, false, will.retain, origin, will.properties, flow::kNone},
+      now);
+  peering_.forward_publish(will.topic, will.payload, will.retain, flow::kNone, now);
 }
 
 void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
@@ -699,6 +735,7 @@ void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
     }
   }
   if (publish_will_msg) publish_will(s, now);
+  if (flow_) flow_->remove(flow::client(s.handle));
   host_.close(s.handle);
 }
 
@@ -724,7 +761,7 @@ void Broker::on_timers(TimePoint now) {
     if (it == pending_wills_.end() || it->second.due != t) return;  // cancelled or replaced
     const PendingWill pending = std::move(it->second);
     pending_wills_.erase(it);
-    publish_will_message(pending.will, id, nullptr);
+    publish_will_message(pending.will, id, nullptr, now);
   });
   stored_expiry_.pop_due(now, [&](TimePoint t, const std::string& id) {
     auto it = stored_.find(id);
@@ -741,6 +778,12 @@ void Broker::on_timers(TimePoint now) {
     s.scheduled_at.reset();
     if (s.deadline > now) {
       schedule(s);  // activity moved the deadline since this entry was queued
+      return;
+    }
+    if (s.phase == Phase::Connected && flow_ && flow_->is_paused(flow::client(c))) {
+      // Backpressure: its packets wait unread in our buffer, so its silence is ours.
+      s.deadline = now + s.keepalive_grace;
+      schedule(s);
       return;
     }
     if (s.phase == Phase::AwaitConnect) {

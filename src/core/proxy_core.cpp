@@ -22,6 +22,8 @@ struct ProxyCore::Connection {
   bool dirty = false;
   bool broker_open = false;  // the broker has a session for it
   bool half_open = false;    // counted in half_open_ until ESTABLISHED or freed
+  bool redeliver = false;    // unread bytes wait for the broker (it paused this client)
+  bool peer_fin = false;     // the client's FIN came; handled once the broker read what it sent
   std::optional<TimePoint> scheduled_at;
 
   explicit Connection(tcp::Endpoint e) : ep(std::move(e)) {}
@@ -60,8 +62,9 @@ class ProxyCore::ConnOutbox final : public tcp::Outbox {
 ProxyCore::ProxyCore(CoreConfig cfg, log::Logger& log)
     : cfg_(std::move(cfg)),
       log_(log),
-      peering_(cfg_.peering, log, counters_),
-      broker_(cfg_.broker, *this, peering_, log, counters_),
+      flow_(cfg_.flow, counters_),
+      peering_(cfg_.peering, log, counters_, &flow_),
+      broker_(cfg_.broker, *this, peering_, log, counters_, &flow_),
       isn_(cfg_.secret),
       cookies_(cfg_.secret),
       by_key_(64, tcp::ConnKeyHash{cfg_.secret}) {}
@@ -288,7 +291,11 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
 }
 
 void ProxyCore::on_peer_datagram(wire::Ipv4Address src, ByteSpan data, TimePoint now) {
-  for (const auto& p : peering_.on_datagram(src, data)) broker_.on_peer_publish(p, now);
+  const auto index = peering_.index_of(src);
+  const flow::Id source = index ? flow::peer(*index) : flow::kNone;
+  for (const auto& p : peering_.on_datagram(src, data, now)) {
+    broker_.on_peer_publish(p, source, now);
+  }
   auto& interest = peering_.new_interest();
   for (const auto& i : interest) broker_.on_peer_interest(i.peer, i.filter, now);
   interest.clear();
@@ -309,7 +316,7 @@ void ProxyCore::on_timers(TimePoint now) {
 
 void ProxyCore::handle_events(Connection& c, TimePoint now) {
   const std::uint8_t ev = c.ep.take_events();
-  if (ev == 0) return;
+  if (ev == 0 && !c.redeliver) return;
   if (ev & tcp::event::kEstablished) {
     if (c.half_open) {
       c.half_open = false;
@@ -320,17 +327,24 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     c.broker_open = true;
     broker_.on_open(c.id, c.key.remote(), now);
   }
-  if ((ev & tcp::event::kData) && c.broker_open) {
-    const ByteSpan data = c.ep.received();
-    const std::size_t n = data.size();
-    broker_.on_data(c.id, data, now);
-    c.ep.consume(n);
-  } else if (ev & tcp::event::kData) {
+  const bool offer = (ev & tcp::event::kData) || c.redeliver;
+  c.redeliver = false;
+  if (offer && c.broker_open) {
+    // What the broker does not take (backpressure, a small incomplete frame) stays in the
+    // receive buffer and narrows the window the client sees.
+    c.ep.consume(broker_.on_data(c.id, c.ep.received(), now));
+  } else if (offer) {
     c.ep.consume(c.ep.received().size());  // the session is gone; nobody reads this any more
   }
   std::string_view lost;
   if (ev & tcp::event::kPeerFin) {
     log_.debug(kLog, "{}: FIN received", c.label());
+    c.peer_fin = true;
+  }
+  // A client that sent a burst and closed (mosquitto_pub -l) must not lose what waits unread
+  // behind backpressure: its FIN counts once the broker has read everything before it.
+  if (c.peer_fin && !(c.broker_open && flow_.is_paused(flow::client(c.id)))) {
+    c.peer_fin = false;
     lost = "client closed the connection";
     c.ep.close();  // answer the half-close with our FIN once queued data is out
   }
@@ -360,6 +374,52 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
   }
 }
 
+void ProxyCore::update_flow(TimePoint now) {
+  if (flow_.congested_count() > 0) {
+    watched_.clear();
+    flow_.for_each_watched([&](flow::Id id) { watched_.push_back(id); });
+    for (const flow::Id id : watched_) {
+      if (flow::is_peer(id)) {
+        const std::size_t i = flow::peer_index(id);
+        flow_.update(id, peering_.pending_bytes(i), peering_.last_progress(i), now);
+        if (flow_.is_stuck(id)) {
+          if (peering_.pending_bytes(i) > 0) {
+            log_.warn(kLog, "peer {} answers nothing: what waits for its credit is dropped",
+                      peering_.peers()[i]);
+          }
+          peering_.drop_pending(i);
+        }
+        continue;
+      }
+      const Connection* c = find(id);
+      if (!c) {
+        flow_.remove(id);
+        continue;
+      }
+      // SND.UNA last moved at stalled_since() (unset: nothing waits, the queue is empty).
+      flow_.update(id, c->ep.queued_bytes(), c->ep.stalled_since().value_or(now), now);
+    }
+  }
+  resume_sources(now);
+}
+
+void ProxyCore::resume_sources(TimePoint now) {
+  // Offering a client's bytes again may pause or release others in turn.
+  while (!flow_.resumed().empty()) {
+    resumed_.swap(flow_.resumed());
+    for (const flow::Id id : resumed_) {
+      if (flow::is_peer(id)) {
+        peering_.resume(flow::peer_index(id));
+      } else if (Connection* c = find(id)) {
+        c->redeliver = true;
+        mark_dirty(*c);
+        handle_events(*c, now);
+      }
+    }
+    resumed_.clear();
+  }
+}
+
 void ProxyCore::reschedule(Connection& c) {
   const auto d = c.ep.next_deadline();
   if (d && (!c.scheduled_at || *d < *c.scheduled_at)) {
@@ -372,16 +432,20 @@ void ProxyCore::erase(Connection& c) {
   if (c.half_open) --half_open_;
   ++counters_.tcp_connections_closed;
   log_.debug(kLog, "{}: state freed ({})", c.label(), tcp::state_name(c.ep.state()));
+  flow_.remove(flow::client(c.id));
   by_key_.erase(c.key);
   conns_.erase(c.id);  // destroys c
 }
 
 void ProxyCore::flush(TimePoint now) {
+  update_flow(now);
   // Events first: the broker's reactions may queue bytes on other connections, which then also get
   // flushed below.
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     if (Connection* c = find(dirty_[i])) handle_events(*c, now);
   }
+  resume_sources(now);  // released while the broker worked (a subscriber went away)
+  peering_.end_turn();
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     Connection* c = find(dirty_[i]);
     if (!c) continue;
@@ -398,7 +462,8 @@ void ProxyCore::flush(TimePoint now) {
 }
 
 std::optional<TimePoint> ProxyCore::next_deadline() const {
-  return earliest(earliest(timers_.earliest(), broker_.next_deadline()), peering_.next_deadline());
+  return earliest(earliest(timers_.earliest(), broker_.next_deadline()),
+                  earliest(peering_.next_deadline(), flow_.next_deadline()));
 }
 
 void ProxyCore::shutdown(TimePoint now) {

@@ -36,6 +36,16 @@ std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size,
   return FrameView{load_u8(data, 0), data.subspan(header, remaining), total};
 }
 
+std::optional<std::size_t> announced_frame_size(ByteSpan data) {
+  std::size_t remaining = 0;
+  for (std::size_t i = 1; i < data.size() && i <= 4; ++i) {
+    const auto b = load_u8(data, i);
+    remaining |= std::size_t{b & 0x7fu} << (7 * (i - 1));
+    if (!(b & 0x80)) return i + 1 + remaining;
+  }
+  return std::nullopt;
+}
+
 bool minimal_length_encoding(const FrameView& f) {
   return f.wire_size == 1 + varint_size(f.body.size()) + f.body.size();
 }

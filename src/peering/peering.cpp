@@ -9,14 +9,44 @@ namespace mqtt_proxy::peering {
 
 namespace {
 constexpr std::string_view kLog = "peering";
+constexpr Duration kMaxHelloBackoff = std::chrono::seconds(30);
+constexpr Duration kMaxProbeBackoff = std::chrono::milliseconds(500);
+// A HELLO answers a peer's HELLO or a DATA for an earlier run of ours at most this often.
+constexpr Duration kHelloReplyGap = std::chrono::milliseconds(100);
+
+// b - a in 32-bit serial arithmetic (RFC 1982): positive when b is ahead of a.
+std::int32_t serial_diff(std::uint32_t b, std::uint32_t a) {
+  return static_cast<std::int32_t>(b - a);
+}
+}  // namespace
+
+Peering::Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters,
+                 flow::FlowControl* flow)
+    : cfg_(std::move(cfg)), log_(log), counters_(counters), flow_(flow) {
+  peers_.resize(cfg_.peers.size());
+  for (std::size_t i = 0; i < cfg_.peers.size(); ++i) {
+    index_.emplace(cfg_.peers[i], i);
+    peers_[i].addr = cfg_.peers[i];
+  }
+  wants_.resize(cfg_.peers.size());
 }
 
-Peering::Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters)
-    : cfg_(std::move(cfg)), log_(log), counters_(counters) {
-  for (std::size_t i = 0; i < cfg_.peers.size(); ++i) index_.emplace(cfg_.peers[i], i);
-  remote_filters_.resize(cfg_.peers.size());
-  open_batch_.resize(cfg_.peers.size());
-  wants_.resize(cfg_.peers.size());
+std::optional<std::size_t> Peering::index_of(wire::Ipv4Address a) const {
+  const auto it = index_.find(a);
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool Peering::batches(const Peer& p) const {
+  switch (cfg_.batch) {
+    case BatchPolicy::On:
+      return true;
+    case BatchPolicy::Off:
+      return false;
+    case BatchPolicy::Auto:
+      return capable(p) && (p.their_features & ext::kFeatureBatch);
+  }
+  return false;
 }
 
 void Peering::clear_outbox() {
@@ -28,23 +58,27 @@ void Peering::clear_outbox() {
     spare_.push_back(std::move(d.bytes));
   }
   outbox_.clear();
-  std::fill(open_batch_.begin(), open_batch_.end(), std::nullopt);
+  for (auto& p : peers_) p.open_batch.reset();
 }
 
-void Peering::enqueue(std::size_t peer, ByteSpan packet, bool batchable) {
-  auto& open = open_batch_[peer];
-  if (batchable && open && outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
-    append(outbox_[*open].bytes, packet);
-    return;
-  }
+Datagram& Peering::new_datagram(std::size_t i) {
   Bytes bytes;
   if (!spare_.empty()) {
     bytes = std::move(spare_.back());
     spare_.pop_back();
   }
-  bytes.assign(packet.begin(), packet.end());
-  outbox_.push_back(Datagram{cfg_.peers[peer], std::move(bytes)});
+  outbox_.push_back(Datagram{cfg_.peers[i], std::move(bytes)});
   ++counters_.peer_datagrams_out;
+  return outbox_.back();
+}
+
+void Peering::enqueue(std::size_t i, ByteSpan packet, bool batchable) {
+  auto& open = peers_[i].open_batch;
+  if (batchable && open && outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
+    append(outbox_[*open].bytes, packet);
+    return;
+  }
+  append(new_datagram(i).bytes, packet);
   // A packet that is not batched closes the peer's batch, so later ones cannot overtake it.
   if (batchable && cfg_.batch_bytes > packet.size()) {
     open = outbox_.size() - 1;
@@ -53,9 +87,60 @@ void Peering::enqueue(std::size_t peer, ByteSpan packet, bool batchable) {
   }
 }
 
+void Peering::send_data(std::size_t i, ByteSpan packet, TimePoint now) {
+  Peer& p = peers_[i];
+  Outbound& o = p.out;
+  const bool batch = batches(p);
+  auto& open = p.open_batch;
+  if (batch && open && outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
+    append(outbox_[*open].bytes, packet);
+  } else {
+    Datagram& d = new_datagram(i);
+    ext::encode(d.bytes, ext::Data{cfg_.epoch, p.their_epoch, o.dseq++, o.mseq, o.offset});
+    append(d.bytes, packet);
+    if (batch && d.bytes.size() < cfg_.batch_bytes) {
+      open = outbox_.size() - 1;
+    } else {
+      open.reset();
+    }
+  }
+  ++o.mseq;
+  o.offset += packet.size();
+  ++counters_.peer_publish_out;
+  o.next_mark = now + cfg_.tail_mark;
+  o.marks_left = 2;
+}
+
+void Peering::send_control(std::size_t i, const ext::Message& m) {
+  control_.clear();
+  ext::encode(control_, m);
+  append(new_datagram(i).bytes, control_);
+}
+
+void Peering::send_hello(std::size_t i, TimePoint now) {
+  Peer& p = peers_[i];
+  send_control(i, ext::Hello{cfg_.epoch, p.their_epoch, ext::kFeatureCredit | ext::kFeatureBatch,
+                             cfg_.credit_window});
+  ++counters_.peer_hello_out;
+  p.last_hello = now;
+  if (p.knows_us) {
+    p.hello_backoff = cfg_.heartbeat_interval;
+  } else {
+    // A peer that never answers (a plain one) hears from us ever more rarely.
+    p.hello_backoff = p.hello_backoff.count() == 0
+                          ? cfg_.hello_interval
+                          : std::min<Duration>(p.hello_backoff * 2, kMaxHelloBackoff);
+  }
+  p.next_hello = now + p.hello_backoff;
+}
+
 void Peering::start(TimePoint now) {
+  started_ = true;
   if (cfg_.refresh_interval.count() > 0 && !cfg_.peers.empty()) {
     next_refresh_ = now + cfg_.refresh_interval;
+  }
+  if (cfg_.extension) {
+    for (std::size_t i = 0; i < peers_.size(); ++i) send_hello(i, now);
   }
 }
 
@@ -103,15 +188,78 @@ bool Peering::encode_publish_datagram(std::string_view topic, ByteSpan payload, 
   return false;
 }
 
-void Peering::push_publish(std::size_t peer, const Bytes& packet, std::string_view topic,
-                           std::size_t payload_size) {
-  enqueue(peer, packet, true);
-  ++counters_.peer_publish_out;
-  log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", cfg_.peers[peer], topic,
-             payload_size);
+void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view topic,
+                           std::size_t payload_size, flow::Id source, TimePoint now) {
+  Peer& p = peers_[i];
+  if (!capable(p)) {
+    enqueue(i, packet, batches(p));
+    ++counters_.peer_publish_out;
+    log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", p.addr, topic, payload_size);
+    return;
+  }
+  const flow::Id sink = flow::peer(i);
+  if (flow_ && flow_->is_stuck(sink)) {
+    ++counters_.peer_publish_dropped;
+    return;
+  }
+  Outbound& o = p.out;
+  if (o.pending.empty() && o.offset + packet.size() <= o.limit) {
+    send_data(i, packet, now);
+    log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", p.addr, topic, payload_size);
+    return;
+  }
+  if (o.pending_bytes + packet.size() > cfg_.max_pending_bytes) {
+    if (counters_.peer_publish_dropped++ % 10000 == 0) {
+      log_.warn(kLog, "peer {} grants no credit: {} bytes wait for it, dropping PUBLISHes to it",
+                p.addr, o.pending_bytes);
+    }
+    return;
+  }
+  if (o.pending.empty()) {
+    o.next_probe = now + cfg_.blocked_probe;
+    o.probe_backoff = cfg_.blocked_probe;
+  }
+  Bytes copy;
+  if (!spare_.empty()) {
+    copy = std::move(spare_.back());
+    spare_.pop_back();
+  }
+  copy.assign(packet.begin(), packet.end());
+  o.pending.push_back(std::move(copy));
+  o.pending_bytes += packet.size();
+  ++counters_.peer_publish_waited;
+  if (flow_) flow_->on_queued(source, sink, o.pending_bytes, now);
 }
 
-void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain) {
+void Peering::pump(std::size_t i, TimePoint now) {
+  Outbound& o = peers_[i].out;
+  while (!o.pending.empty() && o.offset + o.pending.front().size() <= o.limit) {
+    Bytes& packet = o.pending.front();
+    send_data(i, packet, now);
+    o.pending_bytes -= packet.size();
+    if (spare_.size() < kMaxSpareBuffers) {
+      packet.clear();
+      spare_.push_back(std::move(packet));
+    }
+    o.pending.pop_front();
+  }
+  if (o.pending.empty()) {
+    o.next_probe.reset();
+  } else if (!o.next_probe) {
+    o.next_probe = now + o.probe_backoff;
+  }
+}
+
+void Peering::drop_pending(std::size_t i) {
+  Outbound& o = peers_[i].out;
+  counters_.peer_publish_dropped += o.pending.size();
+  o.pending.clear();
+  o.pending_bytes = 0;
+  o.next_probe.reset();
+}
+
+void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain,
+                              flow::Id source, TimePoint now) {
   if (cfg_.peers.empty()) return;
   // A peer with several matching filters still gets one copy.
   std::fill(wants_.begin(), wants_.end(), false);
@@ -123,38 +271,40 @@ void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool ret
   if (!any) return;
   if (!encode_publish_datagram(topic, payload, retain, packet_)) return;
   for (std::size_t i = 0; i < wants_.size(); ++i) {
-    if (wants_[i]) push_publish(i, packet_, topic, payload.size());
+    if (wants_[i]) push_publish(i, packet_, topic, payload.size(), source, now);
   }
 }
 
-void Peering::send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload) {
+void Peering::send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload,
+                            TimePoint now) {
   const auto it = index_.find(peer);
   if (it == index_.end()) return;
   if (encode_publish_datagram(topic, payload, true, packet_)) {
-    push_publish(it->second, packet_, topic, payload.size());
+    push_publish(it->second, packet_, topic, payload.size(), flow::kNone, now);
   }
 }
 
-void Peering::peer_subscribe(std::size_t peer, std::string_view filter) {
+void Peering::peer_subscribe(std::size_t i, std::string_view filter) {
   ++counters_.peer_subscribe_in;
-  if (remote_filters_[peer].emplace(filter).second) {
-    remote_.add(filter, peer);
-    new_interest_.push_back(PeerInterest{cfg_.peers[peer], std::string(filter)});
+  if (peers_[i].filters.emplace(filter).second) {
+    remote_.add(filter, i);
+    new_interest_.push_back(PeerInterest{cfg_.peers[i], std::string(filter)});
   }
-  log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[peer], filter);
+  log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[i], filter);
 }
 
-void Peering::peer_unsubscribe(std::size_t peer, std::string_view filter) {
+void Peering::peer_unsubscribe(std::size_t i, std::string_view filter) {
   ++counters_.peer_unsubscribe_in;
-  if (auto it = remote_filters_[peer].find(std::string(filter));
-      it != remote_filters_[peer].end()) {
-    remote_filters_[peer].erase(it);
-    remote_.remove(filter, peer);
+  auto& filters = peers_[i].filters;
+  if (auto it = filters.find(std::string(filter)); it != filters.end()) {
+    filters.erase(it);
+    remote_.remove(filter, i);
   }
-  log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[peer], filter);
+  log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[i], filter);
 }
 
-std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data) {
+std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteSpan data,
+                                                    TimePoint now) {
   inbound_.clear();
   const auto it = index_.find(src);
   if (it == index_.end()) {
@@ -162,14 +312,55 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
     log_.debug(kLog, "datagram from {} ignored: not a peer", src);
     return {};
   }
+  const std::size_t i = it->second;
   ++counters_.peer_datagrams_in;
+  DataContext ctx;
+  bool deliver = true;
   do {
-    if (!on_packet(it->second, src, data)) break;
+    if (!on_packet(i, data, ctx, deliver, now)) break;
   } while (!data.empty());
+  if (ctx.accounted) {
+    Inbound& in = peers_[i].in;
+    in.next_mseq = ctx.mseq;
+    in.end = std::max(in.end, ctx.offset);
+    // Grant more once an eighth of the window is used, so the sender never runs dry while the
+    // grant travels.
+    if (in.end + cfg_.credit_window >= in.limit_sent + cfg_.credit_window / 8) {
+      in.credit_due = true;
+    }
+  }
   return inbound_;
 }
 
-bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data) {
+bool Peering::account(Inbound& in, const ext::Data& d) {
+  const std::int32_t ahead = serial_diff(d.dseq, in.next_dseq);
+  if (ahead >= 0) {
+    if (ahead > 0) {
+      // Datagrams that never came, and the PUBLISHes they carried.
+      counters_.peer_datagrams_lost += static_cast<std::uint32_t>(ahead);
+      counters_.peer_publish_lost +=
+          static_cast<std::uint32_t>(std::max<std::int32_t>(serial_diff(d.mseq, in.next_mseq), 0));
+    }
+    const auto shift = static_cast<std::uint32_t>(ahead) + 1;
+    in.seen_dseq = shift >= 64 ? 1 : (in.seen_dseq << shift) | 1;
+    in.next_dseq = d.dseq + 1;
+    return true;
+  }
+  // Behind: one already counted lost that came late, or one that came twice. Either way it is not
+  // delivered, so a publisher's messages are never delivered out of order and lost ones stay
+  // counted exactly once.
+  const auto back = static_cast<std::uint32_t>(-ahead) - 1;
+  if (back < 64 && (in.seen_dseq >> back & 1)) {
+    ++counters_.peer_datagrams_repeated;
+  } else {
+    ++counters_.peer_datagrams_late;
+  }
+  return false;
+}
+
+bool Peering::on_packet(std::size_t i, ByteSpan& data, DataContext& ctx, bool& deliver,
+                        TimePoint now) {
+  const wire::Ipv4Address src = cfg_.peers[i];
   auto malformed = [&](std::string_view why) {
     ++counters_.peer_datagrams_malformed;
     log_.warn(kLog, "datagram from peer {} dropped: {}", src, why);
@@ -182,6 +373,17 @@ bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data)
   if (!frame) return malformed(need_more ? "truncated packet" : mqtt::decode_error_name(err));
   data = data.subspan(frame->wire_size);
 
+  if (frame->first_byte == ext::kFirstByte) {
+    const auto m = ext::decode(frame->body);
+    if (!m) {
+      // Another version's, or someone else's: skipped, so a newer peer can add kinds.
+      ++counters_.peer_extension_unknown;
+      return true;
+    }
+    on_extension(i, *m, ctx, deliver, now);
+    return true;
+  }
+
   // The prototype's unsubscribe: type 11, flags 0, packet id and one length-prefixed filter.
   if (frame->type() == mqtt::PacketType::Unsuback) {
     const ByteSpan b = frame->body;
@@ -191,7 +393,7 @@ bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data)
     if (mqtt::check_utf8(filter) != mqtt::Utf8Status::Ok || filter.empty()) {
       return malformed("bad topic filter in legacy unsubscribe");
     }
-    peer_unsubscribe(peer, filter);
+    peer_unsubscribe(i, filter);
     return true;
   }
 
@@ -201,6 +403,11 @@ bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data)
   if (err != mqtt::DecodeError::None) return malformed(mqtt::decode_error_name(err));
 
   if (auto* p = std::get_if<mqtt::Publish>(&packet)) {
+    if (ctx.accounted) {
+      ++ctx.mseq;
+      ctx.offset += frame->wire_size;
+    }
+    if (!deliver) return true;  // part of a late or repeated datagram
     ++counters_.peer_publish_in;
     log_.debug(kLog, "peer {} PUBLISH topic={} bytes={}", src, p->topic, p->payload.size());
     inbound_.push_back(*p);
@@ -212,24 +419,176 @@ bool Peering::on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data)
         log_.warn(kLog, "peer {} SUBSCRIBE with invalid filter ignored: {}", src, t.filter);
         continue;
       }
-      peer_subscribe(peer, t.filter);
+      peer_subscribe(i, t.filter);
     }
     return true;
   }
   if (auto* u = std::get_if<mqtt::Unsubscribe>(&packet)) {
-    for (auto f : u->filters) peer_unsubscribe(peer, f);
+    for (auto f : u->filters) peer_unsubscribe(i, f);
     return true;
   }
   return malformed("packet type not used between peers");
 }
 
+void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ctx, bool& deliver,
+                           TimePoint now) {
+  Peer& p = peers_[i];
+  auto reply_hello = [&] {
+    // At most every kHelloReplyGap: two peers must not trade HELLOs as fast as they can.
+    if (!cfg_.extension || !started_) return;
+    if (p.last_hello && now - *p.last_hello < kHelloReplyGap) return;
+    send_hello(i, now);
+  };
+  if (const auto* h = std::get_if<ext::Hello>(&m)) {
+    ++counters_.peer_hello_in;
+    if (h->epoch == 0) return;
+    bool reply = false;
+    if (h->epoch != p.their_epoch) {
+      if (p.their_epoch == 0) {
+        log_.info(kLog, "peer {} speaks the extension (features {:#x}, window {} bytes)", p.addr,
+                  h->features, h->window);
+      } else {
+        log_.info(kLog, "peer {} restarted (epoch {:08x} -> {:08x})", p.addr, p.their_epoch,
+                  h->epoch);
+      }
+      // What waited for the earlier run's credit goes; the new run grants its own.
+      drop_pending(i);
+      p.their_epoch = h->epoch;
+      p.out = Outbound{};
+      p.out.limit = h->window;
+      p.out.last_progress = now;
+      p.open_batch.reset();
+      p.hello_backoff = Duration{};
+      reply = true;
+    }
+    p.their_features = h->features;
+    p.knows_us = h->peer_epoch == cfg_.epoch;
+    if (!p.knows_us) reply = true;
+    // News is answered at once, whatever reply_hello's gap: the exchange ends when both sides
+    // name each other's epoch, so it cannot go on.
+    if (reply && cfg_.extension && started_) send_hello(i, now);
+    return;
+  }
+  if (const auto* d = std::get_if<ext::Data>(&m)) {
+    ctx = DataContext{};
+    deliver = true;
+    if (d->peer_epoch != cfg_.epoch) {
+      // Sent to an earlier run of ours: the messages are real, the accounting is not ours.
+      reply_hello();
+      return;
+    }
+    Inbound& in = p.in;
+    if (d->epoch != in.epoch) {
+      in = Inbound{};
+      in.epoch = d->epoch;
+      in.limit_sent = cfg_.credit_window;  // what our HELLO granted at the start
+    }
+    if (!account(in, *d)) {
+      deliver = false;
+      return;
+    }
+    ctx.accounted = true;
+    ctx.mseq = d->mseq;
+    ctx.offset = d->offset;
+    return;
+  }
+  if (const auto* c = std::get_if<ext::Credit>(&m)) {
+    if (c->peer_epoch != cfg_.epoch || c->epoch != p.their_epoch || !capable(p)) return;
+    ++counters_.peer_credit_in;
+    Outbound& o = p.out;
+    o.last_progress = now;
+    if (c->limit > o.limit) {
+      o.limit = c->limit;
+      o.probe_backoff = cfg_.blocked_probe;
+      if (o.next_probe) o.next_probe = now + o.probe_backoff;
+    }
+    pump(i, now);
+    return;
+  }
+  if (const auto* b = std::get_if<ext::Blocked>(&m)) {
+    if (b->peer_epoch != cfg_.epoch) return;
+    ++counters_.peer_blocked_in;
+    Inbound& in = p.in;
+    if (b->epoch != in.epoch) {
+      in = Inbound{};
+      in.epoch = b->epoch;
+      in.limit_sent = cfg_.credit_window;
+    }
+    // Everything up to its offset was sent: what did not arrive is not coming.
+    in.end = std::max(in.end, b->offset);
+    in.answer_due = true;
+  }
+}
+
+void Peering::grant(std::size_t i, bool answer) {
+  Peer& p = peers_[i];
+  Inbound& in = p.in;
+  const bool paused = flow_ && flow_->is_paused(flow::peer(i));
+  bool send = answer;
+  if (!paused) {
+    const std::uint64_t limit = in.end + cfg_.credit_window;
+    if (limit > in.limit_sent) {
+      in.limit_sent = limit;
+      send = true;
+    }
+  }
+  if (!send) return;
+  send_control(i, ext::Credit{cfg_.epoch, in.epoch, in.limit_sent, paused});
+  ++counters_.peer_credit_out;
+}
+
+void Peering::end_turn() {
+  if (!cfg_.extension) return;
+  for (std::size_t i = 0; i < peers_.size(); ++i) {
+    Inbound& in = peers_[i].in;
+    if (in.epoch == 0 || !(in.credit_due || in.answer_due)) continue;
+    grant(i, in.answer_due);
+    in.credit_due = false;
+    in.answer_due = false;
+  }
+}
+
 void Peering::on_timers(TimePoint now) {
-  if (!next_refresh_ || now < *next_refresh_) return;
-  next_refresh_ = now + cfg_.refresh_interval;
-  if (local_filters_.empty()) return;
-  for (const auto& f : local_filters_) announce(mqtt::PacketType::Subscribe, f);
-  log_.debug(kLog, "interest refresh: {} filter(s) to {} peer(s)", local_filters_.size(),
-             cfg_.peers.size());
+  if (next_refresh_ && now >= *next_refresh_) {
+    next_refresh_ = now + cfg_.refresh_interval;
+    if (!local_filters_.empty()) {
+      for (const auto& f : local_filters_) announce(mqtt::PacketType::Subscribe, f);
+      log_.debug(kLog, "interest refresh: {} filter(s) to {} peer(s)", local_filters_.size(),
+                 cfg_.peers.size());
+    }
+  }
+  if (!cfg_.extension || !started_) return;
+  for (std::size_t i = 0; i < peers_.size(); ++i) {
+    Peer& p = peers_[i];
+    if (now >= p.next_hello) send_hello(i, now);
+    Outbound& o = p.out;
+    if (o.next_mark && now >= *o.next_mark && capable(p)) {
+      if (o.pending.empty()) {
+        Datagram& d = new_datagram(i);
+        ext::encode(d.bytes, ext::Data{cfg_.epoch, p.their_epoch, o.dseq++, o.mseq, o.offset});
+        p.open_batch.reset();
+        ++counters_.peer_marks_out;
+      }
+      o.next_mark = --o.marks_left > 0 ? std::optional(now + 9 * cfg_.tail_mark) : std::nullopt;
+    }
+    if (o.next_probe && now >= *o.next_probe && capable(p)) {
+      send_control(i, ext::Blocked{cfg_.epoch, p.their_epoch, o.offset});
+      ++counters_.peer_blocked_out;
+      o.probe_backoff = std::min<Duration>(o.probe_backoff * 2, kMaxProbeBackoff);
+      o.next_probe = now + o.probe_backoff;
+    }
+  }
+}
+
+std::optional<TimePoint> Peering::next_deadline() const {
+  std::optional<TimePoint> d = next_refresh_;
+  if (!cfg_.extension || !started_) return d;
+  for (const auto& p : peers_) {
+    d = earliest(d, p.next_hello);
+    d = earliest(d, p.out.next_probe);
+    d = earliest(d, p.out.next_mark);
+  }
+  return d;
 }
 
 bool Peering::peer_wants(wire::Ipv4Address peer, std::string_view topic) const {
@@ -242,7 +601,7 @@ bool Peering::peer_wants(wire::Ipv4Address peer, std::string_view topic) const {
 
 std::size_t Peering::peer_filter_count(wire::Ipv4Address peer) const {
   const auto it = index_.find(peer);
-  return it == index_.end() ? 0 : remote_filters_[it->second].size();
+  return it == index_.end() ? 0 : peers_[it->second].filters.size();
 }
 
 }  // namespace mqtt_proxy::peering

@@ -25,7 +25,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   broker::Broker b({}, host, peering, log::null_logger(), counters);
   const TimePoint now{std::chrono::hours(1)};
   const ByteSpan d{reinterpret_cast<const std::byte*>(data), size};
-  for (const auto& p : peering.on_datagram(peer, d)) b.on_peer_publish(p, now);
+  for (const auto& p : peering.on_datagram(peer, d)) b.on_peer_publish(p, flow::kNone, now);
   // Whatever interest the datagram left behind must be safe to match against.
   peering.forward_publish("a/b", d.first(std::min<std::size_t>(size, 16)), false);
   return 0;

@@ -78,7 +78,14 @@ class BrokerFixture : public ::testing::Test {
         c, wire::SocketAddress{wire::Ipv4Address{0x0a000001}, static_cast<std::uint16_t>(c)}, now_);
   }
 
-  void feed(broker::ClientHandle c, const Bytes& b) { broker_.on_data(c, b, now_); }
+  // As the TCP receive buffer does: what the broker does not take is offered again with the next
+  // bytes.
+  void feed(broker::ClientHandle c, const Bytes& b) {
+    Bytes& u = unread_[c];
+    append(u, b);
+    const std::size_t n = broker_.on_data(c, u, now_);
+    u.erase(u.begin(), u.begin() + static_cast<std::ptrdiff_t>(n));
+  }
 
   // Opens and connects a client; asserts CONNACK 0.
   void connect(broker::ClientHandle c, std::string_view id, std::uint16_t keepalive = 60) {
@@ -135,6 +142,7 @@ class BrokerFixture : public ::testing::Test {
   }
 
   TimePoint now_ = t0();
+  std::map<broker::ClientHandle, Bytes> unread_;
   metrics::Counters counters_;
   FakeHost host_;
   peering::Peering peering_;

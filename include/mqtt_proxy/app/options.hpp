@@ -27,6 +27,7 @@ inline const tcp::EndpointConfig kTcp{};
 inline const broker::BrokerConfig kBroker{};
 inline const peering::PeeringConfig kPeering{};
 inline const capture::CaptureConfig kCapture{};
+inline const flow::FlowConfig kFlow{};
 }  // namespace defaults
 
 inline unsigned whole_seconds(Duration d) {
@@ -55,7 +56,11 @@ struct Options {
   unsigned session_expiry_seconds = whole_seconds(defaults::kBroker.session_expiry);
   std::size_t capture_buffer_bytes = static_cast<std::size_t>(defaults::kCapture.buffer_bytes);
   unsigned peer_refresh_seconds = whole_seconds(defaults::kPeering.refresh_interval);
-  bool peer_batch = false;
+  peering::BatchPolicy peer_batch = defaults::kPeering.batch;
+  bool peer_extension = defaults::kPeering.extension;
+  flow::Policy overload = defaults::kFlow.policy;
+  double slow_grace_seconds =
+      std::chrono::duration<double>(defaults::kFlow.grace).count();  // then a subscriber is stuck
   unsigned stats_interval_seconds = 0;  // 0: counters are logged at exit only
   unsigned shutdown_grace_ms = 2000;    // for clients to take their FIN after SIGTERM
 };

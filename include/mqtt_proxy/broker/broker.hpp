@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "mqtt_proxy/auth/password_file.hpp"
+#include "mqtt_proxy/flow/flow_control.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
@@ -55,24 +56,32 @@ struct BrokerConfig {
   Duration session_expiry = std::chrono::hours(1);
   std::size_t max_stored_sessions = 100000;  // beyond, further sessions are not kept (counted)
   std::uint16_t topic_alias_maximum = 10;    // v5 aliases a client may set per connection
+  // A frame larger than this is moved out of the TCP receive buffer while it arrives, so that it
+  // cannot wait for a window it does not fit in; smaller ones are read where they are, and wait
+  // there while their publisher is paused (backpressure). At most half the receive buffer.
+  std::size_t max_unread_frame = 16 * 1024;
 };
 
 class Broker {
  public:
+  // `flow` (may be null: no backpressure) outlives the broker.
   Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, log::Logger& log,
-         metrics::Counters& counters);
+         metrics::Counters& counters, flow::FlowControl* flow = nullptr);
   ~Broker();
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
   // A transport connection was established with the client at `peer`.
   void on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now);
-  // In-order bytes from the client.
-  void on_data(ClientHandle c, ByteSpan data, TimePoint now);
+  // In-order bytes from the client. Returns how many it took: fewer when the client is paused
+  // (backpressure) or the last frame is incomplete and small; the caller keeps the rest in the TCP
+  // receive buffer (its window closes as it fills) and offers it again, with what came since.
+  std::size_t on_data(ClientHandle c, ByteSpan data, TimePoint now);
   // The transport ended under us (FIN, RST, timeout). No-op if the broker already closed it.
   void on_lost(ClientHandle c, std::string_view reason, TimePoint now);
-  // A PUBLISH that came from a peer: local subscribers only (and the retained replica).
-  void on_peer_publish(const mqtt::Publish& p, TimePoint now);
+  // A PUBLISH that came from a peer (`source`, for flow control): local subscribers only (and the
+  // retained replica).
+  void on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint now);
   // A peer subscribed to a filter it did not have: it gets our clients' retained messages for it.
   void on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now);
 
@@ -143,11 +152,13 @@ class Broker {
     bool published_retain = false;    // the publisher's RETAIN, for v5 Retain As Published
     const Session* origin = nullptr;  // the publishing session, for v5 No Local
     ByteSpan v5_properties;           // for v5 subscribers
+    flow::Id source = flow::kNone;    // who is paused if a subscriber is congested
   };
-  void deliver_local(const Outgoing& m);
+  void deliver_local(const Outgoing& m, TimePoint now);
   Duration session_keep_for(std::uint32_t expiry_seconds) const;
-  // Queues a PUBLISH for a subscriber unless its queue is full (then drops and counts it).
-  bool offer(Session& sub, const Bytes& packet);
+  // Queues a PUBLISH for a subscriber unless it is stuck or its queue is full (then drops and
+  // counts it); a congested subscriber pauses `source`.
+  bool offer(Session& sub, const Bytes& packet, flow::Id source, TimePoint now);
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
               ByteSpan properties = {}, std::optional<TimePoint> expires_at = {});
   // The last local subscription to `filter` is gone.
@@ -155,7 +166,7 @@ class Broker {
   // The session's will, now or after its v5 Will Delay.
   void publish_will(Session& s, TimePoint now);
   void publish_will_message(const WillMessage& will, const std::string& client_id,
-                            const Session* origin);
+                            const Session* origin, TimePoint now);
   // Ends a session: subscriptions removed (peers told), optional will, transport closed. The
   // session is marked closing and destroyed only by reap(), so callers up the stack keep a valid
   // one; a closing session takes no further input.
@@ -171,6 +182,7 @@ class Broker {
   peering::Peering& peering_;
   log::Logger& log_;
   metrics::Counters& counters_;
+  flow::FlowControl* flow_;
   std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_client_id_;
   mqtt::TopicTree<Session*> subscriptions_;

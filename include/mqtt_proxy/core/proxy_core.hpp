@@ -12,6 +12,7 @@
 
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/core/frame_batch.hpp"
+#include "mqtt_proxy/flow/flow_control.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/tcp/conn_key.hpp"
@@ -46,6 +47,7 @@ struct CoreConfig {
   SipKey secret{};  // ISNs and connection-table hashing; from a random source
   broker::BrokerConfig broker;
   peering::PeeringConfig peering;
+  flow::FlowConfig flow;
 };
 
 class ProxyCore final : private broker::BrokerHost {
@@ -78,6 +80,7 @@ class ProxyCore final : private broker::BrokerHost {
   std::size_t half_open_count() const { return half_open_; }
   const broker::Broker& broker() const { return broker_; }
   const peering::Peering& peering() const { return peering_; }
+  const flow::FlowControl& flow() const { return flow_; }
 
   // Tests pin initial sequence numbers (for example near 2^32) through this.
   void set_isn_function(std::function<wire::Seq(const tcp::ConnKey&, TimePoint)> fn) {
@@ -96,6 +99,11 @@ class ProxyCore final : private broker::BrokerHost {
   Connection* find(std::uint64_t id) const;
   void mark_dirty(Connection& c);
   void handle_events(Connection& c, TimePoint now);
+  // Backpressure: reports every congested sink's level and progress to FlowControl, then lets the
+  // sources it released go on (a client's unread bytes are offered to the broker again, a peer is
+  // granted credit).
+  void update_flow(TimePoint now);
+  void resume_sources(TimePoint now);
   void reschedule(Connection& c);
   void erase(Connection& c);
   // A segment back to the sender of a captured one: addresses and ports swapped, nothing else set.
@@ -116,6 +124,7 @@ class ProxyCore final : private broker::BrokerHost {
   CoreConfig cfg_;
   log::Logger& log_;
   metrics::Counters counters_;
+  flow::FlowControl flow_;
   peering::Peering peering_;
   broker::Broker broker_;
   tcp::IsnGenerator isn_;
@@ -127,6 +136,8 @@ class ProxyCore final : private broker::BrokerHost {
   std::unordered_map<tcp::ConnKey, std::uint64_t, tcp::ConnKeyHash> by_key_;
   std::unordered_map<std::uint64_t, std::unique_ptr<Connection>> conns_;
   std::vector<std::uint64_t> dirty_;
+  std::vector<flow::Id> watched_;  // scratch of update_flow()
+  std::vector<flow::Id> resumed_;  // scratch of resume_sources()
   DeadlineQueue<std::uint64_t> timers_;
   FrameBatch frames_;
   std::uint64_t next_id_ = 1;

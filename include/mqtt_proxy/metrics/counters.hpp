@@ -74,6 +74,25 @@ namespace mqtt_proxy::metrics {
   X(peer_subscribe_out, Counter, "SUBSCRIBE datagrams sent")                                       \
   X(peer_unsubscribe_in, Counter, "topic filters peers unsubscribed")                              \
   X(peer_unsubscribe_out, Counter, "UNSUBSCRIBE datagrams sent")                                   \
+  X(peer_hello_in, Counter, "extension HELLOs from peers")                                         \
+  X(peer_hello_out, Counter, "extension HELLOs sent")                                              \
+  X(peer_credit_in, Counter, "extension CREDITs from peers")                                       \
+  X(peer_credit_out, Counter, "extension CREDITs sent")                                            \
+  X(peer_blocked_in, Counter, "extension BLOCKED probes from peers out of our credit")             \
+  X(peer_blocked_out, Counter, "extension BLOCKED probes sent to peers whose credit ran out")      \
+  X(peer_extension_unknown, Counter, "type-15 packets from peers of an unknown kind or version")   \
+  X(peer_marks_out, Counter, "DATA headers without PUBLISH sent after a burst, for tail losses")   \
+  X(peer_publish_waited, Counter, "PUBLISH packets that waited for a peer's credit")               \
+  X(peer_publish_dropped, Counter,                                                                 \
+    "PUBLISH packets not sent: the peer was stuck or too far behind")                              \
+  X(peer_datagrams_lost, Counter, "datagrams from peers that never arrived (sequence gaps)")       \
+  X(peer_publish_lost, Counter, "PUBLISH packets in datagrams from peers that never arrived")      \
+  X(peer_datagrams_late, Counter, "datagrams that came after later ones, already counted lost")    \
+  X(peer_datagrams_repeated, Counter, "datagrams that came twice (the copy is dropped)")           \
+  X(flow_sinks_congested, Counter, "times a subscriber or peer passed the high-water mark")        \
+  X(flow_sources_paused, Counter, "times a publisher or peer was paused by a congested one")       \
+  X(flow_sinks_stuck, Counter,                                                                     \
+    "times a congested subscriber or peer made no progress for the grace")                         \
   X(capture_dropped, Counter, "frames the capture ring had no room for (libpcap ps_drop)")         \
   X(capture_if_dropped, Counter, "frames the interface or driver dropped (libpcap ps_ifdrop)")     \
   X(capture_truncated, Counter,                                                                    \

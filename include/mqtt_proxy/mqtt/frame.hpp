@@ -43,6 +43,9 @@ std::optional<FrameView> parse_frame(ByteSpan data, std::size_t max_packet_size,
 // Whether the frame's Remaining Length used the fewest bytes (required by MQTT 5 [MQTT-1.5.5-1]).
 bool minimal_length_encoding(const FrameView& f);
 
+// The size of the frame starting at `data` (fixed header included), once its header is there.
+std::optional<std::size_t> announced_frame_size(ByteSpan data);
+
 // The Remaining Length (2.2.3) is a Variable Byte Integer (v5 1.5.5), as are MQTT 5's property
 // lengths. Both are written by every encoder, hence inline.
 

@@ -5,8 +5,14 @@
 // Inbound: SUBSCRIBE and UNSUBSCRIBE (type 10, or the prototype's type 11) update what each peer
 // wants; a PUBLISH is handed back for local delivery and never sent on to other peers, so a full
 // mesh has no loops.
+//
+// The extension (peering/extension.hpp), used toward a peer only after it announced it: sequence
+// numbers on every datagram of PUBLISHes (the receiver counts what the network lost), credit-based
+// flow control (a receiver whose subscribers cannot keep up stops granting credit, the sender
+// queues and pauses its own publishers through FlowControl), and batching by default.
 #pragma once
 
+#include <deque>
 #include <optional>
 #include <set>
 #include <span>
@@ -16,9 +22,11 @@
 #include <unordered_set>
 #include <vector>
 
+#include "mqtt_proxy/flow/flow_control.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/packet.hpp"
 #include "mqtt_proxy/mqtt/topic_tree.hpp"
+#include "mqtt_proxy/peering/extension.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/util/time.hpp"
@@ -31,6 +39,12 @@ struct Datagram {
   Bytes bytes;
 };
 
+enum class BatchPolicy {
+  Auto,  // batch toward peers that announced the extension (they read batches); plain to others
+  On,    // batch toward every peer (all of them must read batches)
+  Off,   // one packet per datagram
+};
+
 struct PeeringConfig {
   std::vector<wire::Ipv4Address> peers;
   // Largest datagram we send or accept; a PUBLISH beyond it is not forwarded (and counted).
@@ -39,10 +53,26 @@ struct PeeringConfig {
   // interest again. Plain SUBSCRIBEs, so peers that know nothing of it are unaffected. Zero: off.
   Duration refresh_interval{0};
   // Batching (docs/peering.md): PUBLISHes for the same peer produced in one event-loop turn share
-  // a datagram of up to this many bytes, packets back to back. Zero: one packet per datagram, the
-  // plain form every peer understands. Only for peers known to accept batches; receiving them is
-  // always on.
-  std::size_t batch_bytes = 0;
+  // a datagram of up to `batch_bytes` bytes (the app sets the smallest MTU - 28). Receiving
+  // batches is always on.
+  BatchPolicy batch = BatchPolicy::Auto;
+  std::size_t batch_bytes = 1472;
+  // The extension: announced to every peer (HELLO) and used toward those that announce it back.
+  bool extension = true;
+  std::uint32_t epoch = 1;  // this run's, non-zero; the app draws it at random
+  // Credit a capable peer may use ahead of our reading: it bounds what is in flight toward us.
+  std::uint32_t credit_window = 512 * 1024;
+  // HELLO to a peer that has not answered: first after this, then backing off to 30 s; once it
+  // answered, every heartbeat interval.
+  Duration hello_interval = std::chrono::seconds(1);
+  Duration heartbeat_interval = std::chrono::seconds(5);
+  // A sender out of credit asks again (BLOCKED) after this, backing off to 500 ms.
+  Duration blocked_probe = std::chrono::milliseconds(20);
+  // PUBLISH bytes waiting for credit toward one peer; beyond, further ones are dropped (counted).
+  std::size_t max_pending_bytes = 4 * 1024 * 1024;
+  // The sequence marks after a burst: the first this long after the last PUBLISH, the second
+  // ten times as long.
+  Duration tail_mark = std::chrono::milliseconds(50);
 };
 
 // A filter a peer subscribed to that it did not have before.
@@ -53,28 +83,48 @@ struct PeerInterest {
 
 class Peering {
  public:
-  Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters);
+  // `flow` (may be null: no flow control, e.g. in tests) outlives the Peering.
+  Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counters,
+          flow::FlowControl* flow = nullptr);
 
   bool is_peer(wire::Ipv4Address a) const { return index_.contains(a); }
+  std::optional<std::size_t> index_of(wire::Ipv4Address a) const;
   const std::vector<wire::Ipv4Address>& peers() const { return cfg_.peers; }
 
   // Local interest changes, as the broker's topic tree reports them.
   void local_filter_added(std::string_view filter);
   void local_filter_removed(std::string_view filter);
 
-  // A PUBLISH from a local client: one datagram to each peer with a matching filter.
-  void forward_publish(std::string_view topic, ByteSpan payload, bool retain);
+  // A PUBLISH from a local client (`source`, for flow control): one datagram to each peer with a
+  // matching filter, or into its credit queue.
+  void forward_publish(std::string_view topic, ByteSpan payload, bool retain,
+                       flow::Id source = flow::kNone, TimePoint now = {});
   // A retained message for one peer that has just subscribed to a matching filter.
-  void send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload);
+  void send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload,
+                     TimePoint now = {});
 
   // A datagram from `src`: one packet, or several back to back. Returns the PUBLISHes to deliver
   // locally, in order (views into `data`, valid until the next call). A malformed packet drops
   // itself and the rest of its datagram; the packets before it stand.
-  std::span<const mqtt::Publish> on_datagram(wire::Ipv4Address src, ByteSpan data);
+  std::span<const mqtt::Publish> on_datagram(wire::Ipv4Address src, ByteSpan data,
+                                             TimePoint now = {});
 
   void on_timers(TimePoint now);
-  std::optional<TimePoint> next_deadline() const { return next_refresh_; }
+  std::optional<TimePoint> next_deadline() const;
+  // Sends the HELLOs; the refresh timer starts.
   void start(TimePoint now);
+  // End of a loop turn, before the outbox goes out: the credit owed to peers is granted.
+  void end_turn();
+
+  // Flow control's view of peer `i` as a sink: PUBLISH bytes waiting for its credit, and when it
+  // last showed it is alive (granted or answered).
+  std::size_t pending_bytes(std::size_t i) const { return peers_[i].out.pending_bytes; }
+  TimePoint last_progress(std::size_t i) const { return peers_[i].out.last_progress; }
+  // Peer `i` was declared stuck: what waits for its credit is dropped (counted).
+  void drop_pending(std::size_t i);
+  // Peer `i` as a source may be granted credit again.
+  void resume(std::size_t i) { peers_[i].in.credit_due = true; }
+  bool speaks_extension(std::size_t i) const { return capable(peers_[i]); }
 
   // Datagrams produced since the last clear_outbox().
   const std::vector<Datagram>& outbox() const { return outbox_; }
@@ -87,37 +137,100 @@ class Peering {
   const std::set<std::string, std::less<>>& local_filters() const { return local_filters_; }
 
  private:
-  // SUBSCRIBE or UNSUBSCRIBE for one filter, to every peer.
+  // What we send to a capable peer, for the epoch pair (ours, theirs).
+  struct Outbound {
+    std::uint32_t dseq = 0;
+    std::uint32_t mseq = 0;
+    std::uint64_t offset = 0;   // credit offset of the next PUBLISH byte
+    std::uint64_t limit = 0;    // the peer's latest grant
+    std::deque<Bytes> pending;  // PUBLISH packets waiting for credit, in order
+    std::size_t pending_bytes = 0;
+    TimePoint last_progress{};
+    std::optional<TimePoint> next_probe;  // BLOCKED, while pending waits
+    Duration probe_backoff{};
+    // After the last PUBLISH, DATA headers with none follow (twice), so the receiver also learns of
+    // a loss at the end of a burst, when no later datagram would reveal the gap.
+    std::optional<TimePoint> next_mark;
+    int marks_left = 0;
+  };
+  // What we receive from a capable peer, for the epoch pair (theirs, ours).
+  struct Inbound {
+    std::uint32_t epoch = 0;  // theirs, of the stream we account; 0: none yet
+    std::uint32_t next_dseq = 0;
+    std::uint32_t next_mseq = 0;
+    std::uint64_t seen_dseq = 0;  // bit k: datagram next_dseq - 1 - k arrived
+    std::uint64_t end = 0;        // credit offset just past the last PUBLISH byte received
+    std::uint64_t limit_sent = 0;
+    bool credit_due = false;  // grant more at the end of the turn (unless paused)
+    bool answer_due = false;  // a BLOCKED wants a CREDIT even without more to grant
+  };
+  struct Peer {
+    wire::Ipv4Address addr;
+    std::unordered_set<std::string> filters;  // what it subscribed to
+    std::uint32_t their_epoch = 0;            // from its HELLO; 0: it never announced
+    std::uint32_t their_features = 0;
+    bool knows_us = false;  // its latest HELLO named our epoch
+    TimePoint next_hello{};
+    Duration hello_backoff{};
+    std::optional<TimePoint> last_hello;  // when we last sent it one
+    Outbound out;
+    Inbound in;
+    std::optional<std::size_t> open_batch;  // outbox index of this turn's open datagram
+  };
+  // The DATA header of the datagram being read, and whether its PUBLISHes are delivered.
+  struct DataContext {
+    bool accounted = false;  // part of the stream we account and credit
+    std::uint32_t mseq = 0;
+    std::uint64_t offset = 0;
+  };
+
+  bool capable(const Peer& p) const {
+    return cfg_.extension && p.their_epoch != 0 && (p.their_features & ext::kFeatureCredit);
+  }
+  bool batches(const Peer& p) const;
   void announce(mqtt::PacketType type, std::string_view filter);
   std::uint16_t next_packet_id();
   // Encodes a QoS 0 PUBLISH for peers; false (counted, logged) when it cannot fit a datagram.
   bool encode_publish_datagram(std::string_view topic, ByteSpan payload, bool retain,
                                Bytes& packet);
-  void push_publish(std::size_t peer, const Bytes& packet, std::string_view topic,
-                    std::size_t payload_size);
+  void push_publish(std::size_t i, const Bytes& packet, std::string_view topic,
+                    std::size_t payload_size, flow::Id source, TimePoint now);
   // Queues a packet for a peer: appended to the peer's newest datagram when batching allows.
-  void enqueue(std::size_t peer, ByteSpan packet, bool batchable);
+  void enqueue(std::size_t i, ByteSpan packet, bool batchable);
+  Datagram& new_datagram(std::size_t i);
+  // A PUBLISH within the peer's credit, after a DATA header.
+  void send_data(std::size_t i, ByteSpan packet, TimePoint now);
+  // Sends what waits for credit as far as the credit goes.
+  void pump(std::size_t i, TimePoint now);
+  void send_control(std::size_t i, const ext::Message& m);
+  void send_hello(std::size_t i, TimePoint now);
   // One packet of a peer's datagram; false if it is malformed (counted and logged).
-  bool on_packet(std::size_t peer, wire::Ipv4Address src, ByteSpan& data);
-  void peer_subscribe(std::size_t peer, std::string_view filter);
-  void peer_unsubscribe(std::size_t peer, std::string_view filter);
+  bool on_packet(std::size_t i, ByteSpan& data, DataContext& ctx, bool& deliver, TimePoint now);
+  void on_extension(std::size_t i, const ext::Message& m, DataContext& ctx, bool& deliver,
+                    TimePoint now);
+  // Sequence accounting of a DATA header of the stream; false: a late or repeated datagram.
+  bool account(Inbound& in, const ext::Data& d);
+  void grant(std::size_t i, bool answer);
+  void peer_subscribe(std::size_t i, std::string_view filter);
+  void peer_unsubscribe(std::size_t i, std::string_view filter);
 
   PeeringConfig cfg_;
   log::Logger& log_;
   metrics::Counters& counters_;
+  flow::FlowControl* flow_;
   std::unordered_map<wire::Ipv4Address, std::size_t> index_;
+  std::vector<Peer> peers_;
   mqtt::TopicTree<std::size_t> remote_;  // filters peers subscribed to -> peer index
-  std::vector<std::unordered_set<std::string>> remote_filters_;
   std::set<std::string, std::less<>> local_filters_;
   std::uint16_t packet_id_ = 0;
+  bool started_ = false;
   std::optional<TimePoint> next_refresh_;
   std::vector<Datagram> outbox_;
-  // Per peer: the outbox index of the datagram still open for more PUBLISHes, if any.
-  std::vector<std::optional<std::size_t>> open_batch_;
   std::vector<mqtt::Publish> inbound_;
   // Scratch space of forward_publish(), and buffers of sent datagrams for reuse.
   static constexpr std::size_t kMaxSpareBuffers = 256;
   Bytes packet_;
+  Bytes control_;
   std::vector<Bytes> spare_;
   std::vector<bool> wants_;
   std::vector<PeerInterest> new_interest_;

@@ -62,13 +62,32 @@ TEST(Options, PasswordFileAndAnonymousAccess) {
   EXPECT_FALSE(d.allow_anonymous);
 }
 
-TEST(Options, PeerBatchingIsOffUnlessAskedFor) {
-  Options d, o;
+TEST(Options, BatchingIsAutomaticWithCapablePeersAndOnOrOffWhenAskedFor) {
   std::string msg;
+  Options d;
   ASSERT_EQ(parse({}, d, msg), ParseOutcome::Run) << msg;
-  EXPECT_FALSE(d.peer_batch);
-  ASSERT_EQ(parse({"--peer-batch"}, o, msg), ParseOutcome::Run) << msg;
-  EXPECT_TRUE(o.peer_batch);
+  EXPECT_EQ(d.peer_batch, peering::BatchPolicy::Auto);
+  EXPECT_TRUE(d.peer_extension);
+  Options bare;  // the earlier flag without a value still means on
+  ASSERT_EQ(parse({"--peer-batch"}, bare, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(bare.peer_batch, peering::BatchPolicy::On);
+  Options off;
+  ASSERT_EQ(parse({"--peer-batch", "off", "--peer-extension", "off"}, off, msg), ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(off.peer_batch, peering::BatchPolicy::Off);
+  EXPECT_FALSE(off.peer_extension);
+}
+
+TEST(Options, BackpressureIsTheDefaultOverloadPolicy) {
+  std::string msg;
+  Options d;
+  ASSERT_EQ(parse({}, d, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(d.overload, flow::Policy::Backpressure);
+  EXPECT_DOUBLE_EQ(d.slow_grace_seconds, 1.5);
+  Options o;
+  ASSERT_EQ(parse({"--overload", "drop", "--slow-grace", "0.5"}, o, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(o.overload, flow::Policy::Drop);
+  EXPECT_DOUBLE_EQ(o.slow_grace_seconds, 0.5);
 }
 
 TEST(Options, BadValuesAreOneLineErrors) {
@@ -78,6 +97,10 @@ TEST(Options, BadValuesAreOneLineErrors) {
                                                      {"-F", "300.1.1.1"},
                                                      {"-p", "secret"},
                                                      {"--log-level", "loud"},
+                                                     {"--peer-batch", "sometimes"},
+                                                     {"--overload", "panic"},
+                                                     {"--slow-grace", "0"},
+                                                     {"--peer-extension", "maybe"},
                                                      {"--bogus"},
                                                      {"--verify-checksums", "maybe"},
                                                      {"--max-connections", "0"},

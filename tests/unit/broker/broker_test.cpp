@@ -935,7 +935,7 @@ TEST_F(BrokerWithPeers, PublishFromAPeerIsDeliveredLocallyButNotForwarded) {
   const auto pub = publish_packet("t", "from afar");
   const auto p = peering_.on_datagram(peer, pub);
   ASSERT_EQ(p.size(), 1u);
-  broker_.on_peer_publish(p[0], now_);
+  broker_.on_peer_publish(p[0], flow::kNone, now_);
   EXPECT_EQ(received(1), (std::vector<std::string>{"t=from afar"}));
   EXPECT_TRUE(datagram_types().empty());  // no loop back to the peer
 }
@@ -966,7 +966,7 @@ TEST_F(BrokerWithPeers, RetainedMessageFromAPeerServesLaterLocalSubscribersUntil
   const auto pub = publish_packet("r/far", "away", 0, 0, false, true);
   const auto got = peering_.on_datagram(peer, pub);
   ASSERT_EQ(got.size(), 1u);
-  broker_.on_peer_publish(got[0], now_);
+  broker_.on_peer_publish(got[0], flow::kNone, now_);
   EXPECT_EQ(received(1), (std::vector<std::string>{"r/far=away (retained)"}));
   connect(2, "second");  // subscribes later, sends no new SUBSCRIBE to the peer
   subscribe(2, "r/far");

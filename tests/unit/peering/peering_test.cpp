@@ -130,7 +130,9 @@ TEST_F(Peering, OversizedPublishIsNotForwarded) {
 
 TEST_F(Peering, RefreshResendsLocalInterest) {
   metrics::Counters c;
-  peering::Peering r({{kPeerA}, 65507, 30s}, log::null_logger(), c);
+  peering::PeeringConfig cfg{{kPeerA}, 65507, 30s};
+  cfg.extension = false;  // only the refresh: no HELLOs
+  peering::Peering r(cfg, log::null_logger(), c);
   r.start(t0());
   r.local_filter_added("a");
   r.local_filter_added("b");
@@ -180,6 +182,7 @@ class PeeringBatch : public ::testing::Test {
   static peering::PeeringConfig config() {
     peering::PeeringConfig cfg{{kPeerA, kPeerB}};
     cfg.batch_bytes = kLimit;
+    cfg.batch = peering::BatchPolicy::On;  // the peers here never announce the extension
     return cfg;
   }
   // The packets of one datagram, split the way a receiver does it.

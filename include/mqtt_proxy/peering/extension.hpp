@@ -1,0 +1,72 @@
+// The peer protocol's negotiated extension (docs/peering.md, "The extension"): control packets that
+// travel as MQTT packets of type 15 with flags 0 (AUTH in MQTT 5, reserved in 3.1.1), which a
+// plain peer ignores or counts as malformed without further effect.
+//
+//   f0 <remaining length> 'M' 'P' <version 1> <kind> <fields, big-endian>
+//
+//   HELLO    epoch:4 peer_epoch:4 features:4 window:4   I am here (epoch: random per start); the
+//            epoch of yours I last saw (0: none); what I speak; the credit I grant you at first
+//   DATA     epoch:4 peer_epoch:4 dseq:4 mseq:4 offset:8   precedes the PUBLISH packets of a
+//            datagram: datagram and message sequence numbers, and the credit offset of the first
+//            PUBLISH byte (each PUBLISH takes its wire size)
+//   CREDIT   epoch:4 peer_epoch:4 limit:8 paused:1   you (peer_epoch) may send up to `limit`;
+//            paused: my subscribers are slow but alive, more credit will come
+//   BLOCKED  epoch:4 peer_epoch:4 offset:8   I (epoch) sent up to `offset` and have more
+//
+// Every epoch pair (sender's, receiver's) starts its own credit offsets at 0.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <variant>
+
+#include "mqtt_proxy/util/bytes.hpp"
+
+namespace mqtt_proxy::peering::ext {
+
+inline constexpr std::uint8_t kFirstByte = 0xf0;
+inline constexpr std::uint8_t kVersion = 1;
+
+// Feature bits of HELLO.
+inline constexpr std::uint32_t kFeatureCredit = 0x1;  // DATA headers, CREDIT and BLOCKED
+inline constexpr std::uint32_t kFeatureBatch = 0x2;   // reads several packets per datagram
+
+struct Hello {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint32_t features = 0;
+  std::uint32_t window = 0;
+  friend bool operator==(const Hello&, const Hello&) = default;
+};
+struct Data {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint32_t dseq = 0;
+  std::uint32_t mseq = 0;
+  std::uint64_t offset = 0;
+  friend bool operator==(const Data&, const Data&) = default;
+};
+struct Credit {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint64_t limit = 0;
+  bool paused = false;
+  friend bool operator==(const Credit&, const Credit&) = default;
+};
+struct Blocked {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint64_t offset = 0;
+  friend bool operator==(const Blocked&, const Blocked&) = default;
+};
+using Message = std::variant<Hello, Data, Credit, Blocked>;
+
+// The whole packet, fixed header included.
+void encode(Bytes& out, const Message& m);
+inline constexpr std::size_t kDataSize = 2 + 4 + 24;  // a DATA packet's wire size
+
+// The body of a type-15 packet (after the remaining length). nullopt: not ours (no magic, another
+// version) or malformed.
+std::optional<Message> decode(ByteSpan body);
+
+}  // namespace mqtt_proxy::peering::ext

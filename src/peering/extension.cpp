@@ -1,0 +1,92 @@
+#include "mqtt_proxy/peering/extension.hpp"
+
+namespace mqtt_proxy::peering::ext {
+
+namespace {
+enum Kind : std::uint8_t { kHello = 1, kData = 2, kCredit = 3, kBlocked = 4 };
+
+void put32(Bytes& b, std::uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(std::byte(static_cast<std::uint8_t>(v >> s)));
+}
+void put64(Bytes& b, std::uint64_t v) {
+  put32(b, static_cast<std::uint32_t>(v >> 32));
+  put32(b, static_cast<std::uint32_t>(v));
+}
+std::uint64_t load64(ByteSpan b, std::size_t off) {
+  return (std::uint64_t{load_be32(b, off)} << 32) | load_be32(b, off + 4);
+}
+
+// Field bytes after the 4-byte prelude, per kind.
+constexpr std::size_t field_size(std::uint8_t kind) {
+  switch (kind) {
+    case kHello:
+      return 16;
+    case kData:
+      return 24;
+    case kCredit:
+      return 17;
+    case kBlocked:
+      return 16;
+    default:
+      return 0;
+  }
+}
+}  // namespace
+
+void encode(Bytes& out, const Message& m) {
+  const auto kind = static_cast<std::uint8_t>(m.index() + 1);
+  out.push_back(std::byte{kFirstByte});
+  out.push_back(std::byte(static_cast<std::uint8_t>(4 + field_size(kind))));  // < 128: one byte
+  out.push_back(std::byte{'M'});
+  out.push_back(std::byte{'P'});
+  out.push_back(std::byte{kVersion});
+  out.push_back(std::byte{kind});
+  std::visit(
+      [&](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        put32(out, v.epoch);
+        put32(out, v.peer_epoch);
+        if constexpr (std::is_same_v<T, Hello>) {
+          put32(out, v.features);
+          put32(out, v.window);
+        } else if constexpr (std::is_same_v<T, Data>) {
+          put32(out, v.dseq);
+          put32(out, v.mseq);
+          put64(out, v.offset);
+        } else if constexpr (std::is_same_v<T, Credit>) {
+          put64(out, v.limit);
+          out.push_back(std::byte{v.paused ? std::uint8_t{1} : std::uint8_t{0}});
+        } else {
+          put64(out, v.offset);
+        }
+      },
+      m);
+}
+
+std::optional<Message> decode(ByteSpan b) {
+  if (b.size() < 4 || load_u8(b, 0) != 'M' || load_u8(b, 1) != 'P' || load_u8(b, 2) != kVersion) {
+    return std::nullopt;
+  }
+  const std::uint8_t kind = load_u8(b, 3);
+  const std::size_t n = field_size(kind);
+  if (n == 0 || b.size() != 4 + n) return std::nullopt;
+  const std::uint32_t epoch = load_be32(b, 4);
+  const std::uint32_t peer_epoch = load_be32(b, 8);
+  switch (kind) {
+    case kHello:
+      return Hello{epoch, peer_epoch, load_be32(b, 12), load_be32(b, 16)};
+    case kData:
+      return Data{epoch, peer_epoch, load_be32(b, 12), load_be32(b, 16), load64(b, 20)};
+    case kCredit: {
+      const std::uint8_t paused = load_u8(b, 20);
+      if (paused > 1) return std::nullopt;
+      return Credit{epoch, peer_epoch, load64(b, 12), paused == 1};
+    }
+    case kBlocked:
+      return Blocked{epoch, peer_epoch, load64(b, 12)};
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace mqtt_proxy::peering::ext
