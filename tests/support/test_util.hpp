@@ -21,6 +21,11 @@ inline std::string str(ByteSpan b) {
   return std::string(as_chars(b));
 }
 
+// The login the brokers of the tests accept (test_core_config(), BrokerFixture) and the client
+// packets use by default.
+inline constexpr std::string_view kUsername = "jorge";
+inline constexpr std::string_view kPassword = "passwd";
+
 // Virtual time starts well away from zero so that "now - x" never underflows in tests.
 inline TimePoint t0() {
   return TimePoint{std::chrono::hours(1)};

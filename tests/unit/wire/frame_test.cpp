@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "frame_views.hpp"
 #include "mqtt_proxy/wire/checksum.hpp"
 #include "test_util.hpp"
 
@@ -127,9 +128,9 @@ TEST(FrameViews, Ipv4StripsEthernetPaddingAndFlagsFragments) {
 TEST(FrameViews, DetectsCorruptChecksum) {
   auto f = syn_frame_with_checksums();
   f[f.size() - 1] ^= std::byte{0x01};
-  const auto ip = Ipv4View::parse(EthernetView::parse(f)->payload());
-  const auto tcp = TcpView::parse(ip->payload());
-  EXPECT_FALSE(tcp->checksum_ok(ip->src(), ip->dst()));
+  const auto v = parse_tcp_frame(f);
+  ASSERT_TRUE(v);
+  EXPECT_FALSE(v->tcp.checksum_ok(v->ip.src(), v->ip.dst()));
 }
 
 TEST(TcpOptions, MalformedLengthsStopParsingSafely) {
@@ -220,11 +221,12 @@ TEST(FrameViews, AgreeWithLibtinsOnAParsedSyn) {
   const auto f = syn_frame_with_checksums();
   Tins::EthernetII pkt(reinterpret_cast<const uint8_t*>(f.data()), static_cast<uint32_t>(f.size()));
   const auto& tcp = pkt.rfind_pdu<Tins::TCP>();
-  const auto view = TcpView::parse(Ipv4View::parse(EthernetView::parse(f)->payload())->payload());
-  EXPECT_EQ(view->seq().raw, tcp.seq());
-  EXPECT_EQ(view->window(), tcp.window());
-  EXPECT_EQ(view->options().mss, tcp.mss());
-  EXPECT_EQ(view->options().window_scale, tcp.winscale());
+  const auto ours = parse_tcp_frame(f);
+  ASSERT_TRUE(ours);
+  EXPECT_EQ(ours->tcp.seq().raw, tcp.seq());
+  EXPECT_EQ(ours->tcp.window(), tcp.window());
+  EXPECT_EQ(ours->tcp.options().mss, tcp.mss());
+  EXPECT_EQ(ours->tcp.options().window_scale, tcp.winscale());
 #endif
 }
 
