@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core_config.hpp"
+#include "fuzz_target.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
 #include "test_network.hpp"
 

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fuzz_target.hpp"
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "null_host.hpp"

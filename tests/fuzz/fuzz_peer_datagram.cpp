@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fuzz_target.hpp"
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "null_host.hpp"
