@@ -1,7 +1,8 @@
 // Thousands of seeded runs of one connection over a bad link: whatever the loss, reordering,
 // duplication, delay, window sizes, window scaling, initial sequence numbers and close order, every
 // byte must arrive exactly once and in order in both directions, and the connection must close
-// cleanly. A failure prints its seed and how to replay it alone.
+// cleanly. A failure prints its seed and how to replay it alone. ctest labels these tests `sim`
+// and `unit` by their suite names, TcpSim and TcpSimLink (tests/CMakeLists.txt).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
