@@ -8,7 +8,9 @@
 #include <string>
 
 #include "client_packets.hpp"
+#include "core_config.hpp"
 #include "frame_client.hpp"
+#include "frame_views.hpp"
 #include "heap_counter.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
 
@@ -16,13 +18,9 @@ namespace mqtt_proxy::test {
 namespace {
 
 std::unique_ptr<core::ProxyCore> make_core(std::size_t max_connections) {
-  core::CoreConfig cfg;
-  cfg.interfaces.push_back(core::InterfaceInfo{"eth0", kProxyMac, {kProxyIp}, 1500});
-  cfg.broker.username = "jorge";
-  cfg.broker.password = "passwd";
+  core::CoreConfig cfg = test_core_config();
   cfg.max_connections = max_connections;
   cfg.max_half_open = max_connections;
-  cfg.peering.peers = {*wire::Ipv4Address::parse("192.168.1.104")};
   auto core = std::make_unique<core::ProxyCore>(cfg, log::null_logger());
   core->start(t0());
   return core;
@@ -43,10 +41,9 @@ Client client_for(std::uint32_t n) {
 // The SYN-ACK's sequence number for `c`, from the frames the core sent.
 Seq synack_seq(core::ProxyCore& core, const Client& c) {
   for (const auto& e : core.frames().entries()) {
-    const auto f = core.frames().frame(e);
-    const auto tcp = wire::TcpView::parse(
-        wire::Ipv4View::parse(wire::EthernetView::parse(f)->payload())->payload());
-    if (tcp->dst_port() == c.port && (tcp->flags() & kSyn)) return tcp->seq();
+    const auto v = parse_tcp_frame(core.frames().frame(e));
+    if (!v) std::abort();  // the core sends nothing else
+    if (v->tcp.dst_port() == c.port && (v->tcp.flags() & kSyn)) return v->tcp.seq();
   }
   std::abort();  // the core must have answered
 }
@@ -113,11 +110,10 @@ BENCHMARK(BM_IdleConnectionMemory)->Arg(10000)->Iterations(1)->Unit(benchmark::k
 // Advances `c.rcv_nxt` past every segment the core sent to it.
 void take_sent(core::ProxyCore& core, Client& c) {
   for (const auto& e : core.frames().entries()) {
-    const auto tcp = wire::TcpView::parse(
-        wire::Ipv4View::parse(wire::EthernetView::parse(core.frames().frame(e))->payload())
-            ->payload());
-    const Seq end = tcp->seq() + static_cast<std::uint32_t>(tcp->payload().size());
-    if (tcp->dst_port() == c.port && c.rcv_nxt < end) c.rcv_nxt = end;
+    const auto v = parse_tcp_frame(core.frames().frame(e));
+    if (!v) std::abort();  // the core sends nothing else
+    const Seq end = v->tcp.seq() + static_cast<std::uint32_t>(v->tcp.payload().size());
+    if (v->tcp.dst_port() == c.port && c.rcv_nxt < end) c.rcv_nxt = end;
   }
 }
 
@@ -180,8 +176,7 @@ void run_forwarding(benchmark::State& state, core::ProxyCore& core, Client& sub,
 // local subscriber and one peer.
 void BM_PublishForwarding(benchmark::State& state) {
   auto core = make_core(16);
-  core->on_peer_datagram(*wire::Ipv4Address::parse("192.168.1.104"), subscribe_packet("bench/#"),
-                         t0());
+  core->on_peer_datagram(kPeerIp, subscribe_packet("bench/#"), t0());
   Client pub = client_for(1);
   connect(*core, pub, t0(), connect_packet("pub"));
   pub.rcv_nxt = pub.rcv_nxt + 4u;  // CONNACK
@@ -203,12 +198,11 @@ BENCHMARK(BM_PublishForwarding)->Arg(1)->Arg(20);
 // batch) delivered to one local subscriber.
 void BM_PeerPublishDelivery(benchmark::State& state) {
   auto core = make_core(16);
-  const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
   Client sub = subscriber(*core, 2, "bench/#", t0());
   const Bytes datagram = publish_burst(state);
   run_forwarding(
       state, *core, sub, [] {},
-      [&](TimePoint now) { core->on_peer_datagram(peer, datagram, now); });
+      [&](TimePoint now) { core->on_peer_datagram(kPeerIp, datagram, now); });
   if (core->open_connection_count() != 1) state.SkipWithError("the subscriber was disconnected");
 }
 BENCHMARK(BM_PeerPublishDelivery)->Arg(1)->Arg(30);

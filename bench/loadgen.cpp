@@ -155,7 +155,7 @@ void read_in(Conn& c, Fn&& on_packet) {
       }
     }
     if (!complete || c.in.size() - i < len) break;
-    on_packet(std::uint8_t(c.in[pos]) >> 4, std::string_view(c.in).substr(i, len));
+    on_packet(std::uint8_t(std::uint8_t(c.in[pos]) >> 4), std::string_view(c.in).substr(i, len));
     pos = i + len;
   }
   c.in.erase(0, pos);
@@ -242,7 +242,7 @@ int main(int argc, char** argv) {
     if (type == 2) c.connacked = true;
     if (type == 9) c.subacked = true;
     if (type != 3 || body.size() < 2) return;
-    const std::size_t tl = (std::uint8_t(body[0]) << 8) | std::uint8_t(body[1]);
+    const std::size_t tl = std::size_t{std::uint8_t(body[0])} << 8 | std::uint8_t(body[1]);
     if (body.size() < 2 + tl + 18) return;
     const auto* p = reinterpret_cast<const std::uint8_t*>(body.data() + 2 + tl);
     std::uint64_t seq = 0, ts = 0;
@@ -359,14 +359,15 @@ int main(int argc, char** argv) {
       flush_out(c);
       close(c.fd);
     }
-    std::printf("{\"sent\":%llu,\"seconds\":%.3f,\"cpu_s\":%.3f}\n", (unsigned long long)sent, secs,
-                cpu_seconds());
+    std::printf("{\"sent\":%llu,\"seconds\":%.3f,\"cpu_s\":%.3f}\n",
+                static_cast<unsigned long long>(sent), secs, cpu_seconds());
   } else {
     std::printf(
         "{\"received\":%llu,\"duplicates\":%llu,\"gaps\":%llu,\"p50_us\":%.0f,\"p90_us\":%.0f,"
         "\"p99_us\":%.0f,\"max_us\":%.0f,\"cpu_s\":%.3f}\n",
-        (unsigned long long)received, (unsigned long long)duplicates, (unsigned long long)gaps,
-        percentile(latencies, 0.50), percentile(latencies, 0.90), percentile(latencies, 0.99),
+        static_cast<unsigned long long>(received), static_cast<unsigned long long>(duplicates),
+        static_cast<unsigned long long>(gaps), percentile(latencies, 0.50),
+        percentile(latencies, 0.90), percentile(latencies, 0.99),
         latencies.empty() ? 0.0 : double(*std::max_element(latencies.begin(), latencies.end())),
         cpu_seconds());
     for (auto& c : conns) close(c.fd);

@@ -5,16 +5,18 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "core_config.hpp"
+#include "fuzz_target.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
+#include "test_network.hpp"
 
 using namespace mqtt_proxy;
+using test::kClientIp;
+using test::kClientMac;
+using test::kProxyIp;
+using test::kProxyMac;
 
 namespace {
-const wire::MacAddress kProxyMac{{0x02, 0, 0, 0, 0, 0x01}};
-const wire::MacAddress kClientMac{{0x02, 0, 0, 0, 0, 0x02}};
-const wire::Ipv4Address kProxyIp{0xc0a80165};
-const wire::Ipv4Address kClientIp{0xc0a80166};
-
 Bytes wrap(ByteSpan tcp) {
   Bytes f(14 + 20);
   MutableByteSpan b{f};
@@ -39,9 +41,8 @@ Bytes wrap(ByteSpan tcp) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  core::CoreConfig cfg;
-  cfg.interfaces.push_back(core::InterfaceInfo{"fuzz0", kProxyMac, {kProxyIp}, 1500});
-  cfg.peering.peers = {wire::Ipv4Address{0xc0a80168}};
+  // Any login is accepted, so a mutated CONNECT still opens a session.
+  core::CoreConfig cfg = test::test_core_config(test::Login::Anyone);
   cfg.max_connections = 8;
   cfg.max_half_open = 2;  // so SYN cookies are reached too
   core::ProxyCore core(cfg, log::null_logger());

@@ -4,20 +4,12 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fuzz_target.hpp"
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
+#include "null_host.hpp"
 
 using namespace mqtt_proxy;
-
-namespace {
-class NullHost : public broker::BrokerHost {
- public:
-  void send(broker::ClientHandle, ByteSpan b) override { sent += b.size(); }
-  std::size_t queued_bytes(broker::ClientHandle) const override { return sent; }
-  void close(broker::ClientHandle) override {}
-  std::size_t sent = 0;
-};
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
@@ -39,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   // The broker, fed in two pieces.
   metrics::Counters counters;
-  NullHost host;
+  test::NullHost host;
   peering::Peering peering({{wire::Ipv4Address{0x0a000001}}}, log::null_logger(), counters);
   broker::BrokerConfig cfg;
   cfg.max_packet_size = 1 << 20;

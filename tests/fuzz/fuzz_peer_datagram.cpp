@@ -3,24 +3,18 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fuzz_target.hpp"
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
+#include "null_host.hpp"
+#include "test_network.hpp"
 
 using namespace mqtt_proxy;
 
-namespace {
-class NullHost : public broker::BrokerHost {
- public:
-  void send(broker::ClientHandle, ByteSpan) override {}
-  std::size_t queued_bytes(broker::ClientHandle) const override { return 0; }
-  void close(broker::ClientHandle) override {}
-};
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  const wire::Ipv4Address peer{0xc0a80168};
+  const wire::Ipv4Address peer = test::kPeerIp;
   metrics::Counters counters;
-  NullHost host;
+  test::NullHost host;  // no client is open, so nothing is ever sent
   peering::Peering peering({{peer}}, log::null_logger(), counters);
   broker::Broker b({}, host, peering, log::null_logger(), counters);
   const TimePoint now{std::chrono::hours(1)};

@@ -68,8 +68,8 @@ class BrokerFixture : public ::testing::Test {
 
   static broker::BrokerConfig default_config() {
     broker::BrokerConfig c;
-    c.username = "jorge";
-    c.password = "passwd";
+    c.username = std::string(kUsername);
+    c.password = std::string(kPassword);
     return c;
   }
 
@@ -101,7 +101,7 @@ class BrokerFixture : public ::testing::Test {
   // present).
   std::string connect_persistent(broker::ClientHandle c, std::string_view id) {
     open(c);
-    feed(c, connect_packet(id, 60, "jorge", "passwd", {}, false));
+    feed(c, connect_packet(id, 60, kUsername, kPassword, {}, false));
     const auto f = host_.take(c);
     if (f.size() != 1 || f[0].type != mqtt::PacketType::Connack) return "no CONNACK";
     return to_hex(f[0].body);

@@ -10,7 +10,7 @@
 namespace mqtt_proxy::test {
 
 inline Bytes connect_packet(std::string_view id, std::uint16_t keepalive = 60,
-                            std::string_view user = "jorge", std::string_view pass = "passwd",
+                            std::string_view user = kUsername, std::string_view pass = kPassword,
                             std::optional<mqtt::Will> will = {}, bool clean_session = true) {
   mqtt::Connect c;
   c.client_id = id;

@@ -5,15 +5,13 @@
 #include <optional>
 
 #include "mqtt_proxy/wire/frame.hpp"
+#include "test_network.hpp"
 #include "test_util.hpp"
 
 namespace mqtt_proxy::test {
 
 using wire::Seq;
 using namespace wire::tcp_flags;
-
-inline const wire::MacAddress kProxyMac{{0x02, 0, 0, 0, 0, 0x01}};
-inline const wire::Ipv4Address kProxyIp = *wire::Ipv4Address::parse("192.168.1.101");
 
 // One simulated client.
 struct Client {

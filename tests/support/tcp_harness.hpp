@@ -53,19 +53,19 @@ class RecordingOutbox : public tcp::Outbox {
 
 class TcpHarness {
  public:
-  // Client ISN and server ISS; tests run with both near 2^32 as well.
-  TcpHarness(std::uint32_t client_isn, std::uint32_t server_iss,
-             tcp::EndpointConfig cfg = default_config(), std::optional<std::uint16_t> mss = 1460,
-             std::uint16_t client_window = 65535, std::optional<std::uint8_t> wscale = {})
-      : client_isn(client_isn), local_isn(Seq{server_iss}), now(t0()) {
+  // The client's ISN and the server's ISS; tests run with both near 2^32 as well.
+  TcpHarness(std::uint32_t isn, std::uint32_t iss, tcp::EndpointConfig cfg = default_config(),
+             std::optional<std::uint16_t> mss = 1460, std::uint16_t client_window = 65535,
+             std::optional<std::uint8_t> wscale = {})
+      : client_isn(isn), local_isn(Seq{iss}), now(t0()) {
     tcp::SegmentIn syn;
-    syn.seq = Seq{client_isn};
+    syn.seq = Seq{isn};
     syn.flags = kSyn;
     syn.window = client_window;
     syn.mss = mss;
     syn.wscale = wscale;
-    ep.emplace(cfg, syn, Seq{server_iss}, *counters);
-    client_nxt = Seq{client_isn} + 1;
+    ep.emplace(cfg, syn, Seq{iss}, *counters);
+    client_nxt = Seq{isn} + 1;
     client_window_ = client_window;
   }
 

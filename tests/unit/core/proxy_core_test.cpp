@@ -8,7 +8,9 @@
 #include <utility>
 
 #include "broker_fixture.hpp"
+#include "core_config.hpp"
 #include "frame_client.hpp"
+#include "frame_views.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "test_util.hpp"
 
@@ -19,8 +21,6 @@ using namespace wire;
 using namespace wire::tcp_flags;
 using namespace std::chrono_literals;
 using wire::Seq;
-
-const Ipv4Address kPeer = *Ipv4Address::parse("192.168.1.104");
 
 struct OutSegment {
   MacAddress dst_mac;
@@ -38,11 +38,7 @@ class ProxyCoreTest : public ::testing::Test {
   ProxyCoreTest() { make_core(); }
 
   void make_core(const std::function<void(core::CoreConfig&)>& tweak = {}) {
-    core::CoreConfig cfg;
-    cfg.interfaces.push_back(core::InterfaceInfo{"eth0", kProxyMac, {kProxyIp}, 1500});
-    cfg.broker.username = "jorge";
-    cfg.broker.password = "passwd";
-    cfg.peering.peers = {kPeer};
+    core::CoreConfig cfg = test_core_config();
     cfg.max_connections = 1000;
     cfg.verify_checksums = true;
     if (tweak) tweak(cfg);
@@ -59,17 +55,17 @@ class ProxyCoreTest : public ::testing::Test {
   void collect() {
     for (const auto& e : core_->frames().entries()) {
       const auto f = core_->frames().frame(e);
-      const auto eth = EthernetView::parse(f);
-      const auto ip = Ipv4View::parse(eth->payload());
-      const auto tcp = TcpView::parse(ip->payload());
-      EXPECT_TRUE(ip->header_checksum_ok());
-      EXPECT_TRUE(tcp->checksum_ok(ip->src(), ip->dst()));
-      EXPECT_EQ(eth->src(), kProxyMac);
-      EXPECT_EQ(ip->src(), kProxyIp);
-      EXPECT_EQ(tcp->src_port(), 1883);
-      pending_.push_back(OutSegment{eth->dst(), ip->dst(), tcp->dst_port(), tcp->seq(), tcp->ack(),
-                                    tcp->flags(), tcp->options().mss,
-                                    Bytes(tcp->payload().begin(), tcp->payload().end())});
+      const auto v = parse_tcp_frame(f);
+      ASSERT_TRUE(v) << "the core sent a frame that is not TCP in IPv4 in Ethernet";
+      const auto& [eth, ip, tcp] = *v;
+      EXPECT_TRUE(ip.header_checksum_ok());
+      EXPECT_TRUE(tcp.checksum_ok(ip.src(), ip.dst()));
+      EXPECT_EQ(eth.src(), kProxyMac);
+      EXPECT_EQ(ip.src(), kProxyIp);
+      EXPECT_EQ(tcp.src_port(), 1883);
+      pending_.push_back(OutSegment{eth.dst(), ip.dst(), tcp.dst_port(), tcp.seq(), tcp.ack(),
+                                    tcp.flags(), tcp.options().mss,
+                                    Bytes(tcp.payload().begin(), tcp.payload().end())});
     }
     core_->frames().clear();
   }
@@ -144,7 +140,7 @@ class ProxyCoreTest : public ::testing::Test {
   std::vector<std::string> datagram_types() {
     std::vector<std::string> out;
     for (const auto& d : core_->datagrams()) {
-      EXPECT_EQ(d.dst, kPeer);
+      EXPECT_EQ(d.dst, kPeerIp);
       if (std::to_integer<std::uint8_t>(d.bytes[0]) == peering::ext::kFirstByte) continue;
       out.push_back(mqtt::packet_type_name(
           static_cast<mqtt::PacketType>(std::to_integer<int>(d.bytes[0]) >> 4)));
@@ -215,7 +211,7 @@ TEST_F(ProxyCoreTest, PeerPublishReachesLocalSubscriber) {
   connect(sub, "sub");
   send_mqtt(sub, subscribe_packet("sensors/#"));
   take_mqtt(sub);
-  core_->on_peer_datagram(kPeer, publish_packet("sensors/a", "42"), now_);
+  core_->on_peer_datagram(kPeerIp, publish_packet("sensors/a", "42"), now_);
   core_->flush(now_);
   receive(sub);
   const auto f = take_mqtt(sub);
@@ -224,7 +220,7 @@ TEST_F(ProxyCoreTest, PeerPublishReachesLocalSubscriber) {
 }
 
 TEST_F(ProxyCoreTest, LocalPublishIsForwardedToAnInterestedPeer) {
-  core_->on_peer_datagram(kPeer, subscribe_packet("up/#"), now_);
+  core_->on_peer_datagram(kPeerIp, subscribe_packet("up/#"), now_);
   Client pub = client(3, 40002);
   connect(pub, "pub");
   core_->clear_datagrams();  // the HELLOs of start()
@@ -369,7 +365,7 @@ TEST_F(ProxyCoreTest, LostSegmentToSubscriberIsRetransmitted) {
   connect(sub, "sub");
   send_mqtt(sub, subscribe_packet("t"));
   take_mqtt(sub);
-  core_->on_peer_datagram(kPeer, publish_packet("t", "again"), now_);
+  core_->on_peer_datagram(kPeerIp, publish_packet("t", "again"), now_);
   core_->flush(now_);
   EXPECT_EQ(drain().size(), 1u);  // "lost" on the way
   now_ += 5s;

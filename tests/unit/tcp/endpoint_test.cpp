@@ -1,6 +1,7 @@
-// Trace-style tests of the server-side TCP endpoint. Every test runs twice: with small initial
-// sequence numbers and with both ISNs just below 2^32, so every sequence comparison crosses the
-// wrap.
+// Trace-style tests of the server-side TCP endpoint. Every test runs at four pairs of initial
+// sequence numbers: small ones; both just below 2^32, so every sequence comparison crosses the
+// wrap; and both just below 2^31, where a sequence number or a difference cast to a signed 32-bit
+// integer changes sign.
 #include "mqtt_proxy/tcp/endpoint.hpp"
 
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@ using namespace std::chrono_literals;
 struct Isns {
   std::uint32_t client;
   std::uint32_t server;
+  const char* name;
 };
 
 void PrintTo(const Isns& i, std::ostream* os) {
@@ -38,15 +40,13 @@ class TcpEndpoint : public ::testing::TestWithParam<Isns> {
 };
 
 INSTANTIATE_TEST_SUITE_P(Isn, TcpEndpoint,
-                         ::testing::Values(Isns{1000, 5000}, Isns{0xfffffff0u, 0xfffffffau},
-                                           Isns{0xffffffffu, 0xffffffffu}),
-                         [](const auto& info) {
-                           return info.index == 0 ? std::string("Small")
-                                                  : "NearWrap" + std::to_string(info.index);
-                         });
+                         ::testing::Values(Isns{1000, 5000, "Small"},
+                                           Isns{0xfffffff0u, 0xfffffffau, "NearWrap1"},
+                                           Isns{0xffffffffu, 0xffffffffu, "NearWrap2"},
+                                           Isns{0x7ffffff0u, 0x7ffffffau, "NearSignBit"}),
+                         [](const auto& p) { return std::string(p.param.name); });
 
-// --- Handshake
-// ------------------------------------------------------------------------------------
+// --- Handshake -----------------------------------------------------------------------------------
 
 TEST_P(TcpEndpoint, AnswersSynWithSynAckCarryingMss) {
   auto t = make();
@@ -144,8 +144,7 @@ TEST_P(TcpEndpoint, MssFromSynIsRespectedAndClamped) {
   }
 }
 
-// --- Receiving
-// ------------------------------------------------------------------------------------
+// --- Receiving -----------------------------------------------------------------------------------
 
 TEST_P(TcpEndpoint, InOrderDataIsDeliveredAndAckedOncePerFlush) {
   auto t = established();
@@ -247,8 +246,7 @@ TEST_P(TcpEndpoint, AckOfUnsentDataIsAnsweredAndTheSegmentDropped) {
   EXPECT_EQ(s.seq, t.server_seq(1));
 }
 
-// --- Sending
-// --------------------------------------------------------------------------------------
+// --- Sending -------------------------------------------------------------------------------------
 
 TEST_P(TcpEndpoint, SendsDataInMssSizedSegmentsWithinPeerWindow) {
   auto t = make(TcpHarness::default_config(), 100, 250);
@@ -336,6 +334,69 @@ TEST_P(TcpEndpoint, RttSampleSetsRto) {
   EXPECT_EQ(t.ep->rto(), Duration(300ms));
 }
 
+// RFC 6298 5.7: when the SYN-ACK had to be retransmitted, the RTO for data starts at 3 s and stays
+// there until an RTT sample exists (Karn's rule gives none from the handshake).
+TEST_P(TcpEndpoint, RtoIsThreeSecondsAfterARetransmittedSynAckUntilAnRttSample) {
+  auto t = make();
+  t.flush();
+  EXPECT_EQ(t.take_one().flags, kSyn | kAck);
+  t.advance(1s);
+  EXPECT_EQ(t.take_one().flags, kSyn | kAck);  // retransmitted
+  t.now += 10ms;
+  t.client_ack(t.local_isn + 1);
+  ASSERT_EQ(t.ep->state(), State::Established);
+  EXPECT_FALSE(t.ep->srtt());  // the ACK may be for either SYN-ACK: no sample
+  EXPECT_EQ(t.ep->rto(), Duration(3s));
+  t.app_send("abc");
+  t.flush();
+  EXPECT_EQ(t.take_one().payload, "abc");
+  t.advance(2999ms);
+  t.expect_silence();
+  t.advance(1ms);
+  EXPECT_EQ(t.take_one().payload, "abc");  // at 3 s, not at the initial 1 s
+  // The retransmission is not timed either; the next new segment gives the first sample.
+  t.now += 50ms;
+  t.client_ack(t.server_seq(4));
+  EXPECT_FALSE(t.ep->srtt());
+  EXPECT_EQ(t.ep->rto(), Duration(3s));  // forward progress ends the backoff, not the 3 s floor
+  t.app_send("def");
+  t.flush();
+  EXPECT_EQ(t.take_one().payload, "def");
+  t.now += 100ms;
+  t.client_ack(t.server_seq(7));
+  ASSERT_TRUE(t.ep->srtt());
+  EXPECT_EQ(*t.ep->srtt(), Duration(100ms));
+  EXPECT_EQ(t.ep->rto(), Duration(300ms));  // RFC 6298 2.2 from the sample; the 3 s are gone
+}
+
+// Without a SYN-ACK retransmission there is no 3 s floor: an endpoint with no RTT sample (the
+// cookie's SYN-ACK was never timed) uses the initial RTO of 1 s (RFC 6298 2.1).
+TEST_P(TcpEndpoint, RtoWithoutASampleIsTheInitialOneWhenTheSynAckWasNotRetransmitted) {
+  const Seq iss{GetParam().server};
+  tcp::SegmentIn ack;
+  ack.seq = Seq{GetParam().client} + 1;
+  ack.ack = iss + 1;
+  ack.flags = kAck;
+  ack.window = 65535;
+  metrics::Counters counters;
+  auto ep = tcp::Endpoint::from_cookie(TcpHarness::default_config(), ack, iss, 1460, counters);
+  RecordingOutbox out;
+  ep.on_segment(ack, t0(), out);
+  ASSERT_EQ(ep.state(), State::Established);
+  EXPECT_FALSE(ep.srtt());
+  EXPECT_EQ(ep.rto(), Duration(1s));
+  ep.send(as_bytes("abc"));
+  ep.flush(t0(), out);
+  ASSERT_EQ(out.sent.size(), 1u);
+  EXPECT_EQ(out.sent[0].payload, "abc");
+  ep.on_timer(t0() + 999ms, out);
+  EXPECT_EQ(out.sent.size(), 1u);
+  ep.on_timer(t0() + 1s, out);
+  ASSERT_EQ(out.sent.size(), 2u);
+  EXPECT_EQ(out.sent[1].seq, iss + 1);
+  EXPECT_EQ(out.sent[1].payload, "abc");
+}
+
 TEST_P(TcpEndpoint, AbortsAfterRetransmissionsRunOut) {
   auto cfg = TcpHarness::default_config();
   cfg.max_retransmits = 3;
@@ -388,8 +449,7 @@ TEST_P(TcpEndpoint, ZeroWindowIsProbedAndReopens) {
   EXPECT_EQ(t.take_one().payload, "abc");
 }
 
-// --- Closing
-// --------------------------------------------------------------------------------------
+// --- Closing -------------------------------------------------------------------------------------
 
 TEST_P(TcpEndpoint, PeerFinThenOurFinClosesViaLastAck) {
   auto t = established();
@@ -447,6 +507,33 @@ TEST_P(TcpEndpoint, OurFinFirstGoesThroughTimeWait) {
   EXPECT_EQ(t.ep->state(), State::TimeWait);
   t.advance(1s);
   EXPECT_TRUE(t.ep->is_closed());
+}
+
+// A client that acknowledges our FIN and never sends its own would hold the connection in
+// FIN-WAIT-2 forever; it is freed fin_wait2_timeout after that ACK (as Linux's tcp_fin_timeout).
+TEST_P(TcpEndpoint, FinWait2WithoutThePeersFinEndsAtTheTimeout) {
+  auto cfg = TcpHarness::default_config();
+  cfg.fin_wait2_timeout = 30s;  // not TIME-WAIT's 60 s, so it is this timer that ends it
+  auto t = established(cfg);
+  t.ep->close();
+  t.flush();
+  EXPECT_EQ(t.take_one().flags, kFin | kAck);
+  t.advance(150ms);  // the ACK comes later than the FIN left, within the FIN's RTO
+  t.expect_silence();
+  t.client_ack(t.server_seq(2));
+  EXPECT_EQ(t.ep->state(), State::FinWait2);
+  t.ep->take_events();
+  const TimePoint acked = t.now;
+  EXPECT_EQ(t.ep->next_deadline(), acked + 30s);  // counted from the ACK, not from close()
+  t.advance(29s);
+  t.advance(999ms);
+  EXPECT_EQ(t.ep->state(), State::FinWait2);
+  EXPECT_FALSE(t.ep->take_events() & ev::kClosed);
+  t.advance(1ms);
+  EXPECT_TRUE(t.ep->is_closed());
+  EXPECT_TRUE(t.ep->take_events() & ev::kClosed);
+  t.expect_silence();  // freed quietly: no RST, no retransmitted FIN
+  EXPECT_FALSE(t.ep->next_deadline());
 }
 
 TEST_P(TcpEndpoint, RetransmittedFinInTimeWaitIsAckedAgain) {
@@ -577,8 +664,7 @@ TEST_P(TcpEndpoint, LongTransferBothWaysAcrossTheWrap) {
   EXPECT_EQ(t.ep->snd_una(), t.server_seq(1 + 200 * 97));
 }
 
-// --- Window scaling (RFC 7323)
-// ---------------------------------------------------------------------
+// --- Window scaling (RFC 7323) -------------------------------------------------------------------
 
 TEST(WindowScale, ShiftIsTheSmallestThatFitsTheBuffer) {
   EXPECT_EQ(tcp::window_scale_for(65535), 0);
@@ -656,8 +742,7 @@ TEST_P(TcpEndpoint, WindowScaleAbove14IsUsedAs14) {
   EXPECT_EQ(t.ep->snd_wnd(), 1u << 14);
 }
 
-// --- Stall (user) timeout and zero-window probing
-// --------------------------------------------------
+// --- Stall (user) timeout and zero-window probing ------------------------------------------------
 
 TEST_P(TcpEndpoint, ReaderThatNeverOpensItsWindowIsAbortedAfterTheStallTimeout) {
   auto cfg = TcpHarness::default_config();
@@ -721,8 +806,7 @@ TEST_P(TcpEndpoint, IdleConnectionWithNothingQueuedNeverStalls) {
   EXPECT_EQ(t.ep->state(), State::Established);
 }
 
-// --- SYN cookies: an endpoint born established
-// -----------------------------------------------------
+// --- SYN cookies: an endpoint born established ---------------------------------------------------
 
 TEST_P(TcpEndpoint, EndpointFromCookieTakesTheCompletingAckAndItsData) {
   const Seq iss{GetParam().server};

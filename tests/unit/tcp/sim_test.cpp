@@ -1,7 +1,8 @@
 // Thousands of seeded runs of one connection over a bad link: whatever the loss, reordering,
 // duplication, delay, window sizes, window scaling, initial sequence numbers and close order, every
 // byte must arrive exactly once and in order in both directions, and the connection must close
-// cleanly. A failure prints its seed and how to replay it alone.
+// cleanly. A failure prints its seed and how to replay it alone. ctest labels these tests `sim`
+// and `unit` by their suite names, TcpSim and TcpSimLink (tests/CMakeLists.txt).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -63,8 +64,8 @@ Scenario make_scenario(std::mt19937_64& rng) {
   // of the same segment in a row back the timer off past a minute), ends a run.
   s.server.user_timeout = std::chrono::minutes(10);
   s.server.rcv_buffer = pick(4096u, 65535u, 262144u);
-  s.client_bytes = pick(0, 1, 3000, 20000, 70000) + u32() % 1000;
-  s.server_bytes = pick(0, 1, 3000, 20000, 70000) + u32() % 1000;
+  s.client_bytes = pick(0u, 1u, 3000u, 20000u, 70000u) + u32() % 1000u;
+  s.server_bytes = pick(0u, 1u, 3000u, 20000u, 70000u) + u32() % 1000u;
   s.server_closes_first = pick(true, false);
   s.server_read_interval = Duration(std::chrono::milliseconds(pick(0, 0, 5, 200)));
   s.client_read_interval = Duration(std::chrono::milliseconds(pick(0, 0, 5, 200)));

@@ -13,14 +13,8 @@ using wire::Seq;
 const tcp::ConnKey kKey{*wire::Ipv4Address::parse("10.0.0.2"), 40000,
                         *wire::Ipv4Address::parse("10.0.0.1"), 1883};
 
-SipKey secret(std::uint8_t seed) {
-  SipKey k{};
-  for (std::size_t i = 0; i < k.size(); ++i) k[i] = static_cast<std::uint8_t>(seed + i);
-  return k;
-}
-
 TEST(SynCookies, ValidCookieRoundTripsWithItsMssRoundedDown) {
-  const tcp::SynCookies c(secret(1));
+  const tcp::SynCookies c(test_secret(1));
   for (const std::uint32_t isn : {0u, 12345u, 0xffffffffu}) {
     const Seq cookie = c.make(kKey, Seq{isn}, 1460, t0());
     const auto mss = c.check(kKey, Seq{isn} + 1u, cookie + 1u, t0() + 5s);
@@ -34,18 +28,18 @@ TEST(SynCookies, ValidCookieRoundTripsWithItsMssRoundedDown) {
 }
 
 TEST(SynCookies, ForeignTupleIsnOrSecretIsRefused) {
-  const tcp::SynCookies c(secret(1));
+  const tcp::SynCookies c(test_secret(1));
   const Seq cookie = c.make(kKey, Seq{1000}, 1460, t0());
   auto other = kKey;
   other.remote_port = 40001;
   EXPECT_FALSE(c.check(other, Seq{1001}, cookie + 1u, t0()));
   EXPECT_FALSE(c.check(kKey, Seq{1002}, cookie + 1u, t0()));
   EXPECT_FALSE(c.check(kKey, Seq{1001}, cookie + 2u, t0()));
-  EXPECT_FALSE(tcp::SynCookies(secret(2)).check(kKey, Seq{1001}, cookie + 1u, t0()));
+  EXPECT_FALSE(tcp::SynCookies(test_secret(2)).check(kKey, Seq{1001}, cookie + 1u, t0()));
 }
 
 TEST(SynCookies, ExpireAfterTheNextTimeSlot) {
-  const tcp::SynCookies c(secret(1));
+  const tcp::SynCookies c(test_secret(1));
   const auto secs =
       std::chrono::duration_cast<std::chrono::seconds>(t0().time_since_epoch()).count();
   const TimePoint start = TimePoint{} + std::chrono::seconds((secs / 64 + 1) * 64);  // a slot start
@@ -55,7 +49,7 @@ TEST(SynCookies, ExpireAfterTheNextTimeSlot) {
 }
 
 TEST(SynCookies, BlindGuessesAlmostNeverPass) {
-  const tcp::SynCookies c(secret(3));
+  const tcp::SynCookies c(test_secret(3));
   int accepted = 0;
   for (std::uint32_t guess = 0; guess < 200000; ++guess) {
     if (c.check(kKey, Seq{1001}, Seq{guess * 21473u}, t0())) ++accepted;
