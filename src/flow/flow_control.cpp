@@ -10,7 +10,9 @@ void FlowControl::on_queued(Id source, Id sink, std::size_t queued, TimePoint no
   if (it == congested_.end()) {
     if (queued <= cfg_.high_water) return;
     ++counters_.flow_sinks_congested;
-    it = congested_.emplace(sink, Sink{false, now, {}}).first;
+    Sink s;
+    s.last_progress = now;
+    it = congested_.emplace(sink, std::move(s)).first;
   }
   Sink& s = it->second;
   if (s.stuck || source == kNone) return;
@@ -36,13 +38,14 @@ void FlowControl::update(Id sink, std::size_t queued, TimePoint last_progress, T
   if (it == congested_.end()) return;
   Sink& s = it->second;
   s.last_progress = std::max(s.last_progress, last_progress);
-  if (queued <= cfg_.low_water) {
+  if (queued <= cfg_.low_water && (!s.stuck || s.last_progress > s.stuck_at)) {
     release(s);
     congested_.erase(it);
     return;
   }
   if (!s.stuck && now - s.last_progress >= cfg_.grace) {
     s.stuck = true;
+    s.stuck_at = now;
     ++counters_.flow_sinks_stuck;
     release(s);
   }

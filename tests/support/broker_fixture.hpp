@@ -61,10 +61,19 @@ class FakeHost : public broker::BrokerHost {
 
 class BrokerFixture : public ::testing::Test {
  protected:
+  // With `flow`, the broker applies backpressure through flow_ (high-water mark 100 bytes, low 50,
+  // grace 1.5 s).
   explicit BrokerFixture(std::vector<wire::Ipv4Address> peers = {},
-                         broker::BrokerConfig cfg = default_config())
+                         broker::BrokerConfig cfg = default_config(), bool flow = false)
       : peering_(peering::PeeringConfig{std::move(peers)}, log::null_logger(), counters_),
-        broker_(cfg, host_, peering_, log::null_logger(), counters_) {}
+        broker_(cfg, host_, peering_, log::null_logger(), counters_, flow ? &flow_ : nullptr) {}
+
+  static flow::FlowConfig flow_config() {
+    flow::FlowConfig f;
+    f.high_water = 100;
+    f.low_water = 50;
+    return f;
+  }
 
   static broker::BrokerConfig default_config() {
     broker::BrokerConfig c;
@@ -144,6 +153,7 @@ class BrokerFixture : public ::testing::Test {
   TimePoint now_ = t0();
   std::map<broker::ClientHandle, Bytes> unread_;
   metrics::Counters counters_;
+  flow::FlowControl flow_{flow_config(), counters_};
   FakeHost host_;
   peering::Peering peering_;
   broker::Broker broker_;

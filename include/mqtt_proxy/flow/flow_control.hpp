@@ -9,7 +9,8 @@
 // granted no more credit). When the sink's queue falls below the low-water mark its sources
 // resume. A congested sink that makes no progress at all (nothing acknowledged, no credit
 // answered) for the grace period is *stuck*: its sources resume and its messages are dropped and
-// counted until it drains, so one stuck subscriber holds the others up for at most the grace.
+// counted until it drains by making progress again (a queue emptied by dropping it, as a peer's
+// is, does not count), so one stuck subscriber holds the others up for at most the grace.
 //
 // Pure: the owner reports queue levels and progress times and reads back who resumed.
 #pragma once
@@ -98,6 +99,7 @@ class FlowControl {
   struct Sink {
     bool stuck = false;
     TimePoint last_progress{};
+    TimePoint stuck_at{};
     std::vector<Id> waiters;  // sources paused on this sink, each once
   };
   void release(Sink& s);

@@ -875,6 +875,121 @@ TEST(RetainedStore, DropsOnlyUnwantedPeerEntriesUnderAFilter) {
 // --- Peering interplay
 // ------------------------------------------------------------------------------
 
+// --- Backpressure (FlowControl) ----------------------------------------------------------------
+
+class BrokerBackpressure : public BrokerFixture {
+ protected:
+  BrokerBackpressure() : BrokerFixture({}, small_frames(), true) {}
+  static broker::BrokerConfig small_frames() {
+    auto c = default_config();
+    c.max_unread_frame = 64;
+    return c;
+  }
+  // The subscriber's TCP acknowledged everything: its queue is empty, and FlowControl hears so as
+  // the core would tell it; the publishers it released go on with what they had unread.
+  void drained(broker::ClientHandle sub) {
+    host_.queued[sub] = 0;
+    flow_.update(flow::client(sub), 0, now_, now_);
+    reoffer();
+  }
+  void reoffer() {
+    for (const flow::Id id : flow_.resumed()) resumed_.push_back(id);
+    flow_.resumed().clear();
+    for (const flow::Id id : resumed_) feed(id, {});
+    resumed_.clear();
+  }
+  std::vector<flow::Id> resumed_;
+};
+
+TEST_F(BrokerBackpressure, APublisherPausesWhileItsSubscriberIsCongestedAndGoesOnWhenItDrains) {
+  connect(1, "sub");
+  subscribe(1, "t");
+  host_.take(1);
+  host_.queued[1] = 0;
+  connect(2, "pub");
+  Bytes burst;
+  for (int i = 0; i < 20; ++i) append(burst, publish_packet("t", "message-" + std::to_string(i)));
+  // Copies of 14 bytes (message-0 to -9) and 15 (-10 to -19): the eighth passes the 100-byte mark.
+  feed(2, burst);
+  EXPECT_TRUE(flow_.is_paused(flow::client(2)));
+  EXPECT_EQ(received(1).size(), 8u);
+  EXPECT_EQ(unread_[2].size(), 2u * 14 + 10u * 15);  // the rest waits in the TCP receive buffer
+  feed(2, {});                                       // still paused: nothing is read
+  EXPECT_TRUE(received(1).empty());
+  drained(1);
+  const auto rest = received(1);
+  ASSERT_EQ(rest.size(), 7u);  // and again up to the mark: 2 x 14 + 5 x 15 = 103
+  EXPECT_EQ(rest.front(), "t=message-8");
+  drained(1);
+  EXPECT_EQ(received(1).size(), 5u);
+  EXPECT_TRUE(unread_[2].empty());
+  EXPECT_FALSE(flow_.is_paused(flow::client(2)));
+  EXPECT_EQ(counters_.mqtt_publish_dropped_slow, 0u);
+}
+
+TEST_F(BrokerBackpressure, AStuckSubscriberIsDroppedAfterTheGraceAndTheOthersGoOn) {
+  connect(1, "stuck");
+  subscribe(1, "t");
+  connect(3, "healthy");
+  subscribe(3, "t");
+  host_.take(1);
+  host_.take(3);
+  host_.queued[1] = host_.queued[3] = 0;
+  connect(2, "pub");
+  Bytes burst;
+  for (int i = 0; i < 20; ++i) append(burst, publish_packet("t", "message-" + std::to_string(i)));
+  feed(2, burst);
+  ASSERT_TRUE(flow_.is_paused(flow::client(2)));
+  // The healthy one keeps up; the stuck one acknowledges nothing for 1.5 s.
+  host_.queued[3] = 0;
+  flow_.update(flow::client(3), 0, now_, now_);
+  now_ += 1500ms;
+  flow_.update(flow::client(1), host_.queued[1], t0(), now_);
+  EXPECT_TRUE(flow_.is_stuck(flow::client(1)));
+  reoffer();
+  for (int i = 0; i < 10 && !unread_[2].empty(); ++i) drained(3);
+  EXPECT_EQ(received(3).size(), 20u);
+  EXPECT_EQ(received(1).size(), 8u);
+  EXPECT_EQ(counters_.mqtt_publish_dropped_slow, 12u);
+  EXPECT_EQ(counters_.flow_sinks_stuck, 1u);
+}
+
+TEST_F(BrokerBackpressure, APausedPublishersKeepaliveDoesNotExpire) {
+  connect(1, "sub");
+  subscribe(1, "t");
+  host_.take(1);
+  host_.queued[1] = 0;
+  connect(2, "pub", 10);  // keepalive 10 s: 15 s of silence would end it
+  Bytes burst;
+  for (int i = 0; i < 20; ++i) append(burst, publish_packet("t", "message-" + std::to_string(i)));
+  feed(2, burst);
+  ASSERT_TRUE(flow_.is_paused(flow::client(2)));
+  now_ += 60s;
+  broker_.on_timers(now_);
+  EXPECT_FALSE(host_.closed.contains(2));
+  EXPECT_EQ(counters_.mqtt_keepalive_expired, 0u);
+}
+
+TEST_F(BrokerBackpressure, AFrameLargerThanHalfTheReceiveBufferIsTakenWhileItArrives) {
+  connect(1, "sub");
+  subscribe(1, "t");
+  host_.take(1);
+  connect(2, "pub");
+  const Bytes big = publish_packet("t", std::string(500, 'x'));
+  feed(2, Bytes(big.begin(), big.begin() + 100));
+  EXPECT_TRUE(unread_[2].empty());  // over max_unread_frame: the broker keeps it itself
+  feed(2, Bytes(big.begin() + 100, big.end()));
+  EXPECT_EQ(received(1), (std::vector<std::string>{"t=" + std::string(500, 'x')}));
+  drained(1);
+  // A small incomplete frame stays where it is until the rest comes.
+  const Bytes small = publish_packet("t", "s");
+  feed(2, Bytes(small.begin(), small.begin() + 4));
+  EXPECT_EQ(unread_[2].size(), 4u);
+  feed(2, Bytes(small.begin() + 4, small.end()));
+  EXPECT_EQ(received(1), (std::vector<std::string>{"t=s"}));
+  EXPECT_TRUE(unread_[2].empty());
+}
+
 class BrokerWithPeers : public BrokerFixture {
  protected:
   BrokerWithPeers() : BrokerFixture({*wire::Ipv4Address::parse("192.168.1.104")}) {}

@@ -1,0 +1,294 @@
+// The peer protocol's extension (docs/peering.md): its packets, and two Peerings talking through
+// it, with datagrams moved by hand so a test can lose, repeat or reorder any of them.
+#include "mqtt_proxy/peering/extension.hpp"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "client_packets.hpp"
+#include "mqtt_proxy/mqtt/codec.hpp"
+#include "mqtt_proxy/peering/peering.hpp"
+#include "test_util.hpp"
+
+namespace mqtt_proxy::test {
+namespace {
+
+using namespace std::chrono_literals;
+using peering::Datagram;
+using wire::Ipv4Address;
+namespace ext = peering::ext;
+
+const Ipv4Address kA = *Ipv4Address::parse("192.168.1.104");
+const Ipv4Address kB = *Ipv4Address::parse("192.168.1.101");
+
+TEST(Extension, EveryKindRoundTripsAndStartsWithTheType15Header) {
+  const std::vector<ext::Message> all = {
+      ext::Hello{0x11223344, 7, ext::kFeatureCredit | ext::kFeatureBatch, 524288},
+      ext::Data{1, 2, 3, 4, 0x0102030405060708ull}, ext::Credit{9, 8, 1ull << 40, true},
+      ext::Blocked{5, 6, 77}};
+  for (const auto& m : all) {
+    Bytes b;
+    ext::encode(b, m);
+    ASSERT_EQ(std::to_integer<int>(b[0]), 0xf0);
+    bool need_more = false;
+    mqtt::DecodeError err{};
+    const auto f = mqtt::parse_frame(b, 1 << 16, need_more, err);
+    ASSERT_TRUE(f);
+    EXPECT_EQ(f->wire_size, b.size());
+    const auto back = ext::decode(f->body);
+    ASSERT_TRUE(back);
+    EXPECT_EQ(*back, m);
+  }
+  Bytes d;
+  ext::encode(d, ext::Data{});
+  EXPECT_EQ(d.size(), ext::kDataSize);
+  EXPECT_EQ(to_hex(Bytes(d.begin(), d.begin() + 6)), "f0 1c 4d 50 01 02");
+}
+
+TEST(Extension, WhatIsNotOursDoesNotDecode) {
+  EXPECT_FALSE(ext::decode(bytes("")));
+  EXPECT_FALSE(ext::decode(bytes("4d 50 02 01")));              // another version
+  EXPECT_FALSE(ext::decode(bytes("41 55 01 01")));              // no magic: an MQTT 5 AUTH, say
+  EXPECT_FALSE(ext::decode(bytes("4d 50 01 09")));              // an unknown kind
+  EXPECT_FALSE(ext::decode(bytes("4d 50 01 01 00 00 00 01")));  // a HELLO cut short
+  Bytes c;
+  ext::encode(c, ext::Credit{1, 2, 3, false});
+  c[c.size() - 1] = std::byte{2};  // paused must be 0 or 1
+  EXPECT_FALSE(ext::decode(ByteSpan(c).subspan(2)));
+}
+
+// Two proxies' Peerings, A (the publishers' side) and B (the subscribers' side), each with its
+// FlowControl; the network between them is the test.
+class Pair : public ::testing::Test {
+ protected:
+  static peering::PeeringConfig config(Ipv4Address peer, std::uint32_t epoch) {
+    peering::PeeringConfig c{{peer}};
+    c.epoch = epoch;
+    c.credit_window = 1000;
+    return c;
+  }
+  static flow::FlowConfig flow_config() {
+    flow::FlowConfig f;
+    f.high_water = 300;
+    f.low_water = 100;
+    return f;
+  }
+  Pair() { make_b(0xb0b0b0b0); }
+  void make_b(std::uint32_t epoch) {
+    b_.reset();
+    b_.emplace(config(kA, epoch), log::null_logger(), cb_, &fb_);
+  }
+
+  // Moves every datagram of `from`'s outbox to `to` (through `keep`: false loses it); returns
+  // the PUBLISH topics `to` delivered, in order.
+  std::vector<std::string> move(peering::Peering& from, peering::Peering& to, Ipv4Address src,
+                                const std::function<bool(const Datagram&)>& keep = {}) {
+    std::vector<Datagram> out = from.outbox();
+    from.clear_outbox();
+    std::vector<std::string> topics;
+    for (const auto& d : out) {
+      if (keep && !keep(d)) continue;
+      for (const auto& p : to.on_datagram(src, d.bytes, now_)) topics.emplace_back(p.topic);
+    }
+    to.end_turn();
+    return topics;
+  }
+  // Until nothing moves: the handshake, credits and answers.
+  void settle() {
+    for (int i = 0; i < 10 && (!a_.outbox().empty() || !b_->outbox().empty()); ++i) {
+      move(a_, *b_, kA);
+      move(*b_, a_, kB);
+    }
+  }
+  void handshake() {
+    a_.start(now_);
+    b_->start(now_);
+    settle();
+    ASSERT_TRUE(a_.speaks_extension(0));
+    ASSERT_TRUE(b_->speaks_extension(0));
+    b_->on_datagram(kA, subscribe_packet("t/#"), now_);  // B's subscriber, told to A
+    a_.on_datagram(kB, subscribe_packet("t/#"), now_);
+  }
+  static bool is_data(const Datagram& d) {
+    return std::to_integer<std::uint8_t>(d.bytes[0]) == ext::kFirstByte &&
+           std::to_integer<std::uint8_t>(d.bytes[5]) == 2;
+  }
+  void publish(std::string_view topic, std::string_view payload = "0123456789") {
+    a_.forward_publish(topic, as_bytes(payload), false, flow::client(1), now_);
+  }
+
+  TimePoint now_ = t0();
+  metrics::Counters ca_, cb_;
+  flow::FlowControl fa_{flow_config(), ca_};
+  flow::FlowControl fb_{flow_config(), cb_};
+  peering::Peering a_{config(kB, 0xa0a0a0a0), log::null_logger(), ca_, &fa_};
+  std::optional<peering::Peering> b_;
+};
+
+TEST_F(Pair, BothAnnounceAndEachUsesTheExtensionOnlyAfterHearingTheOther) {
+  a_.start(now_);
+  EXPECT_FALSE(a_.speaks_extension(0));
+  a_.on_datagram(kB, subscribe_packet("t/#"), now_);
+  a_.clear_outbox();
+  publish("t/plain");  // B never announced: plain, as the prototype expects
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_EQ(a_.outbox()[0].bytes, publish_packet("t/plain", "0123456789"));
+  a_.clear_outbox();
+  b_->start(now_);
+  settle();
+  EXPECT_TRUE(a_.speaks_extension(0));
+  EXPECT_TRUE(b_->speaks_extension(0));
+  // The exchange ends by itself once each named the other's epoch.
+  EXPECT_TRUE(a_.outbox().empty() && b_->outbox().empty());
+  EXPECT_LE(ca_.peer_hello_out + cb_.peer_hello_out, 4u);
+  publish("t/x");
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_TRUE(is_data(a_.outbox()[0]));
+  EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/x"}));
+}
+
+TEST_F(Pair, AnUnansweredHelloBacksOffToThirtySeconds) {
+  a_.start(now_);
+  std::vector<Duration> gaps;
+  TimePoint last = now_;
+  for (int i = 0; i < 8; ++i) {
+    a_.clear_outbox();
+    const TimePoint next = *a_.next_deadline();
+    a_.on_timers(next);
+    ASSERT_EQ(a_.outbox().size(), 1u);
+    gaps.push_back(next - last);
+    last = next;
+  }
+  EXPECT_EQ(gaps, (std::vector<Duration>{1s, 2s, 4s, 8s, 16s, 30s, 30s, 30s}));
+  EXPECT_FALSE(a_.speaks_extension(0));
+}
+
+TEST_F(Pair, PublishesInOneTurnShareADatagramBehindOneHeader) {
+  handshake();
+  for (int i = 0; i < 5; ++i) publish("t/" + std::to_string(i));
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/0", "t/1", "t/2", "t/3", "t/4"}));
+  EXPECT_EQ(cb_.peer_publish_lost, 0u);
+}
+
+TEST_F(Pair, TheReceiverCountsWhatTheNetworkLostAndNeverDeliversLateOnes) {
+  handshake();
+  std::vector<Datagram> sent;
+  for (int i = 0; i < 4; ++i) {
+    publish("t/" + std::to_string(i));
+    publish("t/" + std::to_string(i) + "b");
+    sent.push_back(a_.outbox().back());  // one datagram per turn: two PUBLISHes each
+    a_.clear_outbox();
+  }
+  ASSERT_EQ(sent.size(), 4u);
+  auto deliver = [&](const Datagram& d) {
+    std::vector<std::string> t;
+    for (const auto& p : b_->on_datagram(kA, d.bytes, now_)) t.emplace_back(p.topic);
+    return t;
+  };
+  EXPECT_EQ(deliver(sent[0]).size(), 2u);
+  EXPECT_EQ(deliver(sent[2]).size(), 2u);  // sent[1] is missing
+  EXPECT_EQ(cb_.peer_datagrams_lost, 1u);
+  EXPECT_EQ(cb_.peer_publish_lost, 2u);
+  EXPECT_TRUE(deliver(sent[1]).empty());  // late: already counted lost
+  EXPECT_TRUE(deliver(sent[2]).empty());  // twice
+  EXPECT_EQ(cb_.peer_datagrams_late, 1u);
+  EXPECT_EQ(cb_.peer_datagrams_repeated, 1u);
+  EXPECT_EQ(deliver(sent[3]).size(), 2u);
+  EXPECT_EQ(cb_.peer_publish_lost, 2u);
+}
+
+TEST_F(Pair, ALossAtTheEndOfABurstIsRevealedByTheSequenceMarks) {
+  handshake();
+  publish("t/last");
+  a_.clear_outbox();                  // lost
+  a_.on_timers(*a_.next_deadline());  // the first mark, 50 ms later
+  EXPECT_EQ(ca_.peer_marks_out, 1u);
+  move(a_, *b_, kA);
+  EXPECT_EQ(cb_.peer_publish_lost, 1u);
+  a_.on_timers(*a_.next_deadline());  // the second, 450 ms after it
+  EXPECT_EQ(ca_.peer_marks_out, 2u);
+  move(a_, *b_, kA);
+  EXPECT_EQ(cb_.peer_publish_lost, 1u);
+  EXPECT_FALSE(a_.next_deadline() && *a_.next_deadline() < now_ + 1s);  // then quiet
+}
+
+TEST_F(Pair, OutOfCreditTheSenderQueuesProbesAndGoesOnWhenGranted) {
+  handshake();
+  // The window is 1000 bytes: nine PUBLISHes of 107 bytes fit, the last three wait.
+  const std::string payload(100, 'p');
+  for (int i = 0; i < 12; ++i) publish("t/" + std::to_string(i), payload);
+  EXPECT_EQ(publish_packet("t/9", payload).size(), 107u);
+  EXPECT_EQ(a_.pending_bytes(0), 107u + 2 * 108u);
+  EXPECT_EQ(ca_.peer_publish_waited, 3u);
+  EXPECT_TRUE(fa_.is_paused(flow::client(1)));  // past A's high-water mark of 300 bytes
+  // B's grant is lost; A asks again after 20 ms.
+  move(a_, *b_, kA);
+  b_->clear_outbox();
+  now_ += 20ms;
+  a_.on_timers(now_);
+  EXPECT_EQ(ca_.peer_blocked_out, 1u);
+  move(a_, *b_, kA);
+  EXPECT_EQ(move(*b_, a_, kB), std::vector<std::string>{});
+  EXPECT_EQ(a_.pending_bytes(0), 0u);
+  EXPECT_EQ(move(a_, *b_, kA).size(), 3u);
+  EXPECT_EQ(cb_.peer_publish_in, 12u);
+  EXPECT_EQ(cb_.peer_publish_lost, 0u);
+}
+
+TEST_F(Pair, APausedReceiverGrantsNothingButAnswersSoItIsNotTakenForStuck) {
+  handshake();
+  // B's local subscriber (sink 9) cannot keep up: the peer source A is paused at B.
+  fb_.on_queued(flow::peer(0), 9, 10'000, now_);
+  ASSERT_TRUE(fb_.is_paused(flow::peer(0)));
+  const std::string payload(100, 'p');
+  for (int i = 0; i < 12; ++i) publish("t/" + std::to_string(i), payload);
+  move(a_, *b_, kA);
+  EXPECT_TRUE(b_->outbox().empty());  // no credit while paused
+  now_ += 20ms;
+  a_.on_timers(now_);
+  move(a_, *b_, kA);  // the probe
+  ASSERT_EQ(b_->outbox().size(), 1u);
+  move(*b_, a_, kB);  // CREDIT, paused: the limit as it was
+  EXPECT_EQ(a_.last_progress(0), now_);
+  EXPECT_GT(a_.pending_bytes(0), 0u);
+  // B's subscriber drains: A resumes at B and is granted more.
+  fb_.update(9, 0, now_, now_);
+  for (const auto id : fb_.resumed()) b_->resume(flow::peer_index(id));
+  fb_.resumed().clear();
+  b_->end_turn();
+  move(*b_, a_, kB);
+  EXPECT_EQ(a_.pending_bytes(0), 0u);
+}
+
+TEST_F(Pair, ARestartedReceiverIsANewEpochAndStartsFromNothing) {
+  handshake();
+  for (int i = 0; i < 3; ++i) publish("t/" + std::to_string(i));
+  move(a_, *b_, kA);
+  make_b(0xbbbbbbbb);  // killed and started again
+  b_->start(now_);
+  settle();
+  EXPECT_TRUE(b_->speaks_extension(0));
+  b_->on_datagram(kA, subscribe_packet("t/#"), now_);
+  publish("t/after");
+  EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/after"}));
+  EXPECT_EQ(cb_.peer_publish_lost, 0u);  // the new run counts from the new start
+}
+
+TEST_F(Pair, DataForAnEarlierRunIsDeliveredAndAnsweredWithAHello) {
+  handshake();
+  make_b(0xbbbbbbbb);  // restarted, and A has not heard of it yet
+  b_->start(now_);
+  b_->clear_outbox();  // its HELLO is lost
+  now_ += 100ms;       // HELLOs in answer to data go at most every 100 ms
+  publish("t/x");
+  EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/x"}));
+  EXPECT_EQ(b_->outbox().size(), 1u);  // tells A who it is now
+  move(*b_, a_, kB);
+  publish("t/y");
+  EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/y"}));
+}
+
+}  // namespace
+}  // namespace mqtt_proxy::test
