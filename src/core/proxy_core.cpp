@@ -485,6 +485,12 @@ std::size_t ProxyCore::open_connection_count() const {
   return n;
 }
 
+std::size_t ProxyCore::largest_send_queue() const {
+  std::size_t n = 0;
+  for (const auto& [id, c] : conns_) n = std::max(n, c->ep.queued_bytes());
+  return n;
+}
+
 metrics::Counters ProxyCore::counters() const {
   metrics::Counters c = counters_;
   c.mqtt_retained_topics = broker_.retained().size();  // a gauge, read when asked

@@ -24,7 +24,7 @@ constexpr std::size_t field_size(std::uint8_t kind) {
     case kData:
       return 24;
     case kCredit:
-      return 17;
+      return 21;
     case kBlocked:
       return 16;
     default:
@@ -55,6 +55,7 @@ void encode(Bytes& out, const Message& m) {
           put64(out, v.offset);
         } else if constexpr (std::is_same_v<T, Credit>) {
           put64(out, v.limit);
+          put32(out, v.next_dseq);
           out.push_back(std::byte{v.paused ? std::uint8_t{1} : std::uint8_t{0}});
         } else {
           put64(out, v.offset);
@@ -78,9 +79,9 @@ std::optional<Message> decode(ByteSpan b) {
     case kData:
       return Data{epoch, peer_epoch, load_be32(b, 12), load_be32(b, 16), load64(b, 20)};
     case kCredit: {
-      const std::uint8_t paused = load_u8(b, 20);
+      const std::uint8_t paused = load_u8(b, 24);
       if (paused > 1) return std::nullopt;
-      return Credit{epoch, peer_epoch, load64(b, 12), paused == 1};
+      return Credit{epoch, peer_epoch, load64(b, 12), load_be32(b, 20), paused == 1};
     }
     case kBlocked:
       return Blocked{epoch, peer_epoch, load64(b, 12)};

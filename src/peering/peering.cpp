@@ -10,7 +10,11 @@ namespace mqtt_proxy::peering {
 namespace {
 constexpr std::string_view kLog = "peering";
 constexpr Duration kMaxHelloBackoff = std::chrono::seconds(30);
-constexpr Duration kMaxProbeBackoff = std::chrono::milliseconds(500);
+// A blocked sender probes at least this often: a peer that answers none of its probes for the
+// grace is taken for stuck, so on a lossy path the probes must be many (at 20% loss each way, 15
+// probes in 1.5 s all fail once in five million).
+constexpr Duration kMaxProbeBackoff = std::chrono::milliseconds(100);
+constexpr Duration kMaxMarkBackoff = std::chrono::seconds(5);
 // A HELLO answers a peer's HELLO or a DATA for an earlier run of ours at most this often.
 constexpr Duration kHelloReplyGap = std::chrono::milliseconds(100);
 
@@ -108,7 +112,7 @@ void Peering::send_data(std::size_t i, ByteSpan packet, TimePoint now) {
   o.offset += packet.size();
   ++counters_.peer_publish_out;
   o.next_mark = now + cfg_.tail_mark;
-  o.marks_left = 2;
+  o.mark_backoff = cfg_.tail_mark;
 }
 
 void Peering::send_control(std::size_t i, const ext::Message& m) {
@@ -321,6 +325,9 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
   } while (!data.empty());
   if (ctx.accounted) {
     Inbound& in = peers_[i].in;
+    // A datagram with nothing but its header is a sequence mark: the sender wants to hear what
+    // we have accounted for (in a CREDIT, sent even if there is no more to grant).
+    if (ctx.mseq == ctx.first_mseq) in.answer_due = true;
     in.next_mseq = ctx.mseq;
     in.end = std::max(in.end, ctx.offset);
     // Grant more once an eighth of the window is used, so the sender never runs dry while the
@@ -462,8 +469,14 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
       reply = true;
     }
     p.their_features = h->features;
+    const bool knew = p.knows_us;
     p.knows_us = h->peer_epoch == cfg_.epoch;
     if (!p.knows_us) reply = true;
+    if (p.knows_us && !knew) {
+      // The handshake is done: from now on a heartbeat.
+      p.hello_backoff = cfg_.heartbeat_interval;
+      p.next_hello = now + cfg_.heartbeat_interval;
+    }
     // News is answered at once, whatever reply_hello's gap: the exchange ends when both sides
     // name each other's epoch, so it cannot go on.
     if (reply && cfg_.extension && started_) send_hello(i, now);
@@ -488,6 +501,7 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
       return;
     }
     ctx.accounted = true;
+    ctx.first_mseq = d->mseq;
     ctx.mseq = d->mseq;
     ctx.offset = d->offset;
     return;
@@ -497,6 +511,8 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
     ++counters_.peer_credit_in;
     Outbound& o = p.out;
     o.last_progress = now;
+    // Every datagram sent is accounted for at the receiver: no mark is needed any more.
+    if (serial_diff(c->next_dseq, o.dseq) >= 0) o.next_mark.reset();
     if (c->limit > o.limit) {
       o.limit = c->limit;
       o.probe_backoff = cfg_.blocked_probe;
@@ -533,7 +549,7 @@ void Peering::grant(std::size_t i, bool answer) {
     }
   }
   if (!send) return;
-  send_control(i, ext::Credit{cfg_.epoch, in.epoch, in.limit_sent, paused});
+  send_control(i, ext::Credit{cfg_.epoch, in.epoch, in.limit_sent, in.next_dseq, paused});
   ++counters_.peer_credit_out;
 }
 
@@ -569,7 +585,8 @@ void Peering::on_timers(TimePoint now) {
         p.open_batch.reset();
         ++counters_.peer_marks_out;
       }
-      o.next_mark = --o.marks_left > 0 ? std::optional(now + 9 * cfg_.tail_mark) : std::nullopt;
+      o.mark_backoff = std::min<Duration>(o.mark_backoff * 2, kMaxMarkBackoff);
+      o.next_mark = now + o.mark_backoff;
     }
     if (o.next_probe && now >= *o.next_probe && capable(p)) {
       send_control(i, ext::Blocked{cfg_.epoch, p.their_epoch, o.offset});

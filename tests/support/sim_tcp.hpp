@@ -106,6 +106,7 @@ class RefPeer {
     std::uint16_t mss = 1460;
     std::optional<std::uint8_t> wscale;  // offered in the SYN
     std::uint32_t rcv_buffer = 65535;
+    bool close_when_done = true;  // FIN after the data; false: the connection stays open
   };
 
   RefPeer(const Config& cfg, Bytes data, std::function<void(const Wire&)> send)
@@ -254,6 +255,10 @@ class RefPeer {
 
   void transmit(TimePoint now, bool probe) {
     const Seq end = fin_seq();
+    if (!cfg_.close_when_done) {
+      send_data_only(now, probe, end);
+      return;
+    }
     while (snd_nxt_ < end) {
       const std::uint32_t in_flight = snd_nxt_ - snd_una_;
       const std::uint32_t wnd = std::min(snd_wnd_, kMaxFlightSegments * eff_mss_);
@@ -288,6 +293,32 @@ class RefPeer {
       snd_nxt_ = end + 1u;
     }
     const bool waiting = snd_una_ < snd_max_ || snd_nxt_ <= end;
+    if (waiting && !rto_at_) rto_at_ = now + rto_;
+    if (!waiting) rto_at_.reset();
+  }
+
+  // transmit() for a connection that never closes: the data, within the window, and nothing more.
+  void send_data_only(TimePoint now, bool probe, Seq end) {
+    while (snd_nxt_ < end) {
+      const std::uint32_t in_flight = snd_nxt_ - snd_una_;
+      const std::uint32_t wnd = std::min(snd_wnd_, kMaxFlightSegments * eff_mss_);
+      std::uint32_t len = 0;
+      if (in_flight < wnd) {
+        len = std::min({std::uint32_t{eff_mss_}, wnd - in_flight, end - snd_nxt_});
+      } else if (probe && in_flight == 0) {
+        len = 1;
+      } else {
+        break;
+      }
+      probe = false;
+      Wire w = segment(snd_nxt_, kPsh);
+      const auto off = static_cast<std::ptrdiff_t>(snd_nxt_ - (cfg_.isn + 1u));
+      w.payload.assign(data_.begin() + off, data_.begin() + off + len);
+      snd_nxt_ += len;
+      send_(w);
+      if (snd_max_ < snd_nxt_) snd_max_ = snd_nxt_;
+    }
+    const bool waiting = snd_una_ < snd_max_ || snd_nxt_ < end;
     if (waiting && !rto_at_) rto_at_ = now + rto_;
     if (!waiting) rto_at_.reset();
   }

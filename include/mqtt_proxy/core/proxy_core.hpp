@@ -78,6 +78,8 @@ class ProxyCore final : private broker::BrokerHost {
   // Connections not yet fully closed on our side (TIME-WAIT and CLOSED excluded).
   std::size_t open_connection_count() const;
   std::size_t half_open_count() const { return half_open_; }
+  // The most bytes any connection has queued toward its client now (a gauge of memory held).
+  std::size_t largest_send_queue() const;
   const broker::Broker& broker() const { return broker_; }
   const peering::Peering& peering() const { return peering_; }
   const flow::FlowControl& flow() const { return flow_; }

@@ -9,8 +9,9 @@
 //   DATA     epoch:4 peer_epoch:4 dseq:4 mseq:4 offset:8   precedes the PUBLISH packets of a
 //            datagram: datagram and message sequence numbers, and the credit offset of the first
 //            PUBLISH byte (each PUBLISH takes its wire size)
-//   CREDIT   epoch:4 peer_epoch:4 limit:8 paused:1   you (peer_epoch) may send up to `limit`;
-//            paused: my subscribers are slow but alive, more credit will come
+//   CREDIT   epoch:4 peer_epoch:4 limit:8 next_dseq:4 paused:1   you (peer_epoch) may send up
+//            to `limit`; I have accounted for your datagrams before `next_dseq` (arrived or
+//            counted lost); paused: my subscribers are slow but alive, more credit will come
 //   BLOCKED  epoch:4 peer_epoch:4 offset:8   I (epoch) sent up to `offset` and have more
 //
 // Every epoch pair (sender's, receiver's) starts its own credit offsets at 0.
@@ -50,6 +51,7 @@ struct Credit {
   std::uint32_t epoch = 0;
   std::uint32_t peer_epoch = 0;
   std::uint64_t limit = 0;
+  std::uint32_t next_dseq = 0;
   bool paused = false;
   friend bool operator==(const Credit&, const Credit&) = default;
 };

@@ -63,15 +63,15 @@ struct PeeringConfig {
   // Credit a capable peer may use ahead of our reading: it bounds what is in flight toward us.
   std::uint32_t credit_window = 512 * 1024;
   // HELLO to a peer that has not answered: first after this, then backing off to 30 s; once it
-  // answered, every heartbeat interval.
-  Duration hello_interval = std::chrono::seconds(1);
+  // answered, every heartbeat interval. Short at first: until both sides have heard each other
+  // they speak plain, and a plain datagram lost is lost uncounted.
+  Duration hello_interval = std::chrono::milliseconds(100);
   Duration heartbeat_interval = std::chrono::seconds(5);
-  // A sender out of credit asks again (BLOCKED) after this, backing off to 500 ms.
+  // A sender out of credit asks again (BLOCKED) after this, backing off to 100 ms.
   Duration blocked_probe = std::chrono::milliseconds(20);
   // PUBLISH bytes waiting for credit toward one peer; beyond, further ones are dropped (counted).
   std::size_t max_pending_bytes = 4 * 1024 * 1024;
-  // The sequence marks after a burst: the first this long after the last PUBLISH, the second
-  // ten times as long.
+  // The first sequence mark after a burst comes this long after its last PUBLISH.
   Duration tail_mark = std::chrono::milliseconds(50);
 };
 
@@ -148,10 +148,11 @@ class Peering {
     TimePoint last_progress{};
     std::optional<TimePoint> next_probe;  // BLOCKED, while pending waits
     Duration probe_backoff{};
-    // After the last PUBLISH, DATA headers with none follow (twice), so the receiver also learns of
-    // a loss at the end of a burst, when no later datagram would reveal the gap.
+    // After the last PUBLISH, DATA headers with none follow, backing off, until a CREDIT says the
+    // receiver has accounted for every datagram sent: so it learns of a loss at the end of a burst
+    // too, where no later datagram would reveal the gap.
     std::optional<TimePoint> next_mark;
-    int marks_left = 0;
+    Duration mark_backoff{};
   };
   // What we receive from a capable peer, for the epoch pair (theirs, ours).
   struct Inbound {
@@ -180,6 +181,7 @@ class Peering {
   // The DATA header of the datagram being read, and whether its PUBLISHes are delivered.
   struct DataContext {
     bool accounted = false;  // part of the stream we account and credit
+    std::uint32_t first_mseq = 0;
     std::uint32_t mseq = 0;
     std::uint64_t offset = 0;
   };

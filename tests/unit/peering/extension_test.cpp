@@ -25,7 +25,7 @@ const Ipv4Address kB = *Ipv4Address::parse("192.168.1.101");
 TEST(Extension, EveryKindRoundTripsAndStartsWithTheType15Header) {
   const std::vector<ext::Message> all = {
       ext::Hello{0x11223344, 7, ext::kFeatureCredit | ext::kFeatureBatch, 524288},
-      ext::Data{1, 2, 3, 4, 0x0102030405060708ull}, ext::Credit{9, 8, 1ull << 40, true},
+      ext::Data{1, 2, 3, 4, 0x0102030405060708ull}, ext::Credit{9, 8, 1ull << 40, 12345, true},
       ext::Blocked{5, 6, 77}};
   for (const auto& m : all) {
     Bytes b;
@@ -53,7 +53,7 @@ TEST(Extension, WhatIsNotOursDoesNotDecode) {
   EXPECT_FALSE(ext::decode(bytes("4d 50 01 09")));              // an unknown kind
   EXPECT_FALSE(ext::decode(bytes("4d 50 01 01 00 00 00 01")));  // a HELLO cut short
   Bytes c;
-  ext::encode(c, ext::Credit{1, 2, 3, false});
+  ext::encode(c, ext::Credit{1, 2, 3, 4, false});
   c[c.size() - 1] = std::byte{2};  // paused must be 0 or 1
   EXPECT_FALSE(ext::decode(ByteSpan(c).subspan(2)));
 }
@@ -148,11 +148,11 @@ TEST_F(Pair, BothAnnounceAndEachUsesTheExtensionOnlyAfterHearingTheOther) {
   EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/x"}));
 }
 
-TEST_F(Pair, AnUnansweredHelloBacksOffToThirtySeconds) {
+TEST_F(Pair, AnUnansweredHelloBacksOffFromATenthOfASecondToThirtySeconds) {
   a_.start(now_);
   std::vector<Duration> gaps;
   TimePoint last = now_;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 11; ++i) {
     a_.clear_outbox();
     const TimePoint next = *a_.next_deadline();
     a_.on_timers(next);
@@ -160,7 +160,8 @@ TEST_F(Pair, AnUnansweredHelloBacksOffToThirtySeconds) {
     gaps.push_back(next - last);
     last = next;
   }
-  EXPECT_EQ(gaps, (std::vector<Duration>{1s, 2s, 4s, 8s, 16s, 30s, 30s, 30s}));
+  EXPECT_EQ(gaps, (std::vector<Duration>{100ms, 200ms, 400ms, 800ms, 1600ms, 3200ms, 6400ms,
+                                         12800ms, 25600ms, 30s, 30s}));
   EXPECT_FALSE(a_.speaks_extension(0));
 }
 
@@ -199,19 +200,25 @@ TEST_F(Pair, TheReceiverCountsWhatTheNetworkLostAndNeverDeliversLateOnes) {
   EXPECT_EQ(cb_.peer_publish_lost, 2u);
 }
 
-TEST_F(Pair, ALossAtTheEndOfABurstIsRevealedByTheSequenceMarks) {
+TEST_F(Pair, ALossAtTheEndOfABurstIsRevealedByMarksUntilTheReceiverHasAccountedForIt) {
   handshake();
   publish("t/last");
-  a_.clear_outbox();                  // lost
-  a_.on_timers(*a_.next_deadline());  // the first mark, 50 ms later
+  a_.clear_outbox();  // lost
+  now_ = *a_.next_deadline();
+  EXPECT_EQ(now_, t0() + 50ms);
+  a_.on_timers(now_);  // the first mark
   EXPECT_EQ(ca_.peer_marks_out, 1u);
-  move(a_, *b_, kA);
-  EXPECT_EQ(cb_.peer_publish_lost, 1u);
-  a_.on_timers(*a_.next_deadline());  // the second, 450 ms after it
+  a_.clear_outbox();  // lost too
+  now_ = *a_.next_deadline();
+  EXPECT_EQ(now_, t0() + 150ms);  // backing off
+  a_.on_timers(now_);
   EXPECT_EQ(ca_.peer_marks_out, 2u);
   move(a_, *b_, kA);
   EXPECT_EQ(cb_.peer_publish_lost, 1u);
+  EXPECT_EQ(cb_.peer_datagrams_lost, 2u);
+  move(*b_, a_, kB);  // the mark is answered: everything sent is accounted for
   EXPECT_FALSE(a_.next_deadline() && *a_.next_deadline() < now_ + 1s);  // then quiet
+  EXPECT_EQ(ca_.peer_marks_out, 2u);
 }
 
 TEST_F(Pair, OutOfCreditTheSenderQueuesProbesAndGoesOnWhenGranted) {
