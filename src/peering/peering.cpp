@@ -207,7 +207,7 @@ void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view 
     return;
   }
   Outbound& o = p.out;
-  if (o.pending.empty() && o.offset + packet.size() <= o.limit) {
+  if (o.pending.empty() && o.offset + packet.size() <= o.limit && pace(o, packet.size(), now)) {
     send_data(i, packet, now);
     log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", p.addr, topic, payload_size);
     return;
@@ -220,8 +220,12 @@ void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view 
     return;
   }
   if (o.pending.empty()) {
-    o.next_probe = now + cfg_.blocked_probe;
-    o.probe_backoff = cfg_.blocked_probe;
+    if (o.offset + packet.size() > o.limit) {
+      o.next_probe = now + cfg_.blocked_probe;  // out of credit: ask for more
+      o.probe_backoff = cfg_.blocked_probe;
+    } else {
+      o.next_pump = o.pace_tat - pace_tolerance();  // within credit: the pacer holds it back
+    }
   }
   Bytes copy;
   if (!spare_.empty()) {
@@ -235,9 +239,31 @@ void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view 
   if (flow_) flow_->on_queued(source, sink, o.pending_bytes, now);
 }
 
+Duration Peering::pace_tolerance() const {
+  return Duration{
+      static_cast<Duration::rep>(1'000'000'000.0 * static_cast<double>(cfg_.pace_burst) /
+                                 static_cast<double>(cfg_.pace_bytes_per_second))};
+}
+
+bool Peering::pace(Outbound& o, std::size_t bytes, TimePoint now) {
+  if (cfg_.pace_bytes_per_second == 0) return true;
+  // GCRA: a packet conforms when the bytes before it would have left by now plus the burst.
+  const TimePoint start = std::max(o.pace_tat, now);
+  if (start - now > pace_tolerance()) return false;
+  o.pace_tat =
+      start + Duration{static_cast<Duration::rep>(1'000'000'000.0 * static_cast<double>(bytes) /
+                                                  static_cast<double>(cfg_.pace_bytes_per_second))};
+  return true;
+}
+
 void Peering::pump(std::size_t i, TimePoint now) {
   Outbound& o = peers_[i].out;
+  o.next_pump.reset();
   while (!o.pending.empty() && o.offset + o.pending.front().size() <= o.limit) {
+    if (!pace(o, o.pending.front().size(), now)) {
+      o.next_pump = o.pace_tat - pace_tolerance();
+      break;
+    }
     Bytes& packet = o.pending.front();
     send_data(i, packet, now);
     o.pending_bytes -= packet.size();
@@ -249,7 +275,7 @@ void Peering::pump(std::size_t i, TimePoint now) {
   }
   if (o.pending.empty()) {
     o.next_probe.reset();
-  } else if (!o.next_probe) {
+  } else if (o.offset + o.pending.front().size() > o.limit && !o.next_probe) {
     o.next_probe = now + o.probe_backoff;
   }
 }
@@ -260,6 +286,7 @@ void Peering::drop_pending(std::size_t i) {
   o.pending.clear();
   o.pending_bytes = 0;
   o.next_probe.reset();
+  o.next_pump.reset();
 }
 
 void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain,
@@ -578,6 +605,7 @@ void Peering::on_timers(TimePoint now) {
     Peer& p = peers_[i];
     if (now >= p.next_hello) send_hello(i, now);
     Outbound& o = p.out;
+    if (o.next_pump && now >= *o.next_pump) pump(i, now);
     if (o.next_mark && now >= *o.next_mark && capable(p)) {
       if (o.pending.empty()) {
         Datagram& d = new_datagram(i);
@@ -604,6 +632,7 @@ std::optional<TimePoint> Peering::next_deadline() const {
     d = earliest(d, p.next_hello);
     d = earliest(d, p.out.next_probe);
     d = earliest(d, p.out.next_mark);
+    d = earliest(d, p.out.next_pump);
   }
   return d;
 }

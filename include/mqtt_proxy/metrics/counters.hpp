@@ -82,7 +82,7 @@ namespace mqtt_proxy::metrics {
   X(peer_blocked_out, Counter, "extension BLOCKED probes sent to peers whose credit ran out")      \
   X(peer_extension_unknown, Counter, "type-15 packets from peers of an unknown kind or version")   \
   X(peer_marks_out, Counter, "DATA headers without PUBLISH sent after a burst, for tail losses")   \
-  X(peer_publish_waited, Counter, "PUBLISH packets that waited for a peer's credit")               \
+  X(peer_publish_waited, Counter, "PUBLISH packets that waited for a peer's credit or its pacer")  \
   X(peer_publish_dropped, Counter,                                                                 \
     "PUBLISH packets not sent: the peer was stuck or too far behind")                              \
   X(peer_datagrams_lost, Counter, "datagrams from peers that never arrived (sequence gaps)")       \

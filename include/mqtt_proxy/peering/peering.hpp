@@ -73,6 +73,11 @@ struct PeeringConfig {
   std::size_t max_pending_bytes = 4 * 1024 * 1024;
   // The first sequence mark after a burst comes this long after its last PUBLISH.
   Duration tail_mark = std::chrono::milliseconds(50);
+  // Pacing toward a capable peer: PUBLISH bytes leave at most at this rate, in bursts of at most
+  // pace_burst, so a switch's queue on the way sees a paced flow, not the whole credit window at
+  // once (1 Gbit/s: far above what the userspace testbed carries). Zero: unpaced.
+  std::uint64_t pace_bytes_per_second = 125'000'000;
+  std::size_t pace_burst = 64 * 1024;
 };
 
 // A filter a peer subscribed to that it did not have before.
@@ -153,6 +158,9 @@ class Peering {
     // too, where no later datagram would reveal the gap.
     std::optional<TimePoint> next_mark;
     Duration mark_backoff{};
+    // The pacer (GCRA): when the bytes sent so far would have left at the paced rate.
+    TimePoint pace_tat{};
+    std::optional<TimePoint> next_pump;  // the pacer lets the head of `pending` go then
   };
   // What we receive from a capable peer, for the epoch pair (theirs, ours).
   struct Inbound {
@@ -202,8 +210,11 @@ class Peering {
   Datagram& new_datagram(std::size_t i);
   // A PUBLISH within the peer's credit, after a DATA header.
   void send_data(std::size_t i, ByteSpan packet, TimePoint now);
-  // Sends what waits for credit as far as the credit goes.
+  // Sends what waits for credit as far as the credit and the pacer let it.
   void pump(std::size_t i, TimePoint now);
+  // Whether the pacer lets `bytes` go toward the peer now; if so they are charged to it.
+  bool pace(Outbound& o, std::size_t bytes, TimePoint now);
+  Duration pace_tolerance() const;  // the burst, in time at the paced rate
   void send_control(std::size_t i, const ext::Message& m);
   void send_hello(std::size_t i, TimePoint now);
   // One packet of a peer's datagram; false if it is malformed (counted and logged).

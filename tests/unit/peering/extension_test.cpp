@@ -244,6 +244,47 @@ TEST_F(Pair, OutOfCreditTheSenderQueuesProbesAndGoesOnWhenGranted) {
   EXPECT_EQ(cb_.peer_publish_lost, 0u);
 }
 
+TEST(PeeringPacing, APacedSenderLetsABurstGoThenOnePacketAtTheRate) {
+  metrics::Counters c;
+  peering::PeeringConfig cfg{{kB}};
+  cfg.pace_bytes_per_second = 1'000'000;  // a byte per microsecond
+  cfg.pace_burst = 1000;                  // a millisecond's worth at once
+  cfg.credit_window = 1'000'000;
+  peering::Peering a(cfg, log::null_logger(), c);
+  a.start(t0());
+  a.on_datagram(
+      kB,
+      [] {
+        Bytes b;
+        ext::encode(b, ext::Hello{0xb, 1, ext::kFeatureCredit, 1'000'000});
+        return b;
+      }(),
+      t0());
+  a.on_datagram(kB, subscribe_packet("t/#"), t0());
+  a.clear_outbox();
+  const std::string payload(100, 'p');  // 107-byte PUBLISHes
+  for (int i = 0; i < 30; ++i) a.forward_publish("t/x", as_bytes(payload), false, 1, t0());
+  auto sent = [&] {
+    std::size_t n = 0;
+    for (const auto& d : a.outbox()) n += (d.bytes.size() - ext::kDataSize) / 107;
+    a.clear_outbox();
+    return n;
+  };
+  EXPECT_EQ(sent(), 10u);  // what fits in the burst (and the first, which starts it)
+  TimePoint now = t0();
+  std::size_t total = 10;
+  while (total < 30) {
+    const TimePoint next = *a.next_deadline();
+    ASSERT_LE(next - now, 200us);  // about one packet's time: 107 us
+    now = next;
+    a.on_timers(now);
+    total += sent();
+  }
+  // 30 x 107 bytes at a byte per microsecond, less the burst: about 2.2 ms.
+  EXPECT_GE(now - t0(), 2000us);
+  EXPECT_LE(now - t0(), 2400us);
+}
+
 TEST_F(Pair, APausedReceiverGrantsNothingButAnswersSoItIsNotTakenForStuck) {
   handshake();
   // B's local subscriber (sink 9) cannot keep up: the peer source A is paused at B.
