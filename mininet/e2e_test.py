@@ -456,7 +456,98 @@ class EndToEnd(unittest.TestCase):
         self.assertLess(sent.get("peer_datagrams_out", n), n // 2, sent)
         self.assertEqual(got.get("peer_datagrams_malformed", 0), 0)
 
-    def test_98_password_file_from_mosquitto_passwd(self):
+    def test_18_fast_publisher_into_a_slow_subscriber_loses_nothing(self):
+        # A pair at its defaults (the extension, batching, backpressure) on port 1885, but for a
+        # queue limit of 256 KiB per subscriber, a fifth of the burst: dropping at the limit (the
+        # policy of --overload drop, and Mosquitto's) would lose most of it. The subscriber reads
+        # slowly: mosquitto_sub writes to a pipe the test drains at ~400 KB/s, so it stops
+        # reading its socket whenever the pipe is full. mosquitto_pub -l writes as fast as its
+        # connection takes: far faster than the subscriber reads.
+        extra = ["--max-queued-bytes", "262144"] + ARGS.overload
+        h1 = self.tb.start_proxy("h1", peers=[H4], port=1885, extra=extra)
+        h4 = self.tb.start_proxy("h4", peers=[H1], port=1885, extra=extra)
+        try:
+            self.assertTrue(h4.wait_log("speaks the extension"), h4.log()[-2000:])
+            n = 20000
+            sub = self.tb.popen("h2", ["mosquitto_sub", "-h", H1, "-p", "1885", "-t", "e2e/fast",
+                                       "-C", str(n), "-W", "120"] + self.auth())
+            self.wait_peer_interest(h4, "e2e/fast")
+            msgs = ["fast-%05d-%s" % (i, "x" * 40) for i in range(n)]
+            pub = self.tb.popen("h3", ["mosquitto_pub", "-h", H4, "-p", "1885", "-t", "e2e/fast",
+                                       "-l"] + self.auth(), stdin=subprocess.PIPE)
+            pub.stdin.write(("\n".join(msgs) + "\n").encode())
+            pub.stdin.close()
+            got = bytearray()
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                chunk = os.read(sub.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                got += chunk
+                time.sleep(0.01)
+            self.assertEqual(pub.wait(30), 0, pub.stderr.read().decode())
+            self.assertEqual(sub.wait(30), 0, sub.stderr.read().decode())
+            lines = got.decode().splitlines()
+            self.assertEqual(len(lines), n)
+            self.assertEqual(lines, msgs)  # every one, once, in order
+        finally:
+            for proxy in (h1, h4):
+                proxy.stop()
+                self.tb.proxies.remove(proxy)
+        sent, recv = h4.final_counters(), h1.final_counters()
+        self.assertEqual(sent.get("peer_publish_out"), n)
+        self.assertEqual(recv.get("peer_publish_in"), n)
+        for counters in (sent, recv):
+            for lost in ("peer_publish_lost", "peer_publish_dropped", "mqtt_publish_dropped_slow"):
+                self.assertEqual(counters.get(lost, 0), 0, (lost, counters))
+        # The test did overrun the subscriber: a publisher (or the peer h4) was paused.
+        self.assertGreater(sent.get("flow_sources_paused", 0) + recv.get("flow_sources_paused", 0),
+                           0, (sent, recv))
+        # Memory stayed bounded: the proxies' peak RSS is their fixed cost (capture ring, buffers)
+        # plus bounded queues, whatever the publisher pushed.
+        for proxy in (h1, h4):
+            self.assertLess(proxy.peak_rss_kib, 96 * 1024, proxy.host.name)
+
+    def test_19_plain_peer_works_both_ways(self):
+        # A proxy on h4 (port 1886) whose only peer is a plain one on h3 (plain_peer.py: one packet
+        # per datagram, no extension, the prototype's SUBSCRIBE and UNSUBSCRIBE forms).
+        proxy = self.tb.start_proxy("h4", peers=[H3], port=1886)
+        try:
+            peer = self.tb.popen("h3", [sys.executable, os.path.join(HERE, "clients",
+                                                                     "plain_peer.py"),
+                                        "--proxy", H4, "--port", "1886", "--subscribe",
+                                        "e2e/plain/#", "--expect", "3", "--publish",
+                                        "e2e/plain-in", "from-the-plain-peer"])
+            self.assertTrue(proxy.wait_log("peer %s SUBSCRIBE topic=e2e/plain/#" % H3),
+                            proxy.log()[-2000:])
+            sub = self.tb.popen("h2", ["mosquitto_sub", "-h", H4, "-p", "1886", "-t",
+                                       "e2e/plain-in", "-C", "1", "-W", "30"] + self.auth())
+            self.assertTrue(proxy.wait_log("SUBSCRIBE client=%s" % H2))
+            # mosquitto_pub -l: several PUBLISHes in a segment, which a batching sender would pack.
+            rc, out, err = self.tb.run("h2", ["mosquitto_pub", "-h", H4, "-p", "1886", "-t",
+                                              "e2e/plain/x", "-l"] + self.auth(), 30,
+                                       input_text="one\ntwo\nthree\n")
+            self.assertEqual(rc, 0, out + err)
+            out, err = peer.communicate(timeout=30)
+            lines = out.decode().splitlines()
+            self.assertEqual(peer.returncode, 0, out.decode() + err.decode())
+            self.assertEqual([l for l in lines if l.startswith("PUBLISH")],
+                             ["PUBLISH e2e/plain/x one", "PUBLISH e2e/plain/x two",
+                              "PUBLISH e2e/plain/x three"])
+            self.assertFalse([l for l in lines if l.startswith("EXTRA")], lines)
+            out, err = sub.communicate(timeout=30)
+            self.assertEqual(out.decode().strip(), "from-the-plain-peer", err.decode())
+            self.assertTrue(proxy.wait_log("peer %s UNSUBSCRIBE topic=e2e/plain/#" % H3))
+            self.assertFalse(proxy.wait_log("speaks the extension", timeout=0.1))
+        finally:
+            proxy.stop()
+            self.tb.proxies.remove(proxy)
+        counters = proxy.final_counters()
+        self.assertEqual(counters.get("peer_datagrams_malformed", 0), 0)
+        self.assertEqual(counters.get("peer_publish_out"), 3)
+        self.assertEqual(counters.get("peer_publish_in"), 1)
+
+
         # A third proxy, on h2, with users from mosquitto_passwd and no -u.
         pw = os.path.join(ARGS.artifacts, "passwords")
         rc, out, err = self.tb.run("h2", ["mosquitto_passwd", "-b", "-c", pw, "alice", "s3cret"])
@@ -500,6 +591,9 @@ def main():
     ap.add_argument("--paho-c", default=os.path.join(os.path.dirname(HERE), "build", "tests",
                                                       "paho_c_client"))
     ap.add_argument("-k", dest="pattern", default=None, help="run only tests matching this")
+    # To see test_18 fail without backpressure: --overload=drop.
+    ap.add_argument("--overload", type=lambda v: ["--overload", v], default=[],
+                    help=argparse.SUPPRESS)
     ARGS = ap.parse_args()
 
     if os.geteuid() != 0:

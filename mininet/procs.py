@@ -10,6 +10,8 @@ import signal
 import subprocess
 import time
 
+import stats
+
 
 def wait_for(predicate, timeout, interval=0.05):
     """Polls `predicate` every `interval` seconds until it is true or `timeout` seconds passed;
@@ -68,6 +70,10 @@ class Proxy:
     def stop(self, timeout=10):
         if self.returncode is None:
             if self.proc.poll() is None:
+                try:
+                    self.peak_rss_kib = stats.process_stats(self.proc.pid)[2]
+                except (FileNotFoundError, ProcessLookupError):
+                    pass
                 self.proc.send_signal(signal.SIGTERM)
             try:
                 self.returncode = self.proc.wait(timeout)

@@ -100,6 +100,10 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.flow.high_water = std::max<std::size_t>(opt.max_queued_bytes / 8, 4096);
   cfg.flow.low_water = cfg.flow.high_water / 2;
   cfg.peering.max_pending_bytes = opt.max_queued_bytes;
+  // A paused peer may still send what its credit allows: with the high-water mark that stays under
+  // the hard limit (an eighth plus a quarter of it), so backpressure, not the limit, holds.
+  cfg.peering.credit_window = static_cast<std::uint32_t>(std::min<std::size_t>(
+      cfg.peering.credit_window, std::max<std::size_t>(opt.max_queued_bytes / 4, 16 * 1024)));
   // A frame waits in the receive buffer only if half of it can hold the frame.
   cfg.broker.max_unread_frame =
       std::min<std::size_t>(cfg.broker.max_unread_frame, opt.tcp_rcv_buffer / 2);
