@@ -15,7 +15,7 @@ struct Broker::Session {
   ClientHandle handle = 0;
   wire::SocketAddress peer;
   Phase phase = Phase::AwaitConnect;
-  Bytes partial;                 // a frame over max_unread_frame, while it arrives
+  Bytes partial;                  // a frame over max_unread_frame, while it arrives
   std::size_t partial_total = 0;  // its size
   mqtt::ProtocolVersion version = mqtt::ProtocolVersion::V311;
   std::string client_id;
@@ -35,8 +35,6 @@ struct Broker::Session {
   std::uint64_t delivery_mark = 0;
   std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
   bool closing = false;                // ended; takes no input, destroyed by reap()
-
-
 };
 
 Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, log::Logger& log,

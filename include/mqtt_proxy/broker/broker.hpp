@@ -12,8 +12,8 @@
 #include <unordered_set>
 
 #include "mqtt_proxy/auth/password_file.hpp"
-#include "mqtt_proxy/flow/flow_control.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
+#include "mqtt_proxy/flow/flow_control.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "mqtt_proxy/mqtt/topic_tree.hpp"

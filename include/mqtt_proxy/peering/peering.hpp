@@ -71,8 +71,10 @@ struct PeeringConfig {
   Duration blocked_probe = std::chrono::milliseconds(20);
   // PUBLISH bytes waiting for credit toward one peer; beyond, further ones are dropped (counted).
   std::size_t max_pending_bytes = 4 * 1024 * 1024;
-  // The first sequence mark after a burst comes this long after its last PUBLISH.
-  Duration tail_mark = std::chrono::milliseconds(50);
+  // The first sequence mark after a burst comes this long after its last PUBLISH: longer than the
+  // gap between messages of a stream at 4 msgs/s and up, which so costs no marks (each is a
+  // datagram and its answer: two wake-ups on each side).
+  Duration tail_mark = std::chrono::milliseconds(250);
   // Pacing toward a capable peer: PUBLISH bytes leave at most at this rate, in bursts of at most
   // pace_burst, so a switch's queue on the way sees a paced flow, not the whole credit window at
   // once (1 Gbit/s: far above what the userspace testbed carries). Zero: unpaced.

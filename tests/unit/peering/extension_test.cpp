@@ -205,12 +205,12 @@ TEST_F(Pair, ALossAtTheEndOfABurstIsRevealedByMarksUntilTheReceiverHasAccountedF
   publish("t/last");
   a_.clear_outbox();  // lost
   now_ = *a_.next_deadline();
-  EXPECT_EQ(now_, t0() + 50ms);
+  EXPECT_EQ(now_, t0() + 250ms);
   a_.on_timers(now_);  // the first mark
   EXPECT_EQ(ca_.peer_marks_out, 1u);
   a_.clear_outbox();  // lost too
   now_ = *a_.next_deadline();
-  EXPECT_EQ(now_, t0() + 150ms);  // backing off
+  EXPECT_EQ(now_, t0() + 750ms);  // backing off
   a_.on_timers(now_);
   EXPECT_EQ(ca_.peer_marks_out, 2u);
   move(a_, *b_, kA);
