@@ -9,6 +9,7 @@ namespace mqtt_proxy::broker {
 
 namespace {
 constexpr std::string_view kLog = "broker";
+namespace property = mqtt::property;
 }  // namespace
 
 struct Broker::Session {
@@ -356,7 +357,8 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     w.payload.assign(c.will->payload.begin(), c.will->payload.end());
     w.retain = c.will->retain;
     if (v5) {
-      w.properties = mqtt::without_properties(c.will->properties.raw, {0x18});
+      w.properties =
+          mqtt::without_properties(c.will->properties.raw, {property::kWillDelayInterval});
       w.delay = std::chrono::seconds(c.will->properties.will_delay.value_or(0));
     }
     s.will = std::move(w);
@@ -377,15 +379,14 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     // 3.2.2.3: what this server offers. Maximum QoS is left out: QoS 1 and 2 PUBLISHes are
     // acknowledged by the book (delivery onward is QoS 0, as SUBACK says).
     mqtt::PropertyWriter props;
-    props
-        .u16(0x21, 65535)                                             // Receive Maximum
-        .u32(0x27, static_cast<std::uint32_t>(cfg_.max_packet_size))  // Maximum Packet Size
-        .u16(0x22, cfg_.topic_alias_maximum)                          // Topic Alias Maximum
-        .u8(0x25, 1)                                                  // Retain Available
-        .u8(0x28, 1)                              // Wildcard Subscription Available
-        .u8(0x29, 0)                              // Subscription Identifiers Available
-        .u8(0x2a, 0);                             // Shared Subscription Available
-    if (assigned) props.string(0x12, client_id);  // Assigned Client Identifier
+    props.u16(property::kReceiveMaximum, 65535)
+        .u32(property::kMaximumPacketSize, static_cast<std::uint32_t>(cfg_.max_packet_size))
+        .u16(property::kTopicAliasMaximum, cfg_.topic_alias_maximum)
+        .u8(property::kRetainAvailable, 1)
+        .u8(property::kWildcardSubscriptionAvailable, 1)
+        .u8(property::kSubscriptionIdentifierAvailable, 0)
+        .u8(property::kSharedSubscriptionAvailable, 0);
+    if (assigned) props.string(property::kAssignedClientIdentifier, client_id);
     mqtt::encode_connack_v5(scratch_, session_present, mqtt::reason::kSuccess, props.bytes());
   } else {
     mqtt::encode_connack(scratch_, session_present, mqtt::connack::kAccepted);
@@ -432,7 +433,8 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   }
   if (!deliver) return;
   // v5 properties go on to v5 subscribers, less the alias, which belongs to this connection.
-  const Bytes props = s.v5 ? mqtt::without_properties(p.properties.raw, {0x23}) : Bytes{};
+  const Bytes props =
+      s.v5 ? mqtt::without_properties(p.properties.raw, {property::kTopicAlias}) : Bytes{};
   if (p.retain) {
     std::optional<TimePoint> expires;
     if (p.properties.message_expiry)
@@ -604,25 +606,26 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   retained_.drop_expired(now);
   for (std::size_t i = 0; i < sub.topics.size(); ++i) {
     if (!send_retained[i]) continue;
-    retained_.for_each_match(sub.topics[i].filter, [&](std::string_view topic,
-                                                       const RetainedStore::Message& m) {
-      scratch_.clear();
-      if (s.v5) {
-        // [MQTT-3.3.2-6]: the Message Expiry Interval counts down while the message waits.
-        Bytes props = m.properties;
-        if (m.expires_at) {
-          props = mqtt::without_properties(m.properties, {0x02});
-          const auto left = std::chrono::ceil<std::chrono::seconds>(*m.expires_at - now);
-          append(
-              props,
-              mqtt::PropertyWriter().u32(0x02, static_cast<std::uint32_t>(left.count())).bytes());
-        }
-        mqtt::encode_publish_v5(scratch_, topic, m.payload, 0, true, false, 0, props);
-      } else {
-        mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
-      }
-      if (offer(s, scratch_, flow::kNone, now)) ++counters_.mqtt_retained_sent;
-    });
+    retained_.for_each_match(
+        sub.topics[i].filter, [&](std::string_view topic, const RetainedStore::Message& m) {
+          scratch_.clear();
+          if (s.v5) {
+            // [MQTT-3.3.2-6]: the Message Expiry Interval counts down while the message waits.
+            Bytes props = m.properties;
+            if (m.expires_at) {
+              props = mqtt::without_properties(m.properties, {property::kMessageExpiryInterval});
+              const auto left = std::chrono::ceil<std::chrono::seconds>(*m.expires_at - now);
+              append(props, mqtt::PropertyWriter()
+                                .u32(property::kMessageExpiryInterval,
+                                     static_cast<std::uint32_t>(left.count()))
+                                .bytes());
+            }
+            mqtt::encode_publish_v5(scratch_, topic, m.payload, 0, true, false, 0, props);
+          } else {
+            mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
+          }
+          if (offer(s, scratch_, flow::kNone, now)) ++counters_.mqtt_retained_sent;
+        });
   }
 }
 
