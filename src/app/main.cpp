@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
       break;
   }
   try {
-    return mqtt_proxy::app::run_proxy(opt);
+    return opt.cleanup ? mqtt_proxy::app::run_cleanup(opt) : mqtt_proxy::app::run_proxy(opt);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mqtt_proxy: %s\n", e.what());
     return 1;

@@ -61,6 +61,8 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "trace, debug, info, warn, error or off")
     ("no-firewall", po::bool_switch(), "do not install the iptables rule that keeps the kernel "
      "from answering the MQTT port (install an equivalent yourself)")
+    ("cleanup", po::bool_switch(&out.cleanup), "remove the iptables rules that proxies which no "
+     "longer run left for port -t (on the -i interfaces; default: any), then exit")
     ("verify-checksums", po::value<std::string>(&verify)->default_value(verify),
      "on: drop segments whose TCP checksum is wrong; off: count them only (pcap cannot tell an "
      "offloaded checksum from a corrupt one)")

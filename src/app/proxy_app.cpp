@@ -9,6 +9,7 @@
 #include "mqtt_proxy/app/event_loop.hpp"
 #include "mqtt_proxy/app/io.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/firewall/firewall_guard.hpp"
 
 namespace mqtt_proxy::app {
 
@@ -40,6 +41,15 @@ int fail(const std::string& msg) {
   return 1;
 }
 }  // namespace
+
+int run_cleanup(const Options& opt) {
+  log::Logger log(opt.log_level, stderr_sink);
+  auto removed = firewall::remove_leftovers(opt.ifaces, opt.tcp_port, log);
+  if (!removed) return fail(removed.error());
+  std::printf("mqtt_proxy: removed %zu leftover rule(s) for tcp/%u\n", *removed,
+              static_cast<unsigned>(opt.tcp_port));
+  return 0;
+}
 
 int run_proxy(const Options& opt) {
   log::Logger log(opt.log_level, stderr_sink);

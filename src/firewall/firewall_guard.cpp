@@ -1,18 +1,20 @@
 #include "mqtt_proxy/firewall/firewall_guard.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 
 namespace mqtt_proxy::firewall {
 
 namespace {
 constexpr std::string_view kLog = "firewall";
-constexpr const char* kComment = "mqtt_proxy";
 
 std::vector<std::string> iptables(const char* op, const std::vector<std::string>& rule) {
   std::vector<std::string> argv{"iptables", "-w", "5", "-t", "raw", op, "PREROUTING"};
@@ -24,26 +26,29 @@ std::string join(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& a : v) {
     if (!s.empty()) s += ' ';
-    s += a;
+    s += a.find(' ') == std::string::npos ? a : '"' + a + '"';
   }
   return s;
 }
 }  // namespace
 
-std::vector<std::string> drop_rule(const std::string& iface, std::uint16_t port) {
-  return {"-i",        iface,      "-p",         "tcp",   "--dport", std::to_string(port),
-          "-m",        "addrtype", "--dst-type", "LOCAL", "-m",      "comment",
-          "--comment", kComment,   "-j",         "DROP"};
-}
-
-int run_program(const std::vector<std::string>& argv, std::string& err_output) {
+int run_program(const std::vector<std::string>& argv, std::string& err_output,
+                std::string* std_output) {
   err_output.clear();
-  int pipefd[2];
-  if (::pipe2(pipefd, O_CLOEXEC) < 0) return -1;
+  if (std_output) std_output->clear();
+  int errpipe[2];
+  int outpipe[2] = {-1, -1};
+  if (::pipe2(errpipe, O_CLOEXEC) < 0) return -1;
+  if (std_output && ::pipe2(outpipe, O_CLOEXEC) < 0) {
+    ::close(errpipe[0]);
+    ::close(errpipe[1]);
+    return -1;
+  }
   const pid_t pid = ::fork();
   if (pid < 0) {
-    ::close(pipefd[0]);
-    ::close(pipefd[1]);
+    for (int fd : {errpipe[0], errpipe[1], outpipe[0], outpipe[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
     return -1;
   }
   if (pid == 0) {
@@ -56,7 +61,8 @@ int run_program(const std::vector<std::string>& argv, std::string& err_output) {
       ::dup2(devnull, 0);
       ::dup2(devnull, 1);
     }
-    ::dup2(pipefd[1], 2);
+    if (outpipe[1] >= 0) ::dup2(outpipe[1], 1);
+    ::dup2(errpipe[1], 2);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -66,18 +72,39 @@ int run_program(const std::vector<std::string>& argv, std::string& err_output) {
     ::execv(fallback.c_str(), args.data());
     ::_exit(127);
   }
-  ::close(pipefd[1]);
-  char buf[512];
-  for (;;) {
-    const ssize_t n = ::read(pipefd[0], buf, sizeof(buf));
-    if (n > 0) {
-      if (err_output.size() < 4096) err_output.append(buf, static_cast<std::size_t>(n));
-      continue;
+  ::close(errpipe[1]);
+  if (outpipe[1] >= 0) ::close(outpipe[1]);
+  // Both pipes are read as data comes, so a child that fills one while we wait on the other
+  // cannot block. stderr is kept to 4 KiB, stdout (a rule listing) whole.
+  struct Stream {
+    int fd;
+    std::string* into;
+    std::size_t cap;
+  };
+  std::vector<Stream> open_streams{{errpipe[0], &err_output, 4096}};
+  if (std_output) open_streams.push_back({outpipe[0], std_output, std::string::npos});
+  char buf[4096];
+  while (!open_streams.empty()) {
+    std::vector<pollfd> fds;
+    for (const auto& st : open_streams) fds.push_back({st.fd, POLLIN, 0});
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
     }
-    if (n < 0 && errno == EINTR) continue;
-    break;
+    for (std::size_t i = fds.size(); i-- > 0;) {
+      if (fds[i].revents == 0) continue;
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n > 0) {
+        Stream& st = open_streams[i];
+        if (st.into->size() < st.cap) st.into->append(buf, static_cast<std::size_t>(n));
+        continue;
+      }
+      ::close(fds[i].fd);
+      open_streams.erase(open_streams.begin() + static_cast<std::ptrdiff_t>(i));
+    }
   }
-  ::close(pipefd[0]);
+  for (const auto& st : open_streams) ::close(st.fd);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) return -1;
@@ -89,23 +116,76 @@ int run_program(const std::vector<std::string>& argv, std::string& err_output) {
   return -1;
 }
 
-Result<std::unique_ptr<FirewallGuard>> FirewallGuard::install(
-    const std::vector<std::string>& ifaces, std::uint16_t port, log::Logger& log) {
-  std::unique_ptr<FirewallGuard> g(new FirewallGuard(log));
-  for (const auto& iface : ifaces) {
-    const auto rule = drop_rule(iface, port);
-    std::string err;
-    const int check = run_program(iptables("-C", rule), err);
-    if (check == 0) {
-      log.info(kLog, "rule already present, left as is: iptables -t raw -A PREROUTING {}",
-               join(rule));
+namespace {
+std::string read_comm(const std::string& path) {
+  std::ifstream in(path);
+  std::string name;
+  std::getline(in, name);
+  return name;
+}
+
+// Whether the process that installed a rule still runs: it exists and has our program name. A pid
+// reused by another program, or our own pid (a previous life in another PID namespace), does not
+// count. When in doubt (no /proc), it does: leaving a leftover is better than removing a live rule.
+bool owner_runs(std::int64_t pid) {
+  if (pid == ::getpid()) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) < 0 && errno == ESRCH) return false;
+  const std::string ours = read_comm("/proc/self/comm");
+  const std::string theirs = read_comm("/proc/" + std::to_string(pid) + "/comm");
+  if (ours.empty() || theirs.empty()) return true;
+  return theirs == ours;
+}
+
+Result<std::vector<TaggedRule>> list_ours() {
+  std::string out;
+  std::string err;
+  const int rc = run_program(iptables("-S", {}), err, &out);
+  if (rc == 127 || rc < 0) return Error{"cannot run iptables (is the iptables package installed?)"};
+  if (rc != 0) return Error{"iptables -t raw -S PREROUTING failed: " + err};
+  return tagged_rules(out);
+}
+
+bool guards(const TaggedRule& r, const std::vector<std::string>& ifaces, std::uint16_t port) {
+  return r.port == port &&
+         (ifaces.empty() || std::find(ifaces.begin(), ifaces.end(), r.iface) != ifaces.end());
+}
+
+// Deletes the leftovers among `rules`; returns how many, or the first failure.
+Result<std::size_t> delete_leftovers(const std::vector<TaggedRule>& rules,
+                                     const std::vector<std::string>& ifaces, std::uint16_t port,
+                                     log::Logger& log) {
+  std::size_t removed = 0;
+  for (const auto& r : rules) {
+    if (!guards(r, ifaces, port)) continue;
+    if (r.owner && owner_runs(*r.owner)) {
+      log.info(kLog, "another mqtt_proxy (pid {}) guards {} port {}; its rule stays", *r.owner,
+               r.iface, r.port);
       continue;
     }
-    if (check == 127 || check < 0) {
-      return Error{"cannot run iptables (is the iptables package installed?)"};
+    std::string err;
+    if (run_program(iptables("-D", r.spec), err) != 0) {
+      return Error{"could not remove the leftover rule iptables -t raw -A PREROUTING " +
+                   join(r.spec) + (err.empty() ? std::string() : ": " + err)};
     }
-    const int add = run_program(iptables("-A", rule), err);
-    if (add != 0) {
+    log.info(kLog, "removed a leftover of {}: iptables -t raw -A PREROUTING {}",
+             r.owner ? fmt::format("pid {}, which no longer runs", *r.owner)
+                     : std::string("an older version"),
+             join(r.spec));
+    ++removed;
+  }
+  return removed;
+}
+}  // namespace
+
+Result<std::unique_ptr<FirewallGuard>> FirewallGuard::install(
+    const std::vector<std::string>& ifaces, std::uint16_t port, log::Logger& log) {
+  auto before = list_ours();
+  if (!before) return Error{before.error()};
+  std::unique_ptr<FirewallGuard> g(new FirewallGuard(log));
+  for (const auto& iface : ifaces) {
+    const auto rule = drop_rule(iface, port, ::getpid());
+    std::string err;
+    if (run_program(iptables("-A", rule), err) != 0) {
       // The guard's destructor removes what was added so far.
       return Error{"iptables -t raw -A PREROUTING " + join(rule) + " failed" +
                    (err.empty() ? std::string() : ": " + err)};
@@ -113,7 +193,18 @@ Result<std::unique_ptr<FirewallGuard>> FirewallGuard::install(
     log.info(kLog, "added: iptables -t raw -A PREROUTING {}", join(rule));
     g->added_.push_back(rule);
   }
+  // Only now, with our rules in place, do the leftovers go: the port is guarded throughout.
+  auto removed = delete_leftovers(*before, ifaces, port, log);
+  if (!removed) return Error{removed.error()};
+  g->leftovers_removed_ = *removed;
   return g;
+}
+
+Result<std::size_t> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
+                                     log::Logger& log) {
+  auto rules = list_ours();
+  if (!rules) return Error{rules.error()};
+  return delete_leftovers(*rules, ifaces, port, log);
 }
 
 bool FirewallGuard::remove_all() {

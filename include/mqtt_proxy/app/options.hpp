@@ -43,6 +43,7 @@ struct Options {
   std::vector<std::string> ifaces;
   log::Level log_level = log::Level::Info;
   bool firewall = true;
+  bool cleanup = false;  // --cleanup: remove leftover rules, then exit
   bool verify_checksums = defaults::kCore.verify_checksums;
   std::string password_file;  // empty: none
   bool allow_anonymous = defaults::kBroker.allow_anonymous;

@@ -9,4 +9,7 @@ namespace mqtt_proxy::app {
 // Returns the process exit status.
 int run_proxy(const Options& opt);
 
+// --cleanup: removes the firewall rules left by proxies that no longer run; the exit status.
+int run_cleanup(const Options& opt);
+
 }  // namespace mqtt_proxy::app

@@ -1,8 +1,13 @@
 // Keeps the kernel's TCP away from the MQTT port on the captured interfaces, so it does not answer
 // our clients with RSTs: `iptables -t raw -A PREROUTING -i IF -p tcp --dport PORT -m addrtype
 // --dst-type LOCAL -j DROP`. The raw table is consulted after capture, so libpcap still sees every
-// segment, and the proxy's own frames (sent through AF_PACKET) never cross netfilter. Rules are
-// added only when absent and exactly those added are removed when the guard is destroyed.
+// segment, and the proxy's own frames (sent through AF_PACKET) never cross netfilter.
+//
+// The guard removes exactly the rules it added when it is destroyed or at remove_all(). A proxy
+// killed with SIGKILL (or crashed) cannot, so the next one takes its rules over: it adds its own
+// rule first (the port is never unguarded) and then deletes every rule of the same interface and
+// port whose owner no longer runs (rules.hpp). `mqtt_proxy --cleanup` deletes those leftovers
+// without starting a proxy.
 #pragma once
 
 #include <cstdint>
@@ -10,13 +15,11 @@
 #include <string>
 #include <vector>
 
+#include "mqtt_proxy/firewall/rules.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/util/result.hpp"
 
 namespace mqtt_proxy::firewall {
-
-// The rule for one interface, as iptables arguments after the table and chain.
-std::vector<std::string> drop_rule(const std::string& iface, std::uint16_t port);
 
 class FirewallGuard {
  public:
@@ -27,6 +30,7 @@ class FirewallGuard {
   FirewallGuard& operator=(const FirewallGuard&) = delete;
 
   std::size_t rules_added() const { return added_.size(); }
+  std::size_t leftovers_removed() const { return leftovers_removed_; }
   // Removes the rules now (also done by the destructor). Returns false if any removal failed.
   bool remove_all();
 
@@ -34,10 +38,18 @@ class FirewallGuard {
   explicit FirewallGuard(log::Logger& log) : log_(log) {}
   log::Logger& log_;
   std::vector<std::vector<std::string>> added_;
+  std::size_t leftovers_removed_ = 0;
 };
 
+// Deletes the rules of these interfaces (none: of any interface) and port left by proxies that no
+// longer run, and nothing else. Returns how many were deleted.
+Result<std::size_t> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
+                                     log::Logger& log);
+
 // Runs a program with arguments (no shell), stdin from /dev/null. Returns its exit status, or -1 if
-// it could not be started; its stderr is returned in `err_output`.
-int run_program(const std::vector<std::string>& argv, std::string& err_output);
+// it could not be started; its stderr (up to 4 KiB) is returned in `err_output`, its stdout in
+// `std_output` if given (else it goes to /dev/null).
+int run_program(const std::vector<std::string>& argv, std::string& err_output,
+                std::string* std_output = nullptr);
 
 }  // namespace mqtt_proxy::firewall

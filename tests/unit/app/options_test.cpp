@@ -8,7 +8,6 @@
 #include <sstream>
 #include <vector>
 
-#include "mqtt_proxy/firewall/firewall_guard.hpp"
 
 namespace mqtt_proxy::app {
 namespace {
@@ -121,21 +120,6 @@ TEST(Options, HelpAndVersionExitZero) {
   EXPECT_NE(msg.find("--forwarder"), std::string::npos);
   EXPECT_EQ(parse({"--version"}, o, msg), ParseOutcome::Exit0);
   EXPECT_NE(msg.find("mqtt_proxy"), std::string::npos);
-}
-
-TEST(Firewall, RuleKeepsTheKernelAwayFromLocalMqttOnly) {
-  const auto r = firewall::drop_rule("h1-eth0", 1883);
-  const std::vector<std::string> expected = {
-      "-i",         "h1-eth0", "-p", "tcp",     "--dport",   "1883",       "-m", "addrtype",
-      "--dst-type", "LOCAL",   "-m", "comment", "--comment", "mqtt_proxy", "-j", "DROP"};
-  EXPECT_EQ(r, expected);
-}
-
-TEST(Firewall, RunProgramReportsExitStatusAndStderr) {
-  std::string err;
-  EXPECT_EQ(firewall::run_program({"sh", "-c", "echo oops >&2; exit 3"}, err), 3);
-  EXPECT_EQ(err, "oops");
-  EXPECT_EQ(firewall::run_program({"/nonexistent/program"}, err), 127);
 }
 
 // README's option table states the defaults for users; --help prints them from Options, where
