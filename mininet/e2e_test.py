@@ -571,6 +571,64 @@ class EndToEnd(unittest.TestCase):
         finally:
             self.assertEqual(proxy.stop(), 0)
 
+    def test_20_killed_proxy_restarts_and_its_peer_resyncs_at_once(self):
+        """kill -9 of h4's proxy, then the same command line again: the restarted proxy takes the
+        dead one's firewall rule over, and h1, hearing the new run's HELLO, sends it h1's interest
+        at once, so h3's messages reach h2 again without the subscriber doing anything."""
+        topic = "e2e/restart"
+        sub, lines = self.subscriber("h2", H1, [topic], 1000)
+        self.wait_peer_interest(self.h4, topic)
+        [rule] = self.tb.raw_prerouting_rules("h4")
+        self.assertIn("mqtt_proxy pid=%d" % self.h4.proc.pid, rule)
+        self.assertEqual(self.h4.kill(), -signal.SIGKILL)
+        self.assertEqual(self.tb.raw_prerouting_rules("h4"), [rule])  # left behind
+        restarted_at = time.monotonic()
+        type(self).h4 = self.tb.start_proxy("h4", peers=[H1], extra=["--log-level", "debug"],
+                                            log_suffix="-restarted")
+        [new_rule] = self.tb.raw_prerouting_rules("h4")
+        self.assertIn("mqtt_proxy pid=%d" % self.h4.proc.pid, new_rule)
+        self.assertIn("removed a leftover of pid %d" % int(rule.split("pid=")[1].split('"')[0]),
+                      self.h4.log())
+        # Publish every 50 ms from h3 (one mosquitto_pub connection) until h2 has one.
+        pub = self.tb.popen("h3", ["mosquitto_pub", "-h", H4, "-t", topic, "-l"] + self.auth(),
+                            stdin=subprocess.PIPE)
+        first = None
+        try:
+            for n in range(200):  # at most 10 s
+                pub.stdin.write(b"m%d\n" % n)
+                pub.stdin.flush()
+                try:
+                    line = lines.q.get(timeout=0.05)
+                except queue.Empty:
+                    continue
+                first = time.monotonic() - restarted_at
+                self.assertTrue(line.startswith(topic + " m"), line)
+                break
+        finally:
+            pub.stdin.close()
+            pub.wait(10)
+        self.assertIsNotNone(first, "nothing arrived within 10 s of the restart")
+        print("\n  first delivery %.2f s after the restart (the process start)" % first)
+        self.assertLess(first, 2.0)
+        self.assertIn("peer %s restarted" % H4, self.h1.log())
+        sub.kill()
+
+    def test_21_cleanup_removes_leftovers_and_nothing_else(self):
+        before = self.tb.raw_prerouting_rules("h3")
+        h1_rules = self.tb.raw_prerouting_rules("h1")
+        stray = self.tb.start_proxy("h3", extra=[], log_suffix="-stray")
+        self.assertEqual(len(self.tb.raw_prerouting_rules("h3")), len(before) + 1)
+        stray.kill()
+        rc, out, err = self.tb.run("h3", [ARGS.proxy, "--cleanup", "-t", "1883"])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("removed 1 leftover rule(s)", out)
+        self.assertEqual(self.tb.raw_prerouting_rules("h3"), before)
+        # A running proxy's rule is not a leftover.
+        rc, out, err = self.tb.run("h1", [ARGS.proxy, "--cleanup", "-t", "1883", "-i", "h1-eth0"])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("removed 0 leftover rule(s)", out)
+        self.assertEqual(self.tb.raw_prerouting_rules("h1"), h1_rules)
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

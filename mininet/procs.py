@@ -83,6 +83,14 @@ class Proxy:
             self._log.close()
         return self.returncode
 
+    def kill(self):
+        """SIGKILL, as a crash or an impatient researcher would: nothing is cleaned up."""
+        if self.returncode is None:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+            self._log.close()
+        return self.returncode
+
     def final_counters(self):
         """The counters the proxy logs when it exits, as a dict."""
         for line in reversed(self.log().splitlines()):

@@ -195,16 +195,18 @@ class Testbed:
     def host(self, name):
         return self.net.get(name)
 
-    def start_proxy(self, host_name, peers=(), extra=(), auth=True, ready_timeout=15, port=1883):
-        """A proxy serving MQTT on TCP `port` and peering on UDP `port`."""
+    def start_proxy(self, host_name, peers=(), extra=(), auth=True, ready_timeout=15, port=1883,
+                    log_suffix=""):
+        """A proxy serving MQTT on TCP `port` and peering on UDP `port`; its log is
+        proxy-HOST[-PORT][SUFFIX].log in the artifacts."""
         args = ["-t", str(port), "-U", str(port)]
         if auth:
             args += ["-u", USER, "-p", PASSWORD]
         for peer in peers:
             args += ["-F", peer]
         args += list(extra)
-        log_path = os.path.join(self.artifacts, "proxy-%s%s.log"
-                                % (host_name, "" if port == 1883 else "-%d" % port))
+        log_path = os.path.join(self.artifacts, "proxy-%s%s%s.log"
+                                % (host_name, "" if port == 1883 else "-%d" % port, log_suffix))
         proxy = Proxy(self.host(host_name), self.proxy_binary, args, log_path, peers=peers)
         self.proxies.append(proxy)
         proxy.wait_ready(ready_timeout)

@@ -76,6 +76,7 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.broker.session_expiry = std::chrono::seconds(opt.session_expiry_seconds);
   cfg.peering.peers = opt.peers;
   cfg.peering.refresh_interval = std::chrono::seconds(opt.peer_refresh_seconds);
+  cfg.peering.expiry_refreshes = opt.peer_expiry_refreshes;
   for (const auto& i : pc.interfaces) {
     cfg.interfaces.push_back(core::InterfaceInfo{i.name, i.mac, i.addresses, i.mtu});
   }

@@ -63,6 +63,19 @@ void EventLoop::log_counters(std::string_view what) const {
     if (v != 0) line += fmt::format(" {}={}", name, v);
   });
   log_.info(kLog, "{}:{}", what, line.empty() ? " (all zero)" : line);
+  // The per-peer gauges: one line per peer.
+  for (const auto& p : core_.peering().peer_status()) {
+    using State = peering::Peering::PeerState;
+    const char* state = p.state == State::Plain ? "plain (liveness unknown)"
+                        : p.state == State::Up  ? "up"
+                                                : "down";
+    const std::string heard =
+        p.last_heard ? fmt::format("{:.1f} s ago",
+                                   std::chrono::duration<double>(now_ - *p.last_heard).count())
+                     : std::string("never");
+    log_.info(kLog, "{}: peer {} {}, {} filter(s) held for it, last heard {}", what, p.addr, state,
+              p.filters, heard);
+  }
 }
 
 void EventLoop::arm_timer() {

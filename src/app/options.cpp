@@ -87,6 +87,9 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "capture ring size per interface, in MiB")
     ("peer-refresh", po::value<unsigned>(&out.peer_refresh_seconds)->default_value(d.peer_refresh_seconds),
      "resend SUBSCRIBE for every local filter to every peer this often, in seconds (0: off)")
+    ("peer-expiry", po::value<unsigned>(&out.peer_expiry_refreshes)->default_value(d.peer_expiry_refreshes),
+     "forget the interest of a peer that speaks the extension once it was silent this many "
+     "--peer-refresh intervals (0: never; a plain peer's interest never expires)")
     ("peer-batch", po::value<std::string>(&batch)->default_value(batch)->implicit_value("on"),
      "pack the PUBLISHes for a peer into datagrams up to the MTU: auto (to peers that announced "
      "the extension), on (to every peer; all must read batches), off (docs/peering.md)")

@@ -167,6 +167,90 @@ void Peering::announce(mqtt::PacketType type, std::string_view filter) {
   for (std::size_t i = 0; i < cfg_.peers.size(); ++i) enqueue(i, packet, false);
 }
 
+void Peering::refresh_next(TimePoint now) {
+  // One filter per tick, the next after the last one refreshed, so each filter is refreshed once
+  // per interval and the datagrams are spread over it: the prototype reads its socket one
+  // packet at a time (a sniff per packet) and loses what arrives in a burst.
+  if (local_filters_.empty()) {
+    next_refresh_ = now + cfg_.refresh_interval;
+    return;
+  }
+  auto it = local_filters_.upper_bound(refresh_cursor_);
+  if (it == local_filters_.end()) it = local_filters_.begin();
+  refresh_cursor_ = *it;
+  announce(mqtt::PacketType::Subscribe, *it);
+  ++counters_.peer_refreshes;
+  next_refresh_ = now + cfg_.refresh_interval / static_cast<std::int64_t>(local_filters_.size());
+}
+
+void Peering::resync(std::size_t i, std::string_view why) {
+  if (local_filters_.empty()) return;
+  Bytes packet;
+  for (const auto& f : local_filters_) {
+    const std::string_view filters[] = {f};
+    packet.clear();
+    mqtt::encode_subscribe(packet, next_packet_id(), filters);
+    enqueue(i, packet, false);
+  }
+  counters_.peer_subscribe_out += local_filters_.size();
+  ++counters_.peer_resyncs;
+  log_.info(kLog, "peer {} {}: our {} filter(s) sent to it again", cfg_.peers[i], why,
+            local_filters_.size());
+}
+
+void Peering::forget_interest(std::size_t i, std::string_view why) {
+  Peer& p = peers_[i];
+  if (p.filters.empty()) return;
+  log_.info(kLog, "peer {} {}: its {} filter(s) forgotten", p.addr, why, p.filters.size());
+  for (const auto& f : p.filters) remote_.remove(f, i);
+  counters_.peer_interest_expired += p.filters.size();
+  p.filters.clear();
+}
+
+void Peering::heard(std::size_t i, TimePoint now) {
+  Peer& p = peers_[i];
+  const std::optional<TimePoint> before = p.last_heard;
+  p.last_heard = now;
+  if (p.up || !capable(p)) return;
+  p.up = true;
+  ++counters_.peers_up;
+  if (before && now - *before >= cfg_.liveness_timeout) {
+    const double silent = std::chrono::duration<double>(now - *before).count();
+    log_.info(kLog, "peer {} is back after {:.1f} s of silence", p.addr, silent);
+    // What we announced while it was away may not have reached it.
+    resync(i, "is back");
+  }
+}
+
+void Peering::check_liveness(std::size_t i, TimePoint now) {
+  Peer& p = peers_[i];
+  if (!p.last_heard || !capable(p)) return;
+  const Duration silent = now - *p.last_heard;
+  if (p.up && silent >= cfg_.liveness_timeout) {
+    p.up = false;
+    --counters_.peers_up;
+    log_.warn(kLog, "peer {} gone: nothing heard from it for {:.1f} s", p.addr,
+              std::chrono::duration<double>(silent).count());
+  }
+  if (expiry().count() > 0 && silent >= expiry() && !p.filters.empty()) {
+    forget_interest(i, fmt::format("silent for {:.0f} s, its interest expires",
+                                   std::chrono::duration<double>(silent).count()));
+  }
+}
+
+std::vector<Peering::PeerStatus> Peering::peer_status() const {
+  std::vector<PeerStatus> out;
+  for (const auto& p : peers_) {
+    PeerStatus s;
+    s.addr = p.addr;
+    s.state = !capable(p) ? PeerState::Plain : p.up ? PeerState::Up : PeerState::Down;
+    s.filters = p.filters.size();
+    s.last_heard = p.last_heard;
+    out.push_back(s);
+  }
+  return out;
+}
+
 void Peering::local_filter_added(std::string_view filter) {
   local_filters_.emplace(filter);
   if (cfg_.peers.empty()) return;
@@ -350,6 +434,7 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
   do {
     if (!on_packet(i, data, ctx, deliver, now)) break;
   } while (!data.empty());
+  heard(i, now);
   if (ctx.accounted) {
     Inbound& in = peers_[i].in;
     // A datagram with nothing but its header is a sequence mark: the sender wants to hear what
@@ -477,13 +562,17 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
     ++counters_.peer_hello_in;
     if (h->epoch == 0) return;
     bool reply = false;
+    bool resync_due = false;
     if (h->epoch != p.their_epoch) {
-      if (p.their_epoch == 0) {
+      const bool restarted = p.their_epoch != 0;
+      if (!restarted) {
         log_.info(kLog, "peer {} speaks the extension (features {:#x}, window {} bytes)", p.addr,
                   h->features, h->window);
       } else {
         log_.info(kLog, "peer {} restarted (epoch {:08x} -> {:08x})", p.addr, p.their_epoch,
                   h->epoch);
+        // Its interest was its earlier run's; the new run announces its own.
+        forget_interest(i, "restarted");
       }
       // What waited for the earlier run's credit goes; the new run grants its own.
       drop_pending(i);
@@ -494,6 +583,7 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
       p.open_batch.reset();
       p.hello_backoff = Duration{};
       reply = true;
+      resync_due = true;
     }
     p.their_features = h->features;
     const bool knew = p.knows_us;
@@ -507,6 +597,10 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
     // News is answered at once, whatever reply_hello's gap: the exchange ends when both sides
     // name each other's epoch, so it cannot go on.
     if (reply && cfg_.extension && started_) send_hello(i, now);
+    // A new run of the peer (or a peer heard for the first time, which may have missed what we
+    // announced before it listened) gets our interest now, after our HELLO: it need not wait for
+    // a refresh.
+    if (resync_due) resync(i, p.knows_us ? "restarted" : "announced itself");
     return;
   }
   if (const auto* d = std::get_if<ext::Data>(&m)) {
@@ -592,17 +686,11 @@ void Peering::end_turn() {
 }
 
 void Peering::on_timers(TimePoint now) {
-  if (next_refresh_ && now >= *next_refresh_) {
-    next_refresh_ = now + cfg_.refresh_interval;
-    if (!local_filters_.empty()) {
-      for (const auto& f : local_filters_) announce(mqtt::PacketType::Subscribe, f);
-      log_.debug(kLog, "interest refresh: {} filter(s) to {} peer(s)", local_filters_.size(),
-                 cfg_.peers.size());
-    }
-  }
+  if (next_refresh_ && now >= *next_refresh_) refresh_next(now);
   if (!cfg_.extension || !started_) return;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
+    check_liveness(i, now);
     if (now >= p.next_hello) send_hello(i, now);
     Outbound& o = p.out;
     if (o.next_pump && now >= *o.next_pump) pump(i, now);
@@ -633,6 +721,10 @@ std::optional<TimePoint> Peering::next_deadline() const {
     d = earliest(d, p.out.next_probe);
     d = earliest(d, p.out.next_mark);
     d = earliest(d, p.out.next_pump);
+    if (p.last_heard && capable(p)) {
+      if (p.up) d = earliest(d, *p.last_heard + cfg_.liveness_timeout);
+      if (expiry().count() > 0 && !p.filters.empty()) d = earliest(d, *p.last_heard + expiry());
+    }
   }
   return d;
 }

@@ -57,6 +57,7 @@ struct Options {
   unsigned session_expiry_seconds = whole_seconds(defaults::kBroker.session_expiry);
   std::size_t capture_buffer_bytes = static_cast<std::size_t>(defaults::kCapture.buffer_bytes);
   unsigned peer_refresh_seconds = whole_seconds(defaults::kPeering.refresh_interval);
+  unsigned peer_expiry_refreshes = defaults::kPeering.expiry_refreshes;
   peering::BatchPolicy peer_batch = defaults::kPeering.batch;
   bool peer_extension = defaults::kPeering.extension;
   flow::Policy overload = defaults::kFlow.policy;

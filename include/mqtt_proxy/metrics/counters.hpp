@@ -89,6 +89,12 @@ namespace mqtt_proxy::metrics {
   X(peer_publish_lost, Counter, "PUBLISH packets in datagrams from peers that never arrived")      \
   X(peer_datagrams_late, Counter, "datagrams that came after later ones, already counted lost")    \
   X(peer_datagrams_repeated, Counter, "datagrams that came twice (the copy is dropped)")           \
+  X(peer_refreshes, Counter, "filters resent to every peer by the periodic refresh")               \
+  X(peers_up, Gauge, "capable peers heard from within the liveness timeout")                       \
+  X(peer_resyncs, Counter,                                                                         \
+    "times all our filters were sent again to a restarted or returned peer")                       \
+  X(peer_interest_expired, Counter,                                                                \
+    "peer filters forgotten: the peer restarted or went silent past the expiry")                   \
   X(flow_sinks_congested, Counter, "times a subscriber or peer passed the high-water mark")        \
   X(flow_sources_paused, Counter, "times a publisher or peer was paused by a congested one")       \
   X(flow_sinks_stuck, Counter,                                                                     \

@@ -49,9 +49,18 @@ struct PeeringConfig {
   std::vector<wire::Ipv4Address> peers;
   // Largest datagram we send or accept; a PUBLISH beyond it is not forwarded (and counted).
   std::size_t max_datagram = 65507;
-  // Resend SUBSCRIBE for every local filter this often, so a peer that restarted learns our
-  // interest again. Plain SUBSCRIBEs, so peers that know nothing of it are unaffected. Zero: off.
-  Duration refresh_interval{0};
+  // Resend SUBSCRIBE for every local filter to every peer this often: a SUBSCRIBE lost on the
+  // way, or a plain peer that restarted (it cannot say so), is mended within one interval. Plain
+  // SUBSCRIBEs, idempotent at the receiver, so the prototype handles them like any other. A
+  // capable peer that restarts is answered at once, whatever this is (docs/peering.md, "Soft
+  // state"). Zero: off.
+  Duration refresh_interval = std::chrono::seconds(30);
+  // Interest held for a capable peer expires once it has been silent this many refresh intervals
+  // (it heartbeats every heartbeat_interval, so silence means it is gone). Zero: never. Plain
+  // peers' interest never expires: the prototype sends nothing while it has nothing to say.
+  unsigned expiry_refreshes = 3;
+  // A capable peer silent this long is reported gone (logged, peers_up); back when it speaks.
+  Duration liveness_timeout = std::chrono::seconds(15);
   // Batching (docs/peering.md): PUBLISHes for the same peer produced in one event-loop turn share
   // a datagram of up to `batch_bytes` bytes (the app sets the smallest MTU - 28). Receiving
   // batches is always on.
@@ -133,6 +142,20 @@ class Peering {
   void resume(std::size_t i) { peers_[i].in.credit_due = true; }
   bool speaks_extension(std::size_t i) const { return capable(peers_[i]); }
 
+  // A peer as an operator sees it.
+  enum class PeerState {
+    Plain,  // never announced the extension: its liveness cannot be known
+    Up,     // capable, heard within liveness_timeout
+    Down,   // capable, silent since
+  };
+  struct PeerStatus {
+    wire::Ipv4Address addr;
+    PeerState state = PeerState::Plain;
+    std::size_t filters = 0;  // the filters it subscribed to, that we hold
+    std::optional<TimePoint> last_heard;
+  };
+  std::vector<PeerStatus> peer_status() const;
+
   // Datagrams produced since the last clear_outbox().
   const std::vector<Datagram>& outbox() const { return outbox_; }
   void clear_outbox();
@@ -187,6 +210,8 @@ class Peering {
     Outbound out;
     Inbound in;
     std::optional<std::size_t> open_batch;  // outbox index of this turn's open datagram
+    std::optional<TimePoint> last_heard;    // its last datagram
+    bool up = false;                        // capable and heard within liveness_timeout
   };
   // The DATA header of the datagram being read, and whether its PUBLISHes are delivered.
   struct DataContext {
@@ -201,6 +226,16 @@ class Peering {
   }
   bool batches(const Peer& p) const;
   void announce(mqtt::PacketType type, std::string_view filter);
+  // The refresh's next filter, to every peer.
+  void refresh_next(TimePoint now);
+  // Every local filter to peer i again, as SUBSCRIBEs: it restarted, or came back.
+  void resync(std::size_t i, std::string_view why);
+  // Forgets what peer i subscribed to (it restarted, or its interest expired).
+  void forget_interest(std::size_t i, std::string_view why);
+  // Peer i spoke: its liveness.
+  void heard(std::size_t i, TimePoint now);
+  void check_liveness(std::size_t i, TimePoint now);
+  Duration expiry() const { return cfg_.refresh_interval * cfg_.expiry_refreshes; }
   std::uint16_t next_packet_id();
   // Encodes a QoS 0 PUBLISH for peers; false (counted, logged) when it cannot fit a datagram.
   bool encode_publish_datagram(std::string_view topic, ByteSpan payload, bool retain,
@@ -240,6 +275,7 @@ class Peering {
   std::uint16_t packet_id_ = 0;
   bool started_ = false;
   std::optional<TimePoint> next_refresh_;
+  std::string refresh_cursor_;  // the filter refreshed last
   std::vector<Datagram> outbox_;
   std::vector<mqtt::Publish> inbound_;
   // Scratch space of forward_publish(), and buffers of sent datagrams for reuse.

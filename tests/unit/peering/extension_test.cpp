@@ -66,6 +66,7 @@ class Pair : public ::testing::Test {
     peering::PeeringConfig c{{peer}};
     c.epoch = epoch;
     c.credit_window = 1000;
+    c.refresh_interval = 0s;  // the tests of soft state set it
     return c;
   }
   static flow::FlowConfig flow_config() {
@@ -318,7 +319,9 @@ TEST_F(Pair, ARestartedReceiverIsANewEpochAndStartsFromNothing) {
   b_->start(now_);
   settle();
   EXPECT_TRUE(b_->speaks_extension(0));
-  b_->on_datagram(kA, subscribe_packet("t/#"), now_);
+  EXPECT_FALSE(a_.peer_wants(kB, "t/after"));  // the earlier run's interest is gone
+  b_->local_filter_added("t/#");               // the new run's subscriber
+  move(*b_, a_, kB);
   publish("t/after");
   EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/after"}));
   EXPECT_EQ(cb_.peer_publish_lost, 0u);  // the new run counts from the new start
@@ -334,8 +337,81 @@ TEST_F(Pair, DataForAnEarlierRunIsDeliveredAndAnsweredWithAHello) {
   EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/x"}));
   EXPECT_EQ(b_->outbox().size(), 1u);  // tells A who it is now
   move(*b_, a_, kB);
+  EXPECT_FALSE(a_.peer_wants(kB, "t/y"));  // the new run has announced no subscriber yet
+  b_->local_filter_added("t/#");
+  move(*b_, a_, kB);
   publish("t/y");
   EXPECT_EQ(move(a_, *b_, kA), (std::vector<std::string>{"t/y"}));
+}
+
+// Soft state: a peer that restarts learns our interest from its first HELLO's answer, not from a
+// refresh, and what it subscribed to in its earlier run is forgotten.
+TEST_F(Pair, ARestartedPeerGetsOurInterestAtOnceAndItsOldInterestIsForgotten) {
+  handshake();
+  a_.local_filter_added("up/#");  // A has a subscriber too
+  move(a_, *b_, kA);
+  ASSERT_TRUE(b_->peer_wants(kA, "up/1"));
+  make_b(0xbbbbbbbb);  // killed and started again: it knows nothing
+  b_->start(now_);
+  EXPECT_FALSE(b_->peer_wants(kA, "up/1"));
+  move(*b_, a_, kB);  // its HELLO
+  EXPECT_EQ(ca_.peer_resyncs, 1u);
+  EXPECT_EQ(ca_.peer_interest_expired, 1u);  // B's "t/#" of its earlier run
+  EXPECT_FALSE(a_.peer_wants(kB, "t/x"));
+  move(a_, *b_, kA);  // A's HELLO and, behind it, A's filters
+  EXPECT_TRUE(b_->peer_wants(kA, "up/1"));
+  settle();
+  EXPECT_EQ(ca_.peer_resyncs, 1u);  // once per new run, not per HELLO
+}
+
+// A capable peer heartbeats; silence is noticed, logged and counted, and a peer silent for
+// `expiry_refreshes` refresh intervals loses the interest held for it. When it speaks again it is
+// up again and gets our interest, which it may have missed.
+TEST_F(Pair, ASilentPeerGoesDownThenLosesItsInterestAndComesBack) {
+  auto cfg = config(kB, 0xa1a1a1a1);
+  cfg.refresh_interval = 10s;
+  cfg.expiry_refreshes = 3;
+  cfg.liveness_timeout = 15s;
+  peering::Peering a(cfg, log::null_logger(), ca_, &fa_);
+  a.start(now_);
+  b_->start(now_);
+  for (int i = 0; i < 4; ++i) {
+    move(a, *b_, kA);
+    move(*b_, a, kB);
+  }
+  a.on_datagram(kB, subscribe_packet("t/#"), now_);
+  a.local_filter_added("mine");
+  ASSERT_EQ(a.peer_status().size(), 1u);
+  EXPECT_EQ(a.peer_status()[0].state, peering::Peering::PeerState::Up);
+  EXPECT_EQ(ca_.peers_up, 1u);
+  const TimePoint last = now_;
+  // B falls silent: A's timers run, nothing comes back.
+  auto run_a_until = [&](TimePoint until) {
+    while (*a.next_deadline() <= until) {
+      now_ = *a.next_deadline();
+      a.on_timers(now_);
+      a.clear_outbox();
+    }
+  };
+  run_a_until(last + 15s - 1ms);
+  EXPECT_EQ(a.peer_status()[0].state, peering::Peering::PeerState::Up);
+  run_a_until(last + 15s);
+  EXPECT_EQ(a.peer_status()[0].state, peering::Peering::PeerState::Down);
+  EXPECT_EQ(ca_.peers_up, 0u);
+  run_a_until(last + 30s - 1ms);
+  EXPECT_TRUE(a.peer_wants(kB, "t/x"));  // down, but not yet expired
+  run_a_until(last + 30s);
+  EXPECT_FALSE(a.peer_wants(kB, "t/x"));
+  EXPECT_EQ(ca_.peer_interest_expired, 1u);
+  now_ += 1s;
+  b_->on_timers(now_);  // B's heartbeat, heard at last
+  b_->clear_outbox();
+  a.on_datagram(kB, subscribe_packet("t/#"), now_);  // and its refresh
+  EXPECT_EQ(a.peer_status()[0].state, peering::Peering::PeerState::Up);
+  EXPECT_EQ(ca_.peers_up, 1u);
+  EXPECT_EQ(ca_.peer_resyncs, 1u);  // "mine" sent to it again
+  ASSERT_FALSE(a.outbox().empty());
+  EXPECT_TRUE(a.peer_wants(kB, "t/x"));
 }
 
 }  // namespace

@@ -139,9 +139,19 @@ TEST_F(Peering, RefreshResendsLocalInterest) {
   r.clear_outbox();
   r.on_timers(t0() + 29s);
   EXPECT_TRUE(r.outbox().empty());
+  // One filter at a time, spread over the interval: each is refreshed once per 30 s, and a peer
+  // that reads a packet at a time (the prototype) never gets a burst.
   r.on_timers(t0() + 30s);
-  EXPECT_EQ(r.outbox().size(), 2u);
-  EXPECT_EQ(*r.next_deadline(), t0() + 60s);
+  ASSERT_EQ(r.outbox().size(), 1u);
+  EXPECT_EQ(r.outbox()[0].bytes, subscribe_packet("a", 3));
+  EXPECT_EQ(*r.next_deadline(), t0() + 45s);
+  r.on_timers(t0() + 45s);
+  ASSERT_EQ(r.outbox().size(), 2u);
+  EXPECT_EQ(r.outbox()[1].bytes, subscribe_packet("b", 4));
+  r.on_timers(t0() + 60s);
+  ASSERT_EQ(r.outbox().size(), 3u);
+  EXPECT_EQ(r.outbox()[2].bytes, subscribe_packet("a", 5));
+  EXPECT_EQ(c.peer_refreshes, 3u);
 }
 
 // Several packets back to back in one datagram (what a peer with batching on sends) are taken one
