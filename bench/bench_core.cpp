@@ -13,6 +13,7 @@
 #include "frame_views.hpp"
 #include "heap_counter.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/peering/peer_auth.hpp"
 
 namespace mqtt_proxy::test {
 namespace {
@@ -206,6 +207,34 @@ void BM_PeerPublishDelivery(benchmark::State& state) {
   if (core->open_connection_count() != 1) state.SkipWithError("the subscriber was disconnected");
 }
 BENCHMARK(BM_PeerPublishDelivery)->Arg(1)->Arg(30);
+
+// What authentication costs per datagram (--peer-key-file): signing one of range(0) bytes, and
+// checking one, as a forger's would be (rejected: every key is tried) or a real one.
+void BM_PeerAuthSeal(benchmark::State& state) {
+  const peering::auth::Keyring key({Bytes(32, std::byte{7})});
+  const Bytes payload(static_cast<std::size_t>(state.range(0)), std::byte{1});
+  Bytes d;
+  std::uint64_t seq = 1;
+  for (auto _ : state) {
+    d = payload;
+    key.seal(d, {kPeerIp, kPeerIp}, 1, seq++);
+    benchmark::DoNotOptimize(d.data());
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * state.range(0));
+}
+BENCHMARK(BM_PeerAuthSeal)->Arg(64)->Arg(1400);
+
+void BM_PeerAuthOpen(benchmark::State& state) {
+  const peering::auth::Keyring keys({Bytes(32, std::byte{7}), Bytes(32, std::byte{8})});
+  Bytes d(static_cast<std::size_t>(state.range(0)), std::byte{1});
+  peering::auth::Keyring({Bytes(32, std::byte{8})}).seal(d, {kPeerIp, kPeerIp}, 1, 1);
+  peering::auth::OpenError e{};
+  for (auto _ : state) {
+    // Verified by the second key: what a forged datagram costs too (every key is tried).
+    benchmark::DoNotOptimize(keys.open(d, {kPeerIp, kPeerIp}, e));
+  }
+}
+BENCHMARK(BM_PeerAuthOpen)->Arg(64)->Arg(1400);
 
 }  // namespace
 }  // namespace mqtt_proxy::test

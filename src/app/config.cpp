@@ -1,12 +1,19 @@
 #include "mqtt_proxy/app/config.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <sstream>
+
+#include "mqtt_proxy/auth/peer_key_file.hpp"
 
 namespace mqtt_proxy::app {
 
@@ -44,6 +51,25 @@ Result<std::vector<SystemInterface>> choose_interfaces(const std::vector<std::st
   return chosen;
 }
 
+// The source address the kernel would use toward `peer`: what the peer sees as ours, and so what
+// a signature covers (a UDP connect() sends nothing).
+Result<wire::Ipv4Address> source_address_toward(wire::Ipv4Address peer) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{std::string("socket: ") + std::strerror(errno)};
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(9);
+  to.sin_addr.s_addr = htonl(peer.value);
+  sockaddr_in from{};
+  socklen_t len = sizeof(from);
+  const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof(to)) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) == 0;
+  const int saved = errno;
+  ::close(fd);
+  if (!ok) return Error{fmt::format("no route to peer {}: {}", peer, std::strerror(saved))};
+  return wire::Ipv4Address{ntohl(from.sin_addr.s_addr)};
+}
+
 }  // namespace
 
 Result<ProxyConfig> build_config(const Options& opt) {
@@ -75,6 +101,22 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.broker.max_retained_messages = opt.max_retained;
   cfg.broker.session_expiry = std::chrono::seconds(opt.session_expiry_seconds);
   cfg.peering.peers = opt.peers;
+  if (!opt.peer_key_file.empty()) {
+    auto keys = auth::read_peer_key_file(opt.peer_key_file);
+    if (!keys) return Error{keys.error()};
+    cfg.peering.keys = std::move(*keys);
+    cfg.peering.unsigned_peers = opt.unsigned_peers;
+    for (const auto& peer : opt.peers) {
+      auto local = source_address_toward(peer);
+      if (!local) return Error{local.error()};
+      cfg.peering.local_addresses.push_back(*local);
+    }
+    // Signatures count up from the wall clock, so a restarted proxy's are above its last run's.
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    cfg.peering.auth_seq_start = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+                                 static_cast<std::uint64_t>(ts.tv_nsec);
+  }
   cfg.peering.refresh_interval = std::chrono::seconds(opt.peer_refresh_seconds);
   cfg.peering.expiry_refreshes = opt.peer_expiry_refreshes;
   for (const auto& i : pc.interfaces) {

@@ -73,8 +73,8 @@ void EventLoop::log_counters(std::string_view what) const {
         p.last_heard ? fmt::format("{:.1f} s ago",
                                    std::chrono::duration<double>(now_ - *p.last_heard).count())
                      : std::string("never");
-    log_.info(kLog, "{}: peer {} {}, {} filter(s) held for it, last heard {}", what, p.addr, state,
-              p.filters, heard);
+    log_.info(kLog, "{} of peer {}: {}, {} filter(s) held for it, last heard {}", what, p.addr,
+              state, p.filters, heard);
   }
 }
 

@@ -1,5 +1,6 @@
 #include "mqtt_proxy/app/options.hpp"
 
+#include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
 #include <sstream>
@@ -23,6 +24,7 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   unsigned tcp_port = d.tcp_port;
   unsigned udp_port = d.udp_port;
   std::vector<std::string> forwarders;
+  std::vector<std::string> unsigned_names;
   std::string level(log::level_name(d.log_level));
   for (auto& ch : level) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   std::string verify = d.verify_checksums ? "on" : "off";
@@ -90,6 +92,13 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("peer-expiry", po::value<unsigned>(&out.peer_expiry_refreshes)->default_value(d.peer_expiry_refreshes),
      "forget the interest of a peer that speaks the extension once it was silent this many "
      "--peer-refresh intervals (0: never; a plain peer's interest never expires)")
+    ("peer-key-file", po::value<std::string>(&out.peer_key_file),
+     "shared key (hex, one per line; a second one while a new key is rolled out): every datagram "
+     "between peers is signed with HMAC-SHA256 and checked; unsigned, forged and replayed ones are "
+     "rejected (docs/peering.md); the file must not be open to group or others")
+    ("peer-unsigned", po::value<std::vector<std::string>>(&unsigned_names)->composing(),
+     "with --peer-key-file: a peer (one of -F) that may send unsigned datagrams and is sent "
+     "unsigned ones, such as the prototype; repeatable")
     ("peer-batch", po::value<std::string>(&batch)->default_value(batch)->implicit_value("on"),
      "pack the PUBLISHes for a peer into datagrams up to the MTU: auto (to peers that announced "
      "the extension), on (to every peer; all must read batches), off (docs/peering.md)")
@@ -146,6 +155,22 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
       return ParseOutcome::Error;
     }
     out.peers.push_back(*a);
+  }
+  for (const auto& f : unsigned_names) {
+    const auto a = wire::Ipv4Address::parse(f);
+    if (!a) {
+      message = "--peer-unsigned: not an IPv4 address: " + f;
+      return ParseOutcome::Error;
+    }
+    if (std::find(out.peers.begin(), out.peers.end(), *a) == out.peers.end()) {
+      message = "--peer-unsigned " + f + " is not a peer (-F)";
+      return ParseOutcome::Error;
+    }
+    out.unsigned_peers.push_back(*a);
+  }
+  if (!out.unsigned_peers.empty() && out.peer_key_file.empty()) {
+    message = "--peer-unsigned needs --peer-key-file (without a key every peer is unsigned)";
+    return ParseOutcome::Error;
   }
   const auto lvl = log::parse_level(level);
   if (!lvl) {

@@ -81,11 +81,16 @@ int run_proxy(const Options& opt) {
     ifs += (ifs.empty() ? "" : " ") + i.name + "(" + join_addresses(i.addresses) + ")";
   }
   // Scripts wait for this line, so it is written whatever the log level.
-  stderr_sink(log::Level::Info, kLog,
-              fmt::format("ready: tcp/{} on {}; peers {} on udp/{}; auth {}; firewall {}",
-                          opt.tcp_port, ifs, join_addresses(opt.peers), opt.udp_port,
-                          auth_mode(opt, cfg->password_file.get()),
-                          opt.firewall ? "rules installed" : "off"));
+  stderr_sink(
+      log::Level::Info, kLog,
+      fmt::format(
+          "ready: tcp/{} on {}; peers {} on udp/{}{}; auth {}; firewall {}", opt.tcp_port, ifs,
+          join_addresses(opt.peers), opt.udp_port,
+          cfg->core.peering.keys.empty()
+              ? std::string()
+              : fmt::format(" signed ({} key(s); unsigned: {})", cfg->core.peering.keys.size(),
+                            join_addresses(opt.unsigned_peers)),
+          auth_mode(opt, cfg->password_file.get()), opt.firewall ? "rules installed" : "off"));
 
   int exit_code = (*loop)->run();
 

@@ -349,7 +349,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   if (s.clean) {
     stored_.erase(client_id);
   } else {
-    session_present = restore_session(s);
+    session_present = restore_session(s, now);
   }
   if (c.will) {
     WillMessage w;
@@ -590,7 +590,7 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
               t.requested_qos);
     codes.push_back(0x00);  // granted QoS 0
     const bool is_new = add_subscription(s, std::string(t.filter),
-                                         FilterOptions{t.no_local, t.retain_as_published});
+                                         FilterOptions{t.no_local, t.retain_as_published}, now);
     // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1).
     send_retained[i] = t.retain_handling == 0 || (t.retain_handling == 1 && is_new);
   }
@@ -629,7 +629,8 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   }
 }
 
-bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptions options) {
+bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptions options,
+                              TimePoint now) {
   const auto [it, is_new] = s.filters.try_emplace(filter, options);
   if (!is_new) {
     // [MQTT-3.8.4-3]: a repeat replaces the subscription; only its options change.
@@ -637,7 +638,7 @@ bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptio
     it->second = options;
   }
   if (!options.is_default()) ++s.filters_with_options;
-  if (is_new && subscriptions_.add(filter, &s)) peering_.local_filter_added(filter);
+  if (is_new && subscriptions_.add(filter, &s)) peering_.local_filter_added(filter, now);
   return is_new;
 }
 
@@ -658,10 +659,12 @@ void Broker::store_session(const Session& s, TimePoint now) {
              std::chrono::duration_cast<std::chrono::seconds>(s.keep_for).count());
 }
 
-bool Broker::restore_session(Session& s) {
+bool Broker::restore_session(Session& s, TimePoint now) {
   auto it = stored_.find(s.client_id);
   if (it == stored_.end()) return false;
-  for (const auto& [filter, options] : it->second.filters) add_subscription(s, filter, options);
+  for (const auto& [filter, options] : it->second.filters) {
+    add_subscription(s, filter, options, now);
+  }
   stored_.erase(it);
   ++counters_.mqtt_sessions_resumed;
   return true;

@@ -30,8 +30,20 @@ Peering::Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counter
   peers_.resize(cfg_.peers.size());
   for (std::size_t i = 0; i < cfg_.peers.size(); ++i) {
     index_.emplace(cfg_.peers[i], i);
-    peers_[i].addr = cfg_.peers[i];
+    Peer& p = peers_[i];
+    p.addr = cfg_.peers[i];
+    p.signs = !cfg_.keys.empty() &&
+              std::find(cfg_.unsigned_peers.begin(), cfg_.unsigned_peers.end(), p.addr) ==
+                  cfg_.unsigned_peers.end();
+    if (i < cfg_.local_addresses.size()) p.local = cfg_.local_addresses[i];
   }
+  if (!cfg_.keys.empty()) {
+    // The datagram limits include the AUTH packet, so what is signed still fits.
+    cfg_.batch_bytes -= std::min(cfg_.batch_bytes, auth::kTagSize);
+    cfg_.max_datagram -= auth::kTagSize;
+  }
+  auth_seq_ = cfg_.auth_seq_start;
+  keyring_ = std::make_unique<auth::Keyring>(cfg_.keys);
   wants_.resize(cfg_.peers.size());
 }
 
@@ -62,7 +74,64 @@ void Peering::clear_outbox() {
     spare_.push_back(std::move(d.bytes));
   }
   outbox_.clear();
+  sealed_ = 0;
   for (auto& p : peers_) p.open_batch.reset();
+}
+
+void Peering::seal_outbox() {
+  if (cfg_.keys.empty()) return;
+  for (; sealed_ < outbox_.size(); ++sealed_) {
+    Datagram& d = outbox_[sealed_];
+    const Peer& p = peers_[index_.at(d.dst)];
+    if (!p.signs) continue;
+    keyring_->seal(d.bytes, {p.local, p.addr}, p.their_epoch, auth_seq_++);
+  }
+  // A signed datagram takes nothing more.
+  for (auto& p : peers_) p.open_batch.reset();
+}
+
+bool Peering::authenticate(std::size_t i, ByteSpan& data) {
+  Peer& p = peers_[i];
+  if (cfg_.keys.empty()) return true;
+  auth::OpenError error{};
+  const auto opened = keyring_->open(data, {p.addr, p.local}, error);
+  if (!opened) {
+    if (!p.signs && error == auth::OpenError::NoTag) return true;  // allowed unsigned
+    if (counters_.peer_datagrams_unauthenticated++ % 1000 == 0) {
+      log_.warn(kLog, "datagram from peer {} rejected: {} (1 in 1000 such lines is logged)", p.addr,
+                error == auth::OpenError::NoTag ? "not signed" : "bad signature (wrong key?)");
+    }
+    return false;
+  }
+  data = data.first(opened->payload_size);
+  // Sent to another run of ours, or, with to_epoch 0, before the sender knew ours: only a HELLO
+  // may be (it carries nothing a copy could misuse beyond the sender's own announcement).
+  const bool hellos_only = [&] {
+    ByteSpan rest = data;
+    while (!rest.empty()) {
+      bool need_more = false;
+      mqtt::DecodeError err{};
+      const auto f = mqtt::parse_frame(rest, cfg_.max_datagram, need_more, err);
+      if (!f || f->first_byte != ext::kFirstByte) return false;
+      const auto m = ext::decode(f->body);
+      if (!m || !std::holds_alternative<ext::Hello>(*m)) return false;
+      rest = rest.subspan(f->wire_size);
+    }
+    return true;
+  }();
+  if (opened->to_epoch != cfg_.epoch && !(opened->to_epoch == 0 && hellos_only)) {
+    ++counters_.peer_datagrams_stale;
+    log_.debug(kLog, "datagram from peer {} rejected: signed for run {:08x}, we are {:08x}", p.addr,
+               opened->to_epoch, cfg_.epoch);
+    return false;
+  }
+  if (!p.replay.accept(opened->seq)) {
+    ++counters_.peer_datagrams_replayed;
+    log_.debug(kLog, "datagram from peer {} rejected: sequence {} seen or too old", p.addr,
+               opened->seq);
+    return false;
+  }
+  return true;
 }
 
 Datagram& Peering::new_datagram(std::size_t i) {
@@ -140,9 +209,7 @@ void Peering::send_hello(std::size_t i, TimePoint now) {
 
 void Peering::start(TimePoint now) {
   started_ = true;
-  if (cfg_.refresh_interval.count() > 0 && !cfg_.peers.empty()) {
-    next_refresh_ = now + cfg_.refresh_interval;
-  }
+  if (refreshing() && !local_filters_.empty()) next_refresh_ = now + cfg_.refresh_interval;
   if (cfg_.extension) {
     for (std::size_t i = 0; i < peers_.size(); ++i) send_hello(i, now);
   }
@@ -157,14 +224,17 @@ void Peering::announce(mqtt::PacketType type, std::string_view filter) {
   // One filter per datagram keeps each one meaningful on its own.
   Bytes packet;
   const std::string_view filters[] = {filter};
-  if (type == mqtt::PacketType::Subscribe) {
+  const bool subscribe = type == mqtt::PacketType::Subscribe;
+  if (subscribe) {
     mqtt::encode_subscribe(packet, next_packet_id(), filters);
-    counters_.peer_subscribe_out += cfg_.peers.size();
   } else {
     mqtt::encode_unsubscribe(packet, next_packet_id(), filters);
-    counters_.peer_unsubscribe_out += cfg_.peers.size();
   }
-  for (std::size_t i = 0; i < cfg_.peers.size(); ++i) enqueue(i, packet, false);
+  for (std::size_t i = 0; i < cfg_.peers.size(); ++i) {
+    if (withheld(peers_[i])) continue;
+    enqueue(i, packet, false);
+    ++(subscribe ? counters_.peer_subscribe_out : counters_.peer_unsubscribe_out);
+  }
 }
 
 void Peering::refresh_next(TimePoint now) {
@@ -172,7 +242,7 @@ void Peering::refresh_next(TimePoint now) {
   // per interval and the datagrams are spread over it: the prototype reads its socket one
   // packet at a time (a sniff per packet) and loses what arrives in a burst.
   if (local_filters_.empty()) {
-    next_refresh_ = now + cfg_.refresh_interval;
+    next_refresh_.reset();  // no wake-ups for nothing; the next first filter starts it again
     return;
   }
   auto it = local_filters_.upper_bound(refresh_cursor_);
@@ -251,8 +321,10 @@ std::vector<Peering::PeerStatus> Peering::peer_status() const {
   return out;
 }
 
-void Peering::local_filter_added(std::string_view filter) {
+void Peering::local_filter_added(std::string_view filter, TimePoint now) {
   local_filters_.emplace(filter);
+  // The first filter: refreshed one interval after this announcement, and the rest in turn.
+  if (refreshing() && !next_refresh_) next_refresh_ = now + cfg_.refresh_interval;
   if (cfg_.peers.empty()) return;
   announce(mqtt::PacketType::Subscribe, filter);
   log_.info(kLog, "SUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
@@ -279,6 +351,10 @@ bool Peering::encode_publish_datagram(std::string_view topic, ByteSpan payload, 
 void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view topic,
                            std::size_t payload_size, flow::Id source, TimePoint now) {
   Peer& p = peers_[i];
+  if (withheld(p)) {
+    ++counters_.peer_publish_dropped;
+    return;
+  }
   if (!capable(p)) {
     enqueue(i, packet, batches(p));
     ++counters_.peer_publish_out;
@@ -428,6 +504,7 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
     return {};
   }
   const std::size_t i = it->second;
+  if (!authenticate(i, data)) return {};
   ++counters_.peer_datagrams_in;
   DataContext ctx;
   bool deliver = true;
@@ -481,8 +558,12 @@ bool Peering::on_packet(std::size_t i, ByteSpan& data, DataContext& ctx, bool& d
                         TimePoint now) {
   const wire::Ipv4Address src = cfg_.peers[i];
   auto malformed = [&](std::string_view why) {
-    ++counters_.peer_datagrams_malformed;
-    log_.warn(kLog, "datagram from peer {} dropped: {}", src, why);
+    // The first and then one in 1000: anyone on the segment can send from a peer's address, and
+    // must not be able to flood the log.
+    if (counters_.peer_datagrams_malformed++ % 1000 == 0) {
+      log_.warn(kLog, "datagram from peer {} dropped: {} ({} so far; 1 in 1000 is logged)", src,
+                why, counters_.peer_datagrams_malformed);
+    }
     return false;
   };
 
@@ -675,6 +756,11 @@ void Peering::grant(std::size_t i, bool answer) {
 }
 
 void Peering::end_turn() {
+  grant_credit();
+  seal_outbox();
+}
+
+void Peering::grant_credit() {
   if (!cfg_.extension) return;
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Inbound& in = peers_[i].in;

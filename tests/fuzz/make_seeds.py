@@ -112,6 +112,15 @@ write("peer_datagram", "publish", publish("topic1", b"message1"))
 write("peer_datagram", "batch", publish("a/b", b"1") + subscribe("c/#") + publish("a/c", b"22")
       + pkt(0xB0, struct.pack(">H", 2) + s("c/#")))
 
+# peer_auth: the same datagrams (the target also signs each input itself), a HELLO, and an AUTH
+# trailer with a MAC that no key makes
+hello = pkt(0xF0, b"MP\x01\x01" + struct.pack(">IIII", 9, 0, 3, 65536))
+for name, data in (("publish", publish("topic1", b"message1")), ("subscribe", subscribe("c/#")),
+                   ("hello", hello)):
+    write("peer_auth", name, data)
+write("peer_auth", "bad_mac", publish("t", b"x") + pkt(0xF0, b"MP\x01\x05" + struct.pack(">IQ", 7, 1)
+                                                       + bytes(16)))
+
 # core_frames: [delay][len][tcp segment]...; the core's ISS is 0xfffff000
 c = 0xFFFFFFF0
 iss = 0xFFFFF000

@@ -58,6 +58,8 @@ struct Options {
   std::size_t capture_buffer_bytes = static_cast<std::size_t>(defaults::kCapture.buffer_bytes);
   unsigned peer_refresh_seconds = whole_seconds(defaults::kPeering.refresh_interval);
   unsigned peer_expiry_refreshes = defaults::kPeering.expiry_refreshes;
+  std::string peer_key_file;                      // empty: peers are not authenticated
+  std::vector<wire::Ipv4Address> unsigned_peers;  // --peer-unsigned, with a key
   peering::BatchPolicy peer_batch = defaults::kPeering.batch;
   bool peer_extension = defaults::kPeering.extension;
   flow::Policy overload = defaults::kFlow.policy;

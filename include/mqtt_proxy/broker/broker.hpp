@@ -131,11 +131,12 @@ class Broker {
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now);
   // Adds or replaces one subscription (false: the session had the filter already, and only its
   // options change); the peers hear of the filter if it is new here.
-  bool add_subscription(Session& s, const std::string& filter, FilterOptions options);
+  bool add_subscription(Session& s, const std::string& filter, FilterOptions options,
+                        TimePoint now);
   // A persistent client's connection ended: its subscriptions wait for a reconnect.
   void store_session(const Session& s, TimePoint now);
   // Gives `s` the subscriptions stored under its client id, if any; returns whether there were.
-  bool restore_session(Session& s);
+  bool restore_session(Session& s, TimePoint now);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
   void handle_ack(Session& s, const mqtt::PacketIdAck& a);
   void handle_pingreq(Session& s);

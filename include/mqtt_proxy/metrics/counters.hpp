@@ -90,6 +90,11 @@ namespace mqtt_proxy::metrics {
   X(peer_datagrams_late, Counter, "datagrams that came after later ones, already counted lost")    \
   X(peer_datagrams_repeated, Counter, "datagrams that came twice (the copy is dropped)")           \
   X(peer_refreshes, Counter, "filters resent to every peer by the periodic refresh")               \
+  X(peer_datagrams_unauthenticated, Counter,                                                       \
+    "datagrams from peers rejected: unsigned, or a signature no key verifies")                     \
+  X(peer_datagrams_stale, Counter,                                                                 \
+    "signed datagrams from peers for another run of ours (sent before they heard we restarted)")   \
+  X(peer_datagrams_replayed, Counter, "signed datagrams from peers rejected as copies or too old") \
   X(peers_up, Gauge, "capable peers heard from within the liveness timeout")                       \
   X(peer_resyncs, Counter,                                                                         \
     "times all our filters were sent again to a restarted or returned peer")                       \

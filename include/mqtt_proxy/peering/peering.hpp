@@ -13,6 +13,7 @@
 #pragma once
 
 #include <deque>
+#include <memory>
 #include <optional>
 #include <set>
 #include <span>
@@ -27,6 +28,7 @@
 #include "mqtt_proxy/mqtt/packet.hpp"
 #include "mqtt_proxy/mqtt/topic_tree.hpp"
 #include "mqtt_proxy/peering/extension.hpp"
+#include "mqtt_proxy/peering/peer_auth.hpp"
 #include "mqtt_proxy/util/bytes.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/util/time.hpp"
@@ -89,6 +91,19 @@ struct PeeringConfig {
   // once (1 Gbit/s: far above what the userspace testbed carries). Zero: unpaced.
   std::uint64_t pace_bytes_per_second = 125'000'000;
   std::size_t pace_burst = 64 * 1024;
+  // Authentication (peer_auth.hpp, docs/peering.md): with keys, every datagram to and from a peer
+  // is signed and checked; the first key signs, any of them verifies (two while a new one is
+  // rolled out). Empty: off.
+  std::vector<Bytes> keys{};
+  // With keys: peers that may send unsigned datagrams and are sent unsigned ones (plain peers
+  // such as the prototype), each named on purpose.
+  std::vector<wire::Ipv4Address> unsigned_peers{};
+  // Our address as each peer sees it, parallel to `peers` (a MAC covers both ends); the app asks
+  // the kernel which source address it would use toward each.
+  std::vector<wire::Ipv4Address> local_addresses{};
+  // Our first signature's sequence number: the app takes the wall clock in nanoseconds, so a
+  // restarted proxy's numbers are above its earlier run's and peers' replay windows take them.
+  std::uint64_t auth_seq_start = 1;
 };
 
 // A filter a peer subscribed to that it did not have before.
@@ -108,7 +123,8 @@ class Peering {
   const std::vector<wire::Ipv4Address>& peers() const { return cfg_.peers; }
 
   // Local interest changes, as the broker's topic tree reports them.
-  void local_filter_added(std::string_view filter);
+  // `now` starts the refresh when this is the first filter (none is due while there is none).
+  void local_filter_added(std::string_view filter, TimePoint now = {});
   void local_filter_removed(std::string_view filter);
 
   // A PUBLISH from a local client (`source`, for flow control): one datagram to each peer with a
@@ -212,6 +228,9 @@ class Peering {
     std::optional<std::size_t> open_batch;  // outbox index of this turn's open datagram
     std::optional<TimePoint> last_heard;    // its last datagram
     bool up = false;                        // capable and heard within liveness_timeout
+    bool signs = false;                     // keys are set and it is not an unsigned peer
+    wire::Ipv4Address local;                // our address as it sees it
+    auth::ReplayWindow replay;
   };
   // The DATA header of the datagram being read, and whether its PUBLISHes are delivered.
   struct DataContext {
@@ -225,9 +244,16 @@ class Peering {
     return cfg_.extension && p.their_epoch != 0 && (p.their_features & ext::kFeatureCredit);
   }
   bool batches(const Peer& p) const;
+  // A peer that signs, whose run we do not know yet: it would refuse anything but a HELLO (a
+  // signature names the receiver's run), so nothing else is sent until the handshake, which then
+  // sends our interest (resync).
+  bool withheld(const Peer& p) const { return p.signs && p.their_epoch == 0; }
   void announce(mqtt::PacketType type, std::string_view filter);
   // The refresh's next filter, to every peer.
   void refresh_next(TimePoint now);
+  bool refreshing() const {
+    return started_ && cfg_.refresh_interval.count() > 0 && !cfg_.peers.empty();
+  }
   // Every local filter to peer i again, as SUBSCRIBEs: it restarted, or came back.
   void resync(std::size_t i, std::string_view why);
   // Forgets what peer i subscribed to (it restarted, or its interest expired).
@@ -261,6 +287,12 @@ class Peering {
   // Sequence accounting of a DATA header of the stream; false: a late or repeated datagram.
   bool account(Inbound& in, const ext::Data& d);
   void grant(std::size_t i, bool answer);
+  void grant_credit();  // what end_turn() owes the peers
+  // Signs the datagrams of this turn toward peers that sign.
+  void seal_outbox();
+  // With keys: checks and strips a datagram's AUTH packet; false: rejected (counted).
+  bool authenticate(std::size_t i, ByteSpan& data);
+
   void peer_subscribe(std::size_t i, std::string_view filter);
   void peer_unsubscribe(std::size_t i, std::string_view filter);
 
@@ -277,6 +309,9 @@ class Peering {
   std::optional<TimePoint> next_refresh_;
   std::string refresh_cursor_;  // the filter refreshed last
   std::vector<Datagram> outbox_;
+  std::size_t sealed_ = 0;  // outbox_ datagrams already signed
+  std::uint64_t auth_seq_ = 0;
+  std::unique_ptr<auth::Keyring> keyring_;
   std::vector<mqtt::Publish> inbound_;
   // Scratch space of forward_publish(), and buffers of sent datagrams for reuse.
   static constexpr std::size_t kMaxSpareBuffers = 256;

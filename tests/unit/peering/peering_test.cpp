@@ -134,8 +134,9 @@ TEST_F(Peering, RefreshResendsLocalInterest) {
   cfg.extension = false;  // only the refresh: no HELLOs
   peering::Peering r(cfg, log::null_logger(), c);
   r.start(t0());
-  r.local_filter_added("a");
-  r.local_filter_added("b");
+  EXPECT_FALSE(r.next_deadline());  // nothing to refresh: no wake-ups
+  r.local_filter_added("a", t0());
+  r.local_filter_added("b", t0());
   r.clear_outbox();
   r.on_timers(t0() + 29s);
   EXPECT_TRUE(r.outbox().empty());
