@@ -92,11 +92,14 @@ class Proxy:
         return self.returncode
 
     def final_counters(self):
-        """The counters the proxy logs when it exits, as a dict."""
+        """The counters the proxy logs when it exits, as a dict. (The line of name=value pairs;
+        the lines of the same prefix after it describe one peer each.)"""
         for line in reversed(self.log().splitlines()):
             if "final counters:" in line:
                 fields = line.split("final counters:", 1)[1].split()
-                return {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
+                counters = {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
+                if counters:
+                    return counters
         return {}
 
 
