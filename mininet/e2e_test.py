@@ -16,12 +16,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
 import pcapread  # this script's directory is first on sys.path
 import procs
+from procs import Lines
 
 try:
     import testbed
@@ -33,37 +33,6 @@ else:
 HERE = os.path.dirname(os.path.abspath(__file__))
 SKIP = 77
 ARGS = None
-
-
-class Lines:
-    """Reads a process's stdout line by line in the background."""
-
-    def __init__(self, stream):
-        self.q = queue.Queue()
-        self.seen = []
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
-
-    def _pump(self, stream):
-        for raw in iter(stream.readline, b""):
-            self.q.put(raw.decode(errors="replace").rstrip("\n"))
-        self.q.put(None)
-
-    def next(self, timeout=10):
-        try:
-            line = self.q.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError("no output within %ss (seen so far: %s)" % (timeout, self.seen))
-        if line is None:
-            raise AssertionError("process ended (seen so far: %s)" % self.seen)
-        self.seen.append(line)
-        return line
-
-    def expect(self, prefix, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            line = self.next(max(0.01, deadline - time.monotonic()))
-            if line.startswith(prefix):
-                return line
 
 
 class EndToEnd(unittest.TestCase):
@@ -116,14 +85,7 @@ class EndToEnd(unittest.TestCase):
     def packets(self, capture, src, dst, kind, topic):
         """How many packets of `kind` about `topic` went from src to dst, in datagrams of one packet
         or batches of many."""
-        n = 0
-        for _, s, d, payload in pcapread.read_udp_datagrams(capture.path):
-            if s != src or d != dst or not payload:
-                continue
-            for k, what in pcapread.mqtt_packets(payload):
-                if k == kind and (what == topic or (isinstance(what, list) and topic in what)):
-                    n += 1
-        return n
+        return pcapread.count_packets(capture.path)[0][(src, dst, kind, topic)]
 
     def received(self, lines, n, timeout=20):
         return [lines.next(timeout) for _ in range(n)]

@@ -9,6 +9,7 @@ at all (an unknown magic number, a link type other than Ethernet) is an error.
 
 import socket
 import struct
+from collections import Counter
 
 LINKTYPE_ETHERNET = 1
 ETH_HEADER = 14
@@ -152,3 +153,21 @@ def mqtt_packets(payload):
             break
         payload = payload[i + length:]
     return out
+
+
+def count_packets(pcap_path, port=1883):
+    """Counts the MQTT packets of the peer datagrams in a pcap by (src ip, dst ip, kind, name):
+    the name is a PUBLISH's topic, each filter of a SUBSCRIBE or UNSUBSCRIBE (a packet counts once
+    under every filter it names), None for the rest (the extension's headers among them).
+
+    Returns (packets, datagrams), two Counters over the same keys: datagrams counts those holding
+    at least one such packet, so packets / datagrams is the batching achieved."""
+    packets, datagrams = Counter(), Counter()
+    for _, src, dst, payload in read_udp_datagrams(pcap_path, port):
+        keys = []
+        for kind, what in mqtt_packets(payload):
+            for name in what if isinstance(what, list) else [what]:
+                keys.append((src, dst, kind, name))
+        packets.update(keys)
+        datagrams.update(set(keys))
+    return packets, datagrams

@@ -162,5 +162,36 @@ class SummaryTest(unittest.TestCase):
             self.assertIsInstance(kind, str)
 
 
+class CountTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.dir.name, "t.pcap")
+
+    def tearDown(self):
+        self.dir.cleanup()
+
+    def test_packets_and_datagrams_by_kind_and_name(self):
+        data = mqtt(0xF0, b"MP\x01\x02" + bytes(24))  # the extension's DATA header
+        other = mqtt(0x30, utf8("e2e/other"))
+        frames = [udp_frame(B, A, data + PUBLISH + PUBLISH + other),  # a batch
+                  udp_frame(B, A, data + PUBLISH), udp_frame(B, A, data),  # a sequence mark
+                  udp_frame(A, B, SUBSCRIBE), udp_frame(A, B, UNSUBSCRIBE_PROTOTYPE),
+                  udp_frame(A, B, PUBLISH), tcp_frame(A, B)]
+        with open(self.path, "wb") as f:
+            f.write(pcap(frames))
+        packets, datagrams = pcapread.count_packets(self.path)
+        self.assertEqual(packets, {(B, A, "EXT-DATA", None): 3, (B, A, "PUBLISH", "e2e/order"): 3,
+                                   (B, A, "PUBLISH", "e2e/other"): 1,
+                                   (A, B, "SUBSCRIBE", "e2e/a"): 1,
+                                   (A, B, "SUBSCRIBE", "e2e/b/#"): 1,
+                                   (A, B, "UNSUBSCRIBE", "topic1"): 1,
+                                   (A, B, "PUBLISH", "e2e/order"): 1})
+        self.assertEqual(datagrams[(B, A, "PUBLISH", "e2e/order")], 2)
+        self.assertEqual(datagrams[(B, A, "EXT-DATA", None)], 3)
+        self.assertEqual(datagrams[(A, B, "SUBSCRIBE", "e2e/a")], 1)
+        self.assertEqual(pcapread.count_packets(os.path.join(self.dir.name, "none")),
+                         ({}, {}))
+
+
 if __name__ == "__main__":
     unittest.main()

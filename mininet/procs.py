@@ -1,13 +1,15 @@
 """Processes the testbed starts in its hosts, each stopped by PID: mqtt_proxy, Mosquitto, tcpdump;
-and the iptables rules that drop a share of the MQTT segments.
+the iptables rules that drop a share of the MQTT segments; and a reader of a client's output.
 
 Nothing here imports Mininet: a host is a Mininet host (its `popen` and `name`), a testbed a
 testbed.Testbed.
 """
 
 import os
+import queue
 import signal
 import subprocess
+import threading
 import time
 
 import stats
@@ -23,6 +25,37 @@ def wait_for(predicate, timeout, interval=0.05):
             return True
         time.sleep(interval)
     return predicate()
+
+
+class Lines:
+    """Reads a process's stdout line by line in the background."""
+
+    def __init__(self, stream):
+        self.q = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream):
+        for raw in iter(stream.readline, b""):
+            self.q.put(raw.decode(errors="replace").rstrip("\n"))
+        self.q.put(None)
+
+    def next(self, timeout=10):
+        try:
+            line = self.q.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no output within %ss (seen so far: %s)" % (timeout, self.seen))
+        if line is None:
+            raise AssertionError("process ended (seen so far: %s)" % self.seen)
+        self.seen.append(line)
+        return line
+
+    def expect(self, prefix, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.next(max(0.01, deadline - time.monotonic()))
+            if line.startswith(prefix):
+                return line
 
 
 class Proxy:
@@ -51,13 +84,25 @@ class Proxy:
     def wait_log(self, text, timeout=10):
         return wait_for(lambda: text in self.log(), timeout)
 
-    def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None):
+    def log_size(self):
+        """Where the log ends now: a `since` for the waits below."""
+        return len(self.log())
+
+    def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None, since=0):
         """Waits until this proxy logged the `count`-th peer SUBSCRIBE (or UNSUBSCRIBE) for
-        `topic` from `peer` (by default its only peer); returns whether it did.
+        `topic` from `peer` (by default its only peer) after the first `since` characters of its
+        log; returns whether it did.
 
         The barrier before publishing to a subscriber across the peers: the line is logged (at
         info level) once the interest is recorded, so a PUBLISH this proxy receives afterwards is
-        forwarded."""
+        forwarded. Counting from a `since` taken before the change keeps the periodic refresh
+        (a SUBSCRIBE again for a filter still held) and earlier changes out of the count."""
+        return wait_for(lambda: self.peer_interest_lines(topic, subscribed, peer, since) >= count,
+                        timeout)
+
+    def peer_interest_lines(self, topic, subscribed=True, peer=None, since=0):
+        """How many peer SUBSCRIBE (or UNSUBSCRIBE) lines for `topic` from `peer` the log has
+        after its first `since` characters."""
         if peer is None:
             if len(self.peers) != 1:
                 raise ValueError("proxy on %s has %d peers: name one" % (self.host.name,
@@ -65,7 +110,26 @@ class Proxy:
             peer = self.peers[0]
         needle = "peer %s %s topic=%s\n" % (peer, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE",
                                              topic)
-        return wait_for(lambda: self.log().count(needle) >= count, timeout)
+        return self.log()[since:].count(needle)
+
+    def peer_filters(self, peer):
+        """The filters this proxy holds for `peer`, replayed from its log: a peer SUBSCRIBE adds
+        one, a peer UNSUBSCRIBE removes it, and "its N filter(s) forgotten" (the peer restarted or
+        its interest expired) removes them all."""
+        held = set()
+        prefix = "peer %s " % peer
+        for line in self.log().splitlines():
+            at = line.find(prefix)
+            if at < 0:
+                continue
+            rest = line[at + len(prefix):]
+            if rest.startswith("SUBSCRIBE topic="):
+                held.add(rest[len("SUBSCRIBE topic="):])
+            elif rest.startswith("UNSUBSCRIBE topic="):
+                held.discard(rest[len("UNSUBSCRIBE topic="):])
+            elif rest.endswith(" filter(s) forgotten"):
+                held.clear()
+        return held
 
     def stop(self, timeout=10):
         if self.returncode is None:
@@ -92,11 +156,14 @@ class Proxy:
         return self.returncode
 
     def final_counters(self):
-        """The counters the proxy logs when it exits, as a dict."""
+        """The counters the proxy logs when it exits, as a dict. (The line of name=value pairs;
+        the lines of the same prefix after it describe one peer each.)"""
         for line in reversed(self.log().splitlines()):
             if "final counters:" in line:
                 fields = line.split("final counters:", 1)[1].split()
-                return {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
+                counters = {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
+                if counters:
+                    return counters
         return {}
 
 
