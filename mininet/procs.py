@@ -202,15 +202,23 @@ class Mosquitto:
 
 class LossRules:
     """iptables rules dropping a random share of MQTT segments both ways on some hosts (there is no
-    netem here)."""
+    netem here).
 
-    def __init__(self, testbed, hosts, probability):
+    By default they drop TCP to and from port 1883 on each host's OUTPUT and INPUT chains (the
+    clients' hosts). `proto`, `port` and `chains` (pairs of chain and port match) choose other
+    traffic: the peer link's datagrams are dropped with
+    `proto="udp", chains=(("INPUT", "--dport"),)` on both proxies' hosts, on arrival only: a UDP
+    datagram dropped in OUTPUT fails its sendto() with EPERM, so the sender would know of the
+    loss, which the network never tells it."""
+
+    def __init__(self, testbed, hosts, probability, proto="tcp", port=1883,
+                 chains=(("OUTPUT", "--dport"), ("INPUT", "--sport"))):
         self.tb = testbed
         self.rules = []
         for host in hosts:
-            for chain, port in (("OUTPUT", "--dport"), ("INPUT", "--sport")):
-                rule = [chain, "-p", "tcp", port, "1883", "-m", "statistic", "--mode", "random",
-                        "--probability", str(probability), "-j", "DROP"]
+            for chain, match in chains:
+                rule = [chain, "-p", proto, match, str(port), "-m", "statistic", "--mode",
+                        "random", "--probability", str(probability), "-j", "DROP"]
                 rc, out, err = testbed.run(host, ["iptables", "-I"] + rule)
                 if rc != 0:
                     self.remove()
