@@ -6,6 +6,7 @@ testbed.Testbed.
 """
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -38,9 +39,14 @@ class Proxy:
         self.proc = host.popen([binary] + list(args), stdout=self._log, stderr=subprocess.STDOUT)
         self.returncode = None
 
-    def log(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
+    def log(self, since=0):
+        """The log, from byte offset `since` on (log_size() marks a point to read on from)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+
+    def log_size(self):
+        return os.path.getsize(self.log_path)
 
     def wait_ready(self, timeout=15):
         ok = wait_for(lambda: " ready: " in self.log() or self.proc.poll() is not None, timeout)
@@ -51,9 +57,10 @@ class Proxy:
     def wait_log(self, text, timeout=10):
         return wait_for(lambda: text in self.log(), timeout)
 
-    def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None):
+    def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None, since=0):
         """Waits until this proxy logged the `count`-th peer SUBSCRIBE (or UNSUBSCRIBE) for
-        `topic` from `peer` (by default its only peer); returns whether it did.
+        `topic` from `peer` (by default its only peer) after byte `since` of its log; returns
+        whether it did.
 
         The barrier before publishing to a subscriber across the peers: the line is logged (at
         info level) once the interest is recorded, so a PUBLISH this proxy receives afterwards is
@@ -65,7 +72,7 @@ class Proxy:
             peer = self.peers[0]
         needle = "peer %s %s topic=%s\n" % (peer, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE",
                                              topic)
-        return wait_for(lambda: self.log().count(needle) >= count, timeout)
+        return wait_for(lambda: self.log(since).count(needle) >= count, timeout)
 
     def stop(self, timeout=10):
         if self.returncode is None:
@@ -93,11 +100,26 @@ class Proxy:
 
     def final_counters(self):
         """The counters the proxy logs when it exits, as a dict."""
+        return self.logged_counters("final counters")
+
+    def logged_counters(self, what="stats"):
+        """The last counters the proxy logged under `what` ("stats": every --stats-interval,
+        "final counters": at exit), as a dict. The per-peer lines logged after them are not
+        counters and are skipped (peer_status())."""
+        tag = what + ":"
         for line in reversed(self.log().splitlines()):
-            if "final counters:" in line:
-                fields = line.split("final counters:", 1)[1].split()
-                return {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
+            if tag in line:
+                rest = line.split(tag, 1)[1]
+                if rest.startswith(" peer "):
+                    continue
+                return {k: int(v) for k, v in (f.split("=", 1) for f in rest.split() if "=" in f)}
         return {}
+
+    def peer_status(self, what="stats"):
+        """The per-peer lines of every counter log under `what`, in order: (peer address, state,
+        topic filters this proxy held for the peer then)."""
+        line = re.compile(r"%s: peer (\S+) (.+), (\d+) filter\(s\) held for it" % re.escape(what))
+        return [(m.group(1), m.group(2), int(m.group(3))) for m in line.finditer(self.log())]
 
 
 class Mosquitto:
