@@ -6,6 +6,7 @@ scripts import testbed, procs and stats after it. Runs under Debian's /usr/bin/p
 """
 
 import csv
+import json
 import os
 import statistics
 import sys
@@ -22,8 +23,47 @@ except ImportError as e:
     sys.exit("bench: %s (Mininet imports only in Debian's /usr/bin/python3)" % e)
 
 
+# The credentials of the testbed's proxies (testbed.start_proxy), for the load generators.
+AUTH = ["--user", testbed.USER, "--password", testbed.PASSWORD]
+
+
 def host_name(i):
     return "h%d" % i
+
+
+def start_subscriber(tb, loadgen, host, broker, topic, clients, seconds, tag):
+    """bench/loadgen subscribers on `host`: `clients` connections to `broker` subscribed to
+    `topic`, for `seconds` after all are subscribed. Returns the process once they are
+    (client_result() reads what they received)."""
+    return _ready(tb.popen(host, [loadgen, "sub", "--host", broker, "--topic", topic,
+                                  "--clients", str(clients), "--duration", str(seconds),
+                                  "--id", tag] + AUTH), "subscriber")
+
+
+def start_publisher(tb, publisher, host, broker, topic, clients, rate, seconds, number):
+    """A publisher (bench/mosq_pub or a program with its options and output) on `host`: `clients`
+    connections to `broker` publishing on `topic` at `rate` msgs/s in all (0: flat out) for
+    `seconds`, numbered `number` in the payloads. Returns the process once connected."""
+    return _ready(tb.popen(host, [publisher, "--host", broker, "--topic", topic,
+                                  "--clients", str(clients), "--rate", str(rate),
+                                  "--duration", str(seconds), "--publisher", str(number),
+                                  "--id", "p%d" % number] + AUTH), "publisher")
+
+
+def _ready(p, what):
+    line = p.stdout.readline().decode()
+    if line.strip() != "ready":
+        raise RuntimeError("%s: %s %s" % (what, line, p.stderr.read().decode()))
+    return p
+
+
+def client_result(p, timeout):
+    """The JSON line a load generator (subscriber or publisher) prints at its end, as a dict."""
+    out, err = p.communicate(timeout=timeout)
+    lines = [l for l in out.decode().splitlines() if l.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError("loadgen failed: %s %s" % (out.decode(), err.decode()))
+    return json.loads(lines[-1])
 
 
 class ProxySystem:

@@ -68,7 +68,6 @@ class Bench:
         self.tb = tb
         self.stats = stats.process_stats
         self.switch_stats = stats.switch_stats
-        self.auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
         self.args = args
         self.loadgen = args.loadgen
         self.publisher = args.publisher
@@ -78,31 +77,14 @@ class Bench:
             tb.run(host, ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000"])
 
     def sub(self, host, broker, topic, clients, seconds, tag):
-        p = self.tb.popen(host, [self.loadgen, "sub", "--host", broker, "--topic", topic,
-                                 "--clients", str(clients), "--duration", str(seconds),
-                                 "--id", tag] + self.auth)
-        line = p.stdout.readline().decode()
-        if line.strip() != "ready":
-            raise RuntimeError("subscriber: %s %s" % (line, p.stderr.read().decode()))
-        return p
+        return common.start_subscriber(self.tb, self.loadgen, host, broker, topic, clients,
+                                       seconds, tag)
 
     def pub(self, host, broker, topic, clients, rate, seconds, publisher):
-        p = self.tb.popen(host, [self.publisher, "--host", broker, "--topic", topic,
-                                 "--clients", str(clients), "--rate", str(rate),
-                                 "--duration", str(seconds), "--publisher", str(publisher),
-                                 "--id", "p%d" % publisher] + self.auth)
-        line = p.stdout.readline().decode()
-        if line.strip() != "ready":
-            raise RuntimeError("publisher: %s %s" % (line, p.stderr.read().decode()))
-        return p
+        return common.start_publisher(self.tb, self.publisher, host, broker, topic, clients, rate,
+                                      seconds, publisher)
 
-    @staticmethod
-    def result(p, timeout):
-        out, err = p.communicate(timeout=timeout)
-        lines = [l for l in out.decode().splitlines() if l.startswith("{")]
-        if p.returncode != 0 or not lines:
-            raise RuntimeError("loadgen failed: %s %s" % (out.decode(), err.decode()))
-        return json.loads(lines[-1])
+    result = staticmethod(common.client_result)
 
     def scenario(self, system, topic, rate, pub_clients, subs, seconds, stopped=()):
         """subs: list of (host, broker, clients); the subscriber processes whose index is in

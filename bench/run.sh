@@ -4,6 +4,8 @@
 #   bash bench/run.sh core       the pure-core microbenchmarks (build/bench/bench_core)
 #   bash bench/run.sh tcp        TCP: mqtt_proxy and Mosquitto on h1 (bench/tcp_bench.py)
 #   bash bench/run.sh compare    mqtt_proxy on h1+h4 against two bridged Mosquittos (bench/compare.py)
+#   bash bench/run.sh soak       30 minutes of load and client churn through h1+h4 (bench/soak.py);
+#                                only when named, not part of everything
 # Extra arguments go to the Python script of the part named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +29,8 @@ fi
 if [[ $part == all || $part == compare ]]; then
   echo "=== mqtt_proxy against bridged Mosquitto (bench/compare.py)"
   /usr/bin/python3 bench/compare.py "$@"
+fi
+if [[ $part == soak ]]; then
+  echo "=== soak: load and client churn through mqtt_proxy on h1+h4 (bench/soak.py)"
+  /usr/bin/python3 bench/soak.py "$@"
 fi

@@ -7,6 +7,7 @@ testbed.Testbed.
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import threading
@@ -71,9 +72,15 @@ class Proxy:
         self.proc = host.popen([binary] + list(args), stdout=self._log, stderr=subprocess.STDOUT)
         self.returncode = None
 
-    def log(self):
-        with open(self.log_path, "r", errors="replace") as f:
-            return f.read()
+    def log(self, since=0):
+        """The log, from byte offset `since` on (log_size() marks a point to read on from)."""
+        with open(self.log_path, "rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+
+    def log_size(self):
+        """Where the log ends now, in bytes: a `since` for log() and the waits below."""
+        return os.path.getsize(self.log_path)
 
     def wait_ready(self, timeout=15):
         ok = wait_for(lambda: " ready: " in self.log() or self.proc.poll() is not None, timeout)
@@ -84,14 +91,10 @@ class Proxy:
     def wait_log(self, text, timeout=10):
         return wait_for(lambda: text in self.log(), timeout)
 
-    def log_size(self):
-        """Where the log ends now: a `since` for the waits below."""
-        return len(self.log())
-
     def wait_peer_interest(self, topic, subscribed=True, count=1, timeout=10, peer=None, since=0):
         """Waits until this proxy logged the `count`-th peer SUBSCRIBE (or UNSUBSCRIBE) for
-        `topic` from `peer` (by default its only peer) after the first `since` characters of its
-        log; returns whether it did.
+        `topic` from `peer` (by default its only peer) after byte `since` of its log; returns whether
+        it did.
 
         The barrier before publishing to a subscriber across the peers: the line is logged (at
         info level) once the interest is recorded, so a PUBLISH this proxy receives afterwards is
@@ -102,7 +105,7 @@ class Proxy:
 
     def peer_interest_lines(self, topic, subscribed=True, peer=None, since=0):
         """How many peer SUBSCRIBE (or UNSUBSCRIBE) lines for `topic` from `peer` the log has
-        after its first `since` characters."""
+        after byte `since`."""
         if peer is None:
             if len(self.peers) != 1:
                 raise ValueError("proxy on %s has %d peers: name one" % (self.host.name,
@@ -110,7 +113,7 @@ class Proxy:
             peer = self.peers[0]
         needle = "peer %s %s topic=%s\n" % (peer, "SUBSCRIBE" if subscribed else "UNSUBSCRIBE",
                                              topic)
-        return self.log()[since:].count(needle)
+        return self.log(since).count(needle)
 
     def peer_filters(self, peer):
         """The filters this proxy holds for `peer`, replayed from its log: a peer SUBSCRIBE adds
@@ -156,15 +159,27 @@ class Proxy:
         return self.returncode
 
     def final_counters(self):
-        """The counters the proxy logs when it exits, as a dict. (The line of name=value pairs;
-        the lines of the same prefix after it describe one peer each.)"""
+        """The counters the proxy logs when it exits, as a dict."""
+        return self.logged_counters("final counters")
+
+    def logged_counters(self, what="stats"):
+        """The last counters the proxy logged under `what` ("stats": every --stats-interval,
+        "final counters": at exit), as a dict. The per-peer lines logged after them are not
+        counters and are skipped (peer_status())."""
+        tag = what + ":"
         for line in reversed(self.log().splitlines()):
-            if "final counters:" in line:
-                fields = line.split("final counters:", 1)[1].split()
-                counters = {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
-                if counters:
-                    return counters
+            if tag in line:
+                rest = line.split(tag, 1)[1]
+                if rest.startswith(" peer "):
+                    continue
+                return {k: int(v) for k, v in (f.split("=", 1) for f in rest.split() if "=" in f)}
         return {}
+
+    def peer_status(self, what="stats"):
+        """The per-peer lines of every counter log under `what`, in order: (peer address, state,
+        topic filters this proxy held for the peer then)."""
+        line = re.compile(r"%s of peer (\S+): (.+), (\d+) filter\(s\) held for it" % re.escape(what))
+        return [(m.group(1), m.group(2), int(m.group(3))) for m in line.finditer(self.log())]
 
 
 class Mosquitto:
