@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -448,12 +449,96 @@ class Faults(unittest.TestCase):
         self.assertEqual(c1.get("peer_publish_lost", 0), 0, c1)
         self.assertEqual(c4.get("peer_publish_dropped", 0), 0, c4)
 
-    @unittest.skip("needs the peer protocol's keyed authentication (HMAC), not in this tree yet: "
-                   "datagrams from a peer's address without the key must be dropped and counted "
-                   "(peer_datagrams_unauthenticated), with delivery unaffected")
     def test_5_forged_datagrams_from_a_peer_address_without_the_key(self):
-        """The place for it: once peers share a key, a forger on h3 sends datagrams with h4's
-        source address (a raw socket, as syn_flood.py sends) and no or a wrong key to h1."""
+        """Both proxies share a key (--peer-key-file). From h4's address (another source port),
+        2,000 well-formed but unsigned datagrams (PUBLISH, SUBSCRIBE, UNSUBSCRIBE, HELLO, DATA)
+        reach h1 while 1,000 msgs/s of the real, signed stream flow h4 -> h1: every forged one
+        rejected and counted, none delivered or honoured, the real stream delivered whole."""
+        self.need_load_tools()
+        key = os.path.join(ARGS.artifacts, "peer.key")
+        with open(key, "w") as f:
+            f.write("# test key\n" + os.urandom(32).hex() + "\n")
+        os.chmod(key, 0o600)
+        h1, h4 = self.pair(extra=["--peer-key-file", key])
+        self.assertIn("signed (1 key(s)", h1.log())
+        topic = "fault/signed"
+        stream_s, forged_n = 5, 2000
+        sub = self.loadgen_sub(topic, stream_s + 8, "signed")
+        self.interest(h4, topic)
+        pub = self.mosq_pub(topic, 1000, stream_s, "signed")
+        time.sleep(0.5)
+        forger = self.popen("h4", [PYTHON, os.path.join(CLIENTS, "peer_datagrams.py"), "--set",
+                                   "forged", "--target", H1, "--port", str(PEER_PORT),
+                                   "--count", str(forged_n), "--rate", "1000", "--topic", topic])
+        forged = self.json_result(forger, 30)
+        published = self.json_result(pub, stream_s + 40)
+        got = self.json_result(sub, stream_s + 40)
+        c1, c4 = self.stop_pair(h1, h4)
+        report("forged without the key: sent %d (%s) from %s:(another port); h1 rejected %d as "
+               "unauthenticated (stale %d, replayed %d); stream sent %d, delivered %d (gaps %d, "
+               "duplicates %d), p99 %d us; h1 peer_subscribe_in %d", forged["sent"],
+               forged["kinds"], H4, c1.get("peer_datagrams_unauthenticated", 0),
+               c1.get("peer_datagrams_stale", 0), c1.get("peer_datagrams_replayed", 0),
+               published["sent"], got["received"], got["gaps"], got["duplicates"],
+               got["p99_us"], c1.get("peer_subscribe_in", 0))
+        self.assertEqual(forged["sent"], forged_n)
+        self.assertEqual(c1.get("peer_datagrams_unauthenticated", 0), forged_n, c1)
+        self.assertEqual(c1.get("peer_datagrams_replayed", 0), 0, c1)
+        self.assertEqual(got["received"], published["sent"], got)  # and nothing forged
+        self.assertEqual(got["gaps"], 0, got)
+        self.assertEqual(got["duplicates"], 0, got)
+        self.assertEqual(c1.get("peer_publish_in", 0), published["sent"], c1)
+        self.assertEqual(c1.get("peer_subscribe_in", 0), 0, c1)  # the forged SUBSCRIBEs
+        self.assertEqual(c1.get("peer_publish_lost", 0), 0, c1)
+        self.assertEqual(c4.get("peer_datagrams_unauthenticated", 0), 0, c4)
+
+    def test_7_keys_roll_over_at_sighup_without_a_loss(self):
+        """The rotation of docs/peering.md with SIGHUP instead of restarts: the key file (both
+        proxies read the same one) goes [old, new], then [new, old], then [new], each proxy told
+        in turn; a message crosses after every step, and nothing is rejected."""
+        old, new = os.urandom(32).hex(), os.urandom(32).hex()
+        key = os.path.join(ARGS.artifacts, "rolled.key")
+
+        def write(keys):
+            with open(key, "w") as f:
+                f.write("\n".join(keys) + "\n")
+            os.chmod(key, 0o600)
+
+        write([old])
+        h1, h4 = self.pair(extra=["--peer-key-file", key])
+        topic = "fault/rolled"
+        sub = self.popen("h2", ["mosquitto_sub", "-h", H1, "-t", topic, "-W", "60"] + self.auth())
+        lines = Reader(sub.stdout)
+        self.interest(h4, topic)
+        for step, keys in enumerate(([old, new], [new, old], [new])):
+            write(keys)
+            for proxy in (h1, h4):
+                proxy.proc.send_signal(signal.SIGHUP)
+                told = procs.wait_for(lambda p=proxy: p.log().count("SIGHUP: ") > step, 10)
+                self.assertTrue(told, proxy.log()[-2000:])
+                self.assertIn("SIGHUP: %d peer key(s)" % len(keys), proxy.log())
+            rc, out, err = self.tb.run("h3", ["mosquitto_pub", "-h", H4, "-t", topic, "-m",
+                                              "step-%d" % step] + self.auth())
+            self.assertEqual(rc, 0, out + err)
+            self.assertIsNotNone(lines.wait_line(lambda l, s=step: l == "step-%d" % s, 10),
+                                 lines.snapshot())
+        c1, c4 = self.stop_pair(h1, h4)
+        report("key rollover at SIGHUP: 3 steps, %d messages delivered; rejected at h1 %d, "
+               "at h4 %d", len(lines.snapshot()), c1.get("peer_datagrams_unauthenticated", 0),
+               c4.get("peer_datagrams_unauthenticated", 0))
+        self.assertEqual(lines.snapshot(), ["step-0", "step-1", "step-2"])
+        self.assertEqual(c1.get("peer_datagrams_unauthenticated", 0), 0, c1)
+        self.assertEqual(c4.get("peer_datagrams_unauthenticated", 0), 0, c4)
+
+    def test_6_a_key_file_open_to_others_is_refused(self):
+        key = os.path.join(ARGS.artifacts, "open.key")
+        with open(key, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(key, 0o644)
+        rc, out, err = self.tb.run("h1", [ARGS.proxy, "-F", H4, "--peer-key-file", key])
+        self.assertEqual(rc, 1, out + err)
+        self.assertEqual(len(err.strip().splitlines()), 1, err)
+        self.assertIn("chmod 600", err)
 
 
 def main():

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <ctime>
 
+#include "mqtt_proxy/auth/peer_key_file.hpp"
+
 namespace mqtt_proxy::app {
 
 namespace {
@@ -108,9 +110,29 @@ void EventLoop::drain_capture(std::uint32_t index) {
   }
 }
 
+void EventLoop::reload_peer_keys() {
+  if (cfg_.peer_key_file.empty()) {
+    log_.info(kLog, "SIGHUP: no --peer-key-file, nothing to reload");
+    return;
+  }
+  auto keys = auth::read_peer_key_file(cfg_.peer_key_file);
+  if (!keys) {
+    log_.error(kLog, "SIGHUP: the keys stay as they were: {}", keys.error());
+    return;
+  }
+  const std::size_t n = keys->size();
+  core_.set_peer_keys(std::move(*keys));
+  log_.info(kLog, "SIGHUP: {} peer key(s) read from {}; the first signs from now on", n,
+            cfg_.peer_key_file);
+}
+
 void EventLoop::read_signals() {
   signalfd_siginfo si{};
   while (::read(signals_.get(), &si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
+    if (si.ssi_signo == SIGHUP) {
+      reload_peer_keys();
+      continue;
+    }
     if (shutdown_by_) {
       log_.warn(kLog, "second signal: exiting now");
       shutdown_by_ = now_;

@@ -59,6 +59,7 @@ int run_proxy(const Options& opt) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);  // reads --peer-key-file again
   sigprocmask(SIG_BLOCK, &sigs, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
@@ -72,6 +73,7 @@ int run_proxy(const Options& opt) {
   lc.udp_port = opt.udp_port;
   lc.stats_interval = std::chrono::seconds(opt.stats_interval_seconds);
   lc.shutdown_grace = std::chrono::milliseconds(opt.shutdown_grace_ms);
+  lc.peer_key_file = opt.peer_key_file;
   auto loop = EventLoop::create(**io, core, sigs, lc, log);
   if (!loop) return fail(loop.error());
   core.start(monotonic_now());

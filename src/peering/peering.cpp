@@ -78,6 +78,16 @@ void Peering::clear_outbox() {
   for (auto& p : peers_) p.open_batch.reset();
 }
 
+void Peering::set_keys(std::vector<Bytes> keys) {
+  if (cfg_.keys.empty() || keys.empty()) {
+    log_.warn(kLog, "new keys ignored: authentication is set at start (--peer-key-file)");
+    return;
+  }
+  seal_outbox();  // what this turn made so far goes out under the key it was made with
+  cfg_.keys = std::move(keys);
+  keyring_ = std::make_unique<auth::Keyring>(cfg_.keys);
+}
+
 void Peering::seal_outbox() {
   if (cfg_.keys.empty()) return;
   for (; sealed_ < outbox_.size(); ++sealed_) {

@@ -22,6 +22,7 @@ struct LoopConfig {
   std::uint16_t udp_port = 0;  // where datagrams to peers go
   Duration stats_interval{0};  // log every counter this often; 0: never
   Duration shutdown_grace{0};  // after a signal, for clients to take their FIN
+  std::string peer_key_file;   // read again at SIGHUP (a new key rolled out); empty: none
 };
 
 class EventLoop {
@@ -45,6 +46,7 @@ class EventLoop {
   void arm_timer();
   void drain_capture(std::uint32_t index);
   void read_signals();
+  void reload_peer_keys();
   void send_output();
 
   Io& io_;

@@ -82,6 +82,8 @@ class ProxyCore final : private broker::BrokerHost {
   std::size_t largest_send_queue() const;
   const broker::Broker& broker() const { return broker_; }
   const peering::Peering& peering() const { return peering_; }
+  // Peer keys read again (SIGHUP): see Peering::set_keys.
+  void set_peer_keys(std::vector<Bytes> keys) { peering_.set_keys(std::move(keys)); }
   const flow::FlowControl& flow() const { return flow_; }
 
   // Tests pin initial sequence numbers (for example near 2^32) through this.

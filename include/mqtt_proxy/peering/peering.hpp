@@ -157,6 +157,9 @@ class Peering {
   // Peer `i` as a source may be granted credit again.
   void resume(std::size_t i) { peers_[i].in.credit_due = true; }
   bool speaks_extension(std::size_t i) const { return capable(peers_[i]); }
+  // New keys for a proxy that started with keys (a new one rolled out; the first signs from now
+  // on). Which peers sign is fixed at start: keys cannot switch authentication on or off.
+  void set_keys(std::vector<Bytes> keys);
 
   // A peer as an operator sees it.
   enum class PeerState {

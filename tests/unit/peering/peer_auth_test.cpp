@@ -237,6 +237,19 @@ TEST_F(Signed, KeysRollOverWithoutLosingAMessage) {
   EXPECT_EQ(c.peer_datagrams_unauthenticated + ca_.peer_datagrams_unauthenticated, 0u);
 }
 
+// SIGHUP's reload: the keys change under a running Peering, the peers see no gap.
+TEST_F(Signed, NewKeysTakeEffectAtOnceWhileTheOldOneIsStillAccepted) {
+  handshake();
+  b_.set_keys({kKey, kNewKey});  // step 1 on B: accept the new key too
+  a_.set_keys({kNewKey, kKey});  // step 2 on A: sign with it
+  EXPECT_EQ(publish("t/1"), (std::vector<std::string>{"t/1"}));
+  b_.set_keys({kNewKey});  // step 3: the old one goes
+  EXPECT_EQ(publish("t/2"), (std::vector<std::string>{"t/2"}));
+  a_.set_keys({kKey});  // A back on the old key, which B no longer takes
+  EXPECT_TRUE(publish("t/3").empty());
+  EXPECT_EQ(cb_.peer_datagrams_unauthenticated, 1u);
+}
+
 TEST_F(Signed, AnUnsignedPeerMustBeNamedToBeHeard) {
   auto cfg = config(kB, kA, 0xb0b0b0b0, {kKey});
   cfg.unsigned_peers = {kA};
