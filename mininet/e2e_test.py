@@ -12,7 +12,6 @@ Exit status 77 (ctest: skipped) when not root or when Mininet / Open vSwitch are
 import argparse
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,6 @@ else:
     H1, H2, H3, H4 = (testbed.host_ip(i) for i in (1, 2, 3, 4))
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SKIP = 77
 ARGS = None
 
 
@@ -615,34 +613,7 @@ def main():
     ap.add_argument("--overload", type=lambda v: ["--overload", v], default=[],
                     help=argparse.SUPPRESS)
     ARGS = ap.parse_args()
-
-    if os.geteuid() != 0:
-        print("e2e: skipped: needs root", file=sys.stderr)
-        return SKIP
-    if testbed is None:
-        print("e2e: skipped: Mininet is not installed (scripts/setup.sh)", file=sys.stderr)
-        return SKIP
-    if shutil.which("ovs-vsctl") is None or shutil.which("mosquitto_pub") is None:
-        print("e2e: skipped: openvswitch-switch or mosquitto-clients missing", file=sys.stderr)
-        return SKIP
-    if not os.access(ARGS.proxy, os.X_OK):
-        print("e2e: %s is not built" % ARGS.proxy, file=sys.stderr)
-        return 1
-
-    shutil.rmtree(ARGS.artifacts, ignore_errors=True)
-    os.makedirs(ARGS.artifacts)
-    loader = unittest.TestLoader()
-    if ARGS.pattern:
-        loader.testNamePatterns = ["*%s*" % ARGS.pattern]
-    suite = loader.loadTestsFromTestCase(EndToEnd)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    print("e2e: %d tests in %.1f s" % (result.testsRun, time.monotonic() - started))
-    if result.wasSuccessful():
-        shutil.rmtree(ARGS.artifacts, ignore_errors=True)
-        return 0
-    print("e2e: proxy logs and pcaps kept in %s" % ARGS.artifacts)
-    return 1
+    return procs.run_suite('e2e', EndToEnd, ARGS, testbed is not None)
 
 
 if __name__ == "__main__":

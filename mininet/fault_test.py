@@ -16,7 +16,6 @@ directory.
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,7 +37,6 @@ REPO = os.path.dirname(HERE)
 CLIENTS = os.path.join(HERE, "clients")
 PYTHON = "/usr/bin/python3"
 PEER_PORT = 1883
-SKIP = 77
 ARGS = None
 
 
@@ -550,34 +548,7 @@ def main():
     ap.add_argument("--artifacts", default=os.path.join(REPO, "build", "fault-artifacts"))
     ap.add_argument("-k", dest="pattern", default=None, help="run only tests matching this")
     ARGS = ap.parse_args()
-
-    if os.geteuid() != 0:
-        print("faults: skipped: needs root", file=sys.stderr)
-        return SKIP
-    if testbed is None:
-        print("faults: skipped: Mininet is not installed (scripts/setup.sh)", file=sys.stderr)
-        return SKIP
-    if shutil.which("ovs-vsctl") is None or shutil.which("mosquitto_pub") is None:
-        print("faults: skipped: openvswitch-switch or mosquitto-clients missing", file=sys.stderr)
-        return SKIP
-    if not os.access(ARGS.proxy, os.X_OK):
-        print("faults: %s is not built" % ARGS.proxy, file=sys.stderr)
-        return 1
-
-    shutil.rmtree(ARGS.artifacts, ignore_errors=True)
-    os.makedirs(ARGS.artifacts)
-    loader = unittest.TestLoader()
-    if ARGS.pattern:
-        loader.testNamePatterns = ["*%s*" % ARGS.pattern]
-    suite = loader.loadTestsFromTestCase(Faults)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    print("faults: %d tests in %.1f s" % (result.testsRun, time.monotonic() - started))
-    if result.wasSuccessful():
-        shutil.rmtree(ARGS.artifacts, ignore_errors=True)
-        return 0
-    print("faults: proxy logs kept in %s" % ARGS.artifacts)
-    return 1
+    return procs.run_suite('faults', Faults, ARGS, testbed is not None)
 
 
 if __name__ == "__main__":

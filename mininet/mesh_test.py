@@ -22,7 +22,6 @@ import datetime
 import itertools
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +38,6 @@ except ImportError:  # Mininet imports only in Debian's /usr/bin/python3: main()
     testbed = None
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SKIP = 77
 ARGS = None
 DEPTH, FANOUT = 2, 3
 HOSTS = ["h%d" % i for i in range(1, FANOUT ** DEPTH + 1)]
@@ -476,37 +474,7 @@ def main():
                     help="the hosts that run a proxy, comma-separated (default h1,h4,h7,h9)")
     ap.add_argument("-k", dest="pattern", default=None, help="run only tests matching this")
     ARGS = ap.parse_args()
-    if (len(set(ARGS.proxies)) != len(ARGS.proxies) or not set(ARGS.proxies) <= set(HOSTS)
-            or not 2 <= len(ARGS.proxies) < len(HOSTS)):
-        ap.error("--proxies: 2 to %d distinct hosts of %s" % (len(HOSTS) - 1, ", ".join(HOSTS)))
-
-    if os.geteuid() != 0:
-        print("mesh: skipped: needs root", file=sys.stderr)
-        return SKIP
-    if testbed is None:
-        print("mesh: skipped: Mininet is not installed (scripts/setup.sh)", file=sys.stderr)
-        return SKIP
-    if shutil.which("ovs-vsctl") is None or shutil.which("mosquitto_pub") is None:
-        print("mesh: skipped: openvswitch-switch or mosquitto-clients missing", file=sys.stderr)
-        return SKIP
-    if not os.access(ARGS.proxy, os.X_OK):
-        print("mesh: %s is not built" % ARGS.proxy, file=sys.stderr)
-        return 1
-
-    shutil.rmtree(ARGS.artifacts, ignore_errors=True)
-    os.makedirs(ARGS.artifacts)
-    loader = unittest.TestLoader()
-    if ARGS.pattern:
-        loader.testNamePatterns = ["*%s*" % ARGS.pattern]
-    suite = loader.loadTestsFromTestCase(Mesh)
-    started = time.monotonic()
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
-    print("mesh: %d tests in %.1f s" % (result.testsRun, time.monotonic() - started))
-    if result.wasSuccessful():
-        shutil.rmtree(ARGS.artifacts, ignore_errors=True)
-        return 0
-    print("mesh: proxy logs and pcaps kept in %s" % ARGS.artifacts)
-    return 1
+    return procs.run_suite('mesh', Mesh, ARGS, testbed is not None)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ testbed.Testbed.
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
+import unittest
 
 import stats
 
@@ -277,3 +280,40 @@ class Capture:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+SKIP = 77  # ctest's SKIP_RETURN_CODE for the Mininet suites
+
+
+def run_suite(name, case, args, mininet_available):
+    """Runs the unittest case `case` of a Mininet suite (e2e_test.py, mesh_test.py, ...) as its
+    script's main(): skips (77) when not root or without Mininet, Open vSwitch or the Mosquitto
+    clients, fails when args.proxy is not built; keeps args.artifacts (logs, pcaps) only when a
+    test failed. args.pattern (-k) selects tests."""
+    if os.geteuid() != 0:
+        print("%s: skipped: needs root" % name, file=sys.stderr)
+        return SKIP
+    if not mininet_available:
+        print("%s: skipped: Mininet is not installed (scripts/setup.sh)" % name, file=sys.stderr)
+        return SKIP
+    if shutil.which("ovs-vsctl") is None or shutil.which("mosquitto_pub") is None:
+        print("%s: skipped: openvswitch-switch or mosquitto-clients missing" % name,
+              file=sys.stderr)
+        return SKIP
+    if not os.access(args.proxy, os.X_OK):
+        print("%s: %s is not built" % (name, args.proxy), file=sys.stderr)
+        return 1
+    shutil.rmtree(args.artifacts, ignore_errors=True)
+    os.makedirs(args.artifacts)
+    loader = unittest.TestLoader()
+    if args.pattern:
+        loader.testNamePatterns = ["*%s*" % args.pattern]
+    suite = loader.loadTestsFromTestCase(case)
+    started = time.monotonic()
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    print("%s: %d tests in %.1f s" % (name, result.testsRun, time.monotonic() - started))
+    if result.wasSuccessful():
+        shutil.rmtree(args.artifacts, ignore_errors=True)
+        return 0
+    print("%s: logs kept in %s" % (name, args.artifacts))
+    return 1

@@ -11,13 +11,6 @@
 namespace mqtt_proxy::auth {
 
 namespace {
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
@@ -36,14 +29,9 @@ Result<std::vector<Bytes>> parse_peer_keys(std::string_view text) {
     ++line_no;
     if (line.empty() || line.front() == '#') continue;
     const std::string where = "line " + std::to_string(line_no) + ": ";
-    if (line.size() % 2 != 0) return Error{where + "a key is hex digits in pairs"};
-    Bytes key;
-    for (std::size_t i = 0; i < line.size(); i += 2) {
-      const int hi = hex_value(line[i]);
-      const int lo = hex_value(line[i + 1]);
-      if (hi < 0 || lo < 0) return Error{where + "not a hex digit"};
-      key.push_back(static_cast<std::byte>(hi << 4 | lo));
-    }
+    auto parsed = parse_hex(line);
+    if (!parsed) return Error{where + "a key is hex digits in pairs, nothing else"};
+    Bytes key = std::move(*parsed);
     if (key.size() < kMinPeerKeySize) {
       return Error{where + "a key needs at least " + std::to_string(kMinPeerKeySize) + " bytes (" +
                    std::to_string(2 * kMinPeerKeySize) +

@@ -13,13 +13,13 @@ int hex_value(char c) {
 }
 }  // namespace
 
-Bytes from_hex(std::string_view hex) {
+std::optional<Bytes> parse_hex(std::string_view hex) {
   Bytes out;
   int high = -1;
   for (char c : hex) {
     if (c == ' ' || c == '\n' || c == '\t') continue;
     const int v = hex_value(c);
-    if (v < 0) std::abort();
+    if (v < 0) return std::nullopt;
     if (high < 0) {
       high = v;
     } else {
@@ -27,8 +27,14 @@ Bytes from_hex(std::string_view hex) {
       high = -1;
     }
   }
-  if (high >= 0) std::abort();
+  if (high >= 0) return std::nullopt;
   return out;
+}
+
+Bytes from_hex(std::string_view hex) {
+  auto b = parse_hex(hex);
+  if (!b) std::abort();
+  return std::move(*b);
 }
 
 std::string to_hex(ByteSpan b) {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,7 +56,10 @@ inline void append(Bytes& out, ByteSpan b) {
   out.insert(out.end(), b.begin(), b.end());
 }
 
-// "c3 50 07 5b" -> bytes; whitespace ignored. For tests and tools only: aborts on bad input.
+// "c3 50 07 5b" -> bytes; blanks ignored. Nothing on a character that is not a hex digit or an
+// odd number of digits.
+std::optional<Bytes> parse_hex(std::string_view hex);
+// The same for tests and tools only: aborts on bad input.
 Bytes from_hex(std::string_view hex);
 std::string to_hex(ByteSpan b);
 
