@@ -8,7 +8,6 @@
 #include <sstream>
 #include <vector>
 
-
 namespace mqtt_proxy::app {
 namespace {
 
