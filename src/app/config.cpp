@@ -104,9 +104,18 @@ Result<ProxyConfig> build_config(const Options& opt) {
   if (!opt.peer_key_file.empty()) {
     auto keys = auth::read_peer_key_file(opt.peer_key_file);
     if (!keys) return Error{keys.error()};
+    if (!peering::auth::Keyring(*keys).usable()) {
+      return Error{"--peer-key-file: OpenSSL cannot compute HMAC-SHA256 here"};
+    }
     cfg.peering.keys = std::move(*keys);
     cfg.peering.unsigned_peers = opt.unsigned_peers;
     for (const auto& peer : opt.peers) {
+      const bool unsigned_peer = std::find(opt.unsigned_peers.begin(), opt.unsigned_peers.end(),
+                                           peer) != opt.unsigned_peers.end();
+      if (unsigned_peer) {
+        cfg.peering.local_addresses.push_back(wire::Ipv4Address{});  // not signed for
+        continue;
+      }
       auto local = source_address_toward(peer);
       if (!local) return Error{local.error()};
       cfg.peering.local_addresses.push_back(*local);

@@ -168,6 +168,12 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     }
     out.unsigned_peers.push_back(*a);
   }
+  if (!out.peer_key_file.empty() && extension == "off") {
+    message =
+        "--peer-key-file needs --peer-extension on (a signature names the peer's run, which "
+        "only the extension's HELLO tells)";
+    return ParseOutcome::Error;
+  }
   if (!out.unsigned_peers.empty() && out.peer_key_file.empty()) {
     message = "--peer-unsigned needs --peer-key-file (without a key every peer is unsigned)";
     return ParseOutcome::Error;

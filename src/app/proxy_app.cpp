@@ -46,8 +46,9 @@ int run_cleanup(const Options& opt) {
   log::Logger log(opt.log_level, stderr_sink);
   auto removed = firewall::remove_leftovers(opt.ifaces, opt.tcp_port, log);
   if (!removed) return fail(removed.error());
-  std::printf("mqtt_proxy: removed %zu leftover rule(s) for tcp/%u\n", *removed,
+  std::printf("mqtt_proxy: removed %zu leftover rule(s) for tcp/%u\n", removed->removed,
               static_cast<unsigned>(opt.tcp_port));
+  if (removed->failed > 0) return fail(std::to_string(removed->failed) + " could not be removed");
   return 0;
 }
 

@@ -150,11 +150,12 @@ bool guards(const TaggedRule& r, const std::vector<std::string>& ifaces, std::ui
          (ifaces.empty() || std::find(ifaces.begin(), ifaces.end(), r.iface) != ifaces.end());
 }
 
-// Deletes the leftovers among `rules`; returns how many, or the first failure.
-Result<std::size_t> delete_leftovers(const std::vector<TaggedRule>& rules,
-                                     const std::vector<std::string>& ifaces, std::uint16_t port,
-                                     log::Logger& log) {
-  std::size_t removed = 0;
+// Deletes the leftovers among `rules`. One that cannot be deleted (another process removed it
+// since the listing, say) is logged and skipped: the others still go.
+LeftoverCount delete_leftovers(const std::vector<TaggedRule>& rules,
+                               const std::vector<std::string>& ifaces, std::uint16_t port,
+                               log::Logger& log) {
+  LeftoverCount n;
   for (const auto& r : rules) {
     if (!guards(r, ifaces, port)) continue;
     if (r.owner && owner_runs(*r.owner)) {
@@ -164,16 +165,18 @@ Result<std::size_t> delete_leftovers(const std::vector<TaggedRule>& rules,
     }
     std::string err;
     if (run_program(iptables("-D", r.spec), err) != 0) {
-      return Error{"could not remove the leftover rule iptables -t raw -A PREROUTING " +
-                   join(r.spec) + (err.empty() ? std::string() : ": " + err)};
+      log.warn(kLog, "could not remove the leftover iptables -t raw -A PREROUTING {}{}",
+               join(r.spec), err.empty() ? std::string() : ": " + err);
+      ++n.failed;
+      continue;
     }
     log.info(kLog, "removed a leftover of {}: iptables -t raw -A PREROUTING {}",
              r.owner ? fmt::format("pid {}, which no longer runs", *r.owner)
                      : std::string("an older version"),
              join(r.spec));
-    ++removed;
+    ++n.removed;
   }
-  return removed;
+  return n;
 }
 }  // namespace
 
@@ -194,14 +197,12 @@ Result<std::unique_ptr<FirewallGuard>> FirewallGuard::install(
     g->added_.push_back(rule);
   }
   // Only now, with our rules in place, do the leftovers go: the port is guarded throughout.
-  auto removed = delete_leftovers(*before, ifaces, port, log);
-  if (!removed) return Error{removed.error()};
-  g->leftovers_removed_ = *removed;
+  g->leftovers_removed_ = delete_leftovers(*before, ifaces, port, log).removed;
   return g;
 }
 
-Result<std::size_t> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
-                                     log::Logger& log) {
+Result<LeftoverCount> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
+                                       log::Logger& log) {
   auto rules = list_ours();
   if (!rules) return Error{rules.error()};
   return delete_leftovers(*rules, ifaces, port, log);

@@ -52,6 +52,13 @@ Keyring::Keyring(std::vector<Bytes> keys) {
   EVP_MAC_free(hmac);
 }
 
+bool Keyring::usable() const {
+  for (const auto& k : keys_) {
+    if (!k.ctx) return false;
+  }
+  return true;
+}
+
 Keyring::~Keyring() {
   for (auto& k : keys_) EVP_MAC_CTX_free(k.ctx);
 }

@@ -37,13 +37,16 @@ Peering::Peering(PeeringConfig cfg, log::Logger& log, metrics::Counters& counter
                   cfg_.unsigned_peers.end();
     if (i < cfg_.local_addresses.size()) p.local = cfg_.local_addresses[i];
   }
-  if (!cfg_.keys.empty()) {
-    // The datagram limits include the AUTH packet, so what is signed still fits.
-    cfg_.batch_bytes -= std::min(cfg_.batch_bytes, auth::kTagSize);
-    cfg_.max_datagram -= auth::kTagSize;
-  }
+  // A PUBLISH must fit a datagram with what travels beside it: a DATA header toward a capable
+  // peer, the AUTH packet when signing. (max_datagram stays the limit of what is read.)
+  publish_limit_ = cfg_.max_datagram - (cfg_.extension ? ext::kDataSize : 0) -
+                   (cfg_.keys.empty() ? 0 : auth::kTagSize);
+  if (!cfg_.keys.empty()) cfg_.batch_bytes -= std::min(cfg_.batch_bytes, auth::kTagSize);
   auth_seq_ = cfg_.auth_seq_start;
   keyring_ = std::make_unique<auth::Keyring>(cfg_.keys);
+  if (!keyring_->usable()) {
+    log_.error(kLog, "OpenSSL could not set up HMAC-SHA256: every peer datagram will be rejected");
+  }
   wants_.resize(cfg_.peers.size());
 }
 
@@ -83,9 +86,14 @@ void Peering::set_keys(std::vector<Bytes> keys) {
     log_.warn(kLog, "new keys ignored: authentication is set at start (--peer-key-file)");
     return;
   }
+  auto next = std::make_unique<auth::Keyring>(keys);
+  if (!next->usable()) {
+    log_.error(kLog, "new keys ignored: OpenSSL could not set up HMAC-SHA256 for them");
+    return;
+  }
   seal_outbox();  // what this turn made so far goes out under the key it was made with
   cfg_.keys = std::move(keys);
-  keyring_ = std::make_unique<auth::Keyring>(cfg_.keys);
+  keyring_ = std::move(next);
 }
 
 void Peering::seal_outbox() {
@@ -94,7 +102,10 @@ void Peering::seal_outbox() {
     Datagram& d = outbox_[sealed_];
     const Peer& p = peers_[index_.at(d.dst)];
     if (!p.signs) continue;
-    keyring_->seal(d.bytes, {p.local, p.addr}, p.their_epoch, auth_seq_++);
+    // Its run as its HELLO named it, or, before that, as its signed DATA did (a CREDIT then
+    // answers DATA that overtook the HELLO).
+    keyring_->seal(d.bytes, {p.local, p.addr}, p.their_epoch ? p.their_epoch : p.in.epoch,
+                   auth_seq_++);
   }
   // A signed datagram takes nothing more.
   for (auto& p : peers_) p.open_batch.reset();
@@ -106,7 +117,8 @@ bool Peering::authenticate(std::size_t i, ByteSpan& data) {
   auth::OpenError error{};
   const auto opened = keyring_->open(data, {p.addr, p.local}, error);
   if (!opened) {
-    if (!p.signs && error == auth::OpenError::NoTag) return true;  // allowed unsigned
+    // An unsigned peer's datagram is taken as it is, even one that merely ends like a tag.
+    if (!p.signs) return true;
     if (counters_.peer_datagrams_unauthenticated++ % 1000 == 0) {
       log_.warn(kLog, "datagram from peer {} rejected: {} (1 in 1000 such lines is logged)", p.addr,
                 error == auth::OpenError::NoTag ? "not signed" : "bad signature (wrong key?)");
@@ -114,8 +126,11 @@ bool Peering::authenticate(std::size_t i, ByteSpan& data) {
     return false;
   }
   data = data.first(opened->payload_size);
-  // Sent to another run of ours, or, with to_epoch 0, before the sender knew ours: only a HELLO
-  // may be (it carries nothing a copy could misuse beyond the sender's own announcement).
+  // Sent to another run of ours (or, with to_epoch 0, before the sender knew ours): only a HELLO
+  // may be. A HELLO carries nothing a copy could misuse beyond the sender's own announcement,
+  // and taking it whatever run it names is what lets two peers that each hold the other's
+  // earlier run (one restarted, or a recorded HELLO was played to it) find each other again: the
+  // answer to it names the right runs. Copies of it are still refused by the replay window.
   const bool hellos_only = [&] {
     ByteSpan rest = data;
     while (!rest.empty()) {
@@ -129,7 +144,7 @@ bool Peering::authenticate(std::size_t i, ByteSpan& data) {
     }
     return true;
   }();
-  if (opened->to_epoch != cfg_.epoch && !(opened->to_epoch == 0 && hellos_only)) {
+  if (opened->to_epoch != cfg_.epoch && !hellos_only) {
     ++counters_.peer_datagrams_stale;
     log_.debug(kLog, "datagram from peer {} rejected: signed for run {:08x}, we are {:08x}", p.addr,
                opened->to_epoch, cfg_.epoch);
@@ -263,7 +278,7 @@ void Peering::refresh_next(TimePoint now) {
   next_refresh_ = now + cfg_.refresh_interval / static_cast<std::int64_t>(local_filters_.size());
 }
 
-void Peering::resync(std::size_t i, std::string_view why) {
+void Peering::resync(std::size_t i, std::string_view why, TimePoint now) {
   if (local_filters_.empty()) return;
   Bytes packet;
   for (const auto& f : local_filters_) {
@@ -274,6 +289,7 @@ void Peering::resync(std::size_t i, std::string_view why) {
   }
   counters_.peer_subscribe_out += local_filters_.size();
   ++counters_.peer_resyncs;
+  peers_[i].resynced_at = now;
   log_.info(kLog, "peer {} {}: our {} filter(s) sent to it again", cfg_.peers[i], why,
             local_filters_.size());
 }
@@ -297,8 +313,9 @@ void Peering::heard(std::size_t i, TimePoint now) {
   if (before && now - *before >= cfg_.liveness_timeout) {
     const double silent = std::chrono::duration<double>(now - *before).count();
     log_.info(kLog, "peer {} is back after {:.1f} s of silence", p.addr, silent);
-    // What we announced while it was away may not have reached it.
-    resync(i, "is back");
+    // What we announced while it was away may not have reached it (unless its HELLO just made
+    // us send it all: a restart after a silence).
+    if (p.resynced_at != now) resync(i, "is back", now);
   }
 }
 
@@ -351,10 +368,10 @@ bool Peering::encode_publish_datagram(std::string_view topic, ByteSpan payload, 
                                       Bytes& packet) {
   packet.clear();
   mqtt::encode_publish(packet, topic, payload, 0, retain, false, 0);
-  if (packet.size() <= cfg_.max_datagram) return true;
+  if (packet.size() <= publish_limit_) return true;
   ++counters_.peer_publish_too_large;
   log_.warn(kLog, "PUBLISH not forwarded: {} bytes exceed the datagram limit of {} topic={}",
-            packet.size(), cfg_.max_datagram, topic);
+            packet.size(), publish_limit_, topic);
   return false;
 }
 
@@ -691,7 +708,7 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
     // A new run of the peer (or a peer heard for the first time, which may have missed what we
     // announced before it listened) gets our interest now, after our HELLO: it need not wait for
     // a refresh.
-    if (resync_due) resync(i, p.knows_us ? "restarted" : "announced itself");
+    if (resync_due) resync(i, p.knows_us ? "restarted" : "announced itself", now);
     return;
   }
   if (const auto* d = std::get_if<ext::Data>(&m)) {
@@ -814,9 +831,13 @@ std::optional<TimePoint> Peering::next_deadline() const {
   if (!cfg_.extension || !started_) return d;
   for (const auto& p : peers_) {
     d = earliest(d, p.next_hello);
-    d = earliest(d, p.out.next_probe);
-    d = earliest(d, p.out.next_mark);
-    d = earliest(d, p.out.next_pump);
+    if (capable(p)) {
+      // What on_timers() acts on only for a capable peer: a peer that stopped announcing credit
+      // (a HELLO without it) must not leave a past deadline behind to spin on.
+      d = earliest(d, p.out.next_probe);
+      d = earliest(d, p.out.next_mark);
+      d = earliest(d, p.out.next_pump);
+    }
     if (p.last_heard && capable(p)) {
       if (p.up) d = earliest(d, *p.last_heard + cfg_.liveness_timeout);
       if (expiry().count() > 0 && !p.filters.empty()) d = earliest(d, *p.last_heard + expiry());

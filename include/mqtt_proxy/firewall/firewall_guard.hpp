@@ -41,10 +41,15 @@ class FirewallGuard {
   std::size_t leftovers_removed_ = 0;
 };
 
+struct LeftoverCount {
+  std::size_t removed = 0;
+  std::size_t failed = 0;  // iptables -D failed (logged)
+};
+
 // Deletes the rules of these interfaces (none: of any interface) and port left by proxies that no
-// longer run, and nothing else. Returns how many were deleted.
-Result<std::size_t> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
-                                     log::Logger& log);
+// longer run, and nothing else.
+Result<LeftoverCount> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
+                                       log::Logger& log);
 
 // Runs a program with arguments (no shell), stdin from /dev/null. Returns its exit status, or -1 if
 // it could not be started; its stderr (up to 4 KiB) is returned in `err_output`, its stdout in

@@ -49,6 +49,9 @@ class Keyring {
   Keyring(const Keyring&) = delete;
   Keyring& operator=(const Keyring&) = delete;
   bool empty() const { return keys_.empty(); }
+  // Whether OpenSSL set every key up (HMAC-SHA256 available). If not, nothing verifies and what
+  // is signed carries a MAC of zeros: it fails closed.
+  bool usable() const;
 
   // Appends the AUTH packet, signed with the first key.
   void seal(Bytes& datagram, Endpoints ends, std::uint32_t to_epoch, std::uint64_t seq) const;

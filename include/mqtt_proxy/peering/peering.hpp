@@ -232,6 +232,7 @@ class Peering {
     std::optional<TimePoint> last_heard;    // its last datagram
     bool up = false;                        // capable and heard within liveness_timeout
     bool signs = false;                     // keys are set and it is not an unsigned peer
+    std::optional<TimePoint> resynced_at;   // when we last sent it all our filters
     wire::Ipv4Address local;                // our address as it sees it
     auth::ReplayWindow replay;
   };
@@ -258,7 +259,7 @@ class Peering {
     return started_ && cfg_.refresh_interval.count() > 0 && !cfg_.peers.empty();
   }
   // Every local filter to peer i again, as SUBSCRIBEs: it restarted, or came back.
-  void resync(std::size_t i, std::string_view why);
+  void resync(std::size_t i, std::string_view why, TimePoint now);
   // Forgets what peer i subscribed to (it restarted, or its interest expired).
   void forget_interest(std::size_t i, std::string_view why);
   // Peer i spoke: its liveness.
@@ -312,7 +313,8 @@ class Peering {
   std::optional<TimePoint> next_refresh_;
   std::string refresh_cursor_;  // the filter refreshed last
   std::vector<Datagram> outbox_;
-  std::size_t sealed_ = 0;  // outbox_ datagrams already signed
+  std::size_t sealed_ = 0;         // outbox_ datagrams already signed
+  std::size_t publish_limit_ = 0;  // the largest PUBLISH packet forwarded
   std::uint64_t auth_seq_ = 0;
   std::unique_ptr<auth::Keyring> keyring_;
   std::vector<mqtt::Publish> inbound_;

@@ -414,5 +414,22 @@ TEST_F(Pair, ASilentPeerGoesDownThenLosesItsInterestAndComesBack) {
   EXPECT_TRUE(a.peer_wants(kB, "t/x"));
 }
 
+// A peer that announces itself again without the credit feature (a forgery, without a key) while a
+// mark is due: the mark's deadline must not stay behind in the past, or the loop would spin.
+TEST_F(Pair, APeerThatStopsAnnouncingCreditLeavesNoPastDeadline) {
+  handshake();
+  publish("t/x");
+  move(a_, *b_, kA);
+  Bytes hello;
+  ext::encode(hello, ext::Hello{0xb0b0b0b0, 0xa0a0a0a0, 0, 1000});
+  a_.on_datagram(kB, hello, now_);
+  ASSERT_FALSE(a_.speaks_extension(0));
+  now_ += 1s;
+  a_.on_timers(now_);
+  const auto next = a_.next_deadline();
+  ASSERT_TRUE(next);
+  EXPECT_GT(*next, now_);
+}
+
 }  // namespace
 }  // namespace mqtt_proxy::test

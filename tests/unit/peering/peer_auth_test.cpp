@@ -237,6 +237,52 @@ TEST_F(Signed, KeysRollOverWithoutLosingAMessage) {
   EXPECT_EQ(c.peer_datagrams_unauthenticated + ca_.peer_datagrams_unauthenticated, 0u);
 }
 
+// B restarted once (B0 -> B1) and runs with A; a recording of B0's first HELLO (signed for run
+// 0) is played to A when A restarts, before A's own first HELLO leaves: A2 then holds B's old run
+// and signs for it, B1 holds A's old run and signs for that. HELLOs are taken whatever run they
+// are signed for, so the answers put both right; were they not, neither would ever hear the other.
+TEST_F(Signed, PeersThatHoldEachOthersEarlierRunFindEachOtherAgain) {
+  b_.start(now_);
+  b_.end_turn();
+  ASSERT_EQ(b_.outbox().size(), 1u);
+  const Bytes recorded = b_.outbox()[0].bytes;  // B0's first HELLO, signed for run 0
+  b_.clear_outbox();
+  metrics::Counters c1, c2;
+  auto cfg_b = config(kB, kA, 0xb1b1b1b1, {kKey});
+  cfg_b.auth_seq_start = 2'000'000;  // a later wall clock
+  peering::Peering b1(cfg_b, log::null_logger(), c1);
+  a_.start(now_);
+  b1.start(now_);
+  for (int i = 0; i < 4; ++i) {
+    a_.end_turn();
+    move(a_, b1, kA);
+    b1.end_turn();
+    move(b1, a_, kB);
+  }
+  ASSERT_TRUE(b1.speaks_extension(0));
+  auto cfg_a = config(kA, kB, 0xa2a2a2a2, {kKey});
+  cfg_a.auth_seq_start = 3'000'000;
+  peering::Peering a2(cfg_a, log::null_logger(), c2);  // A restarted
+  a2.start(now_);
+  a2.on_datagram(kB, recorded, now_);  // the replay, before A2's HELLO is signed
+  for (int i = 0; i < 8; ++i) {
+    now_ += 5s;  // heartbeats
+    a2.on_timers(now_);
+    b1.on_timers(now_);
+    a2.end_turn();
+    move(a2, b1, kA);
+    b1.end_turn();
+    move(b1, a2, kB);
+  }
+  ASSERT_TRUE(a2.speaks_extension(0));
+  b1.local_filter_added("t/#", now_);
+  b1.end_turn();
+  move(b1, a2, kB);
+  a2.forward_publish("t/x", as_bytes(std::string_view("1")), false, flow::kNone, now_);
+  a2.end_turn();
+  EXPECT_EQ(move(a2, b1, kA), (std::vector<std::string>{"t/x"}));
+}
+
 // SIGHUP's reload: the keys change under a running Peering, the peers see no gap.
 TEST_F(Signed, NewKeysTakeEffectAtOnceWhileTheOldOneIsStillAccepted) {
   handshake();
