@@ -321,7 +321,15 @@ void Peering::heard(std::size_t i, TimePoint now) {
 
 void Peering::check_liveness(std::size_t i, TimePoint now) {
   Peer& p = peers_[i];
-  if (!p.last_heard || !capable(p)) return;
+  if (!p.last_heard) return;
+  if (!capable(p)) {
+    // It stopped announcing the extension: its liveness is unknown again, and not counted.
+    if (p.up) {
+      p.up = false;
+      --counters_.peers_up;
+    }
+    return;
+  }
   const Duration silent = now - *p.last_heard;
   if (p.up && silent >= cfg_.liveness_timeout) {
     p.up = false;

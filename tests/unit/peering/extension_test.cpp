@@ -426,6 +426,7 @@ TEST_F(Pair, APeerThatStopsAnnouncingCreditLeavesNoPastDeadline) {
   ASSERT_FALSE(a_.speaks_extension(0));
   now_ += 1s;
   a_.on_timers(now_);
+  EXPECT_EQ(ca_.peers_up, 0u);  // its liveness is unknown again
   const auto next = a_.next_deadline();
   ASSERT_TRUE(next);
   EXPECT_GT(*next, now_);
