@@ -112,6 +112,39 @@ TEST(Options, BadValuesAreOneLineErrors) {
   }
 }
 
+TEST(Options, PeerKeysUnsignedPeersAndCleanup) {
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({"-F", "192.168.1.104", "-F", "192.168.1.103", "--peer-key-file", "/k",
+                   "--peer-unsigned", "192.168.1.103"},
+                  o, msg),
+            ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(o.peer_key_file, "/k");
+  ASSERT_EQ(o.unsigned_peers.size(), 1u);
+  EXPECT_EQ(o.unsigned_peers[0], *wire::Ipv4Address::parse("192.168.1.103"));
+  Options o2;
+  EXPECT_EQ(
+      parse({"-F", "192.168.1.104", "--peer-key-file", "/k", "--peer-unsigned", "192.168.1.105"},
+            o2, msg),
+      ParseOutcome::Error);
+  EXPECT_NE(msg.find("is not a peer"), std::string::npos);
+  Options o3;
+  EXPECT_EQ(parse({"-F", "192.168.1.104", "--peer-unsigned", "192.168.1.104"}, o3, msg),
+            ParseOutcome::Error);
+  EXPECT_NE(msg.find("needs --peer-key-file"), std::string::npos);
+  Options o4;
+  EXPECT_EQ(parse({"--peer-key-file", "/k", "--peer-extension", "off"}, o4, msg),
+            ParseOutcome::Error);
+  Options o5;
+  ASSERT_EQ(parse({"--cleanup", "-t", "1884", "-i", "h1-eth0"}, o5, msg), ParseOutcome::Run);
+  EXPECT_TRUE(o5.cleanup);
+  EXPECT_EQ(o5.tcp_port, 1884);
+  EXPECT_FALSE(Options{}.cleanup);
+  EXPECT_EQ(Options{}.peer_refresh_seconds, 30u);  // soft state by default
+  EXPECT_EQ(Options{}.peer_expiry_refreshes, 3u);
+}
+
 TEST(Options, HelpAndVersionExitZero) {
   Options o;
   std::string msg;
