@@ -73,21 +73,6 @@ class Reader:
         self._thread.join(timeout)
 
 
-def latest_counters(proxy, what="stats"):
-    """The counters of the last `what:` line of a proxy's log, as a dict: "stats" for those of
-    --stats-interval, "final counters" for those it logs at exit. The per-peer lines that follow
-    each (`what: peer ADDR up, ...`) are not counters."""
-    needle = what + ":"
-    for line in reversed(proxy.log().splitlines()):
-        if needle not in line:
-            continue
-        rest = line.split(needle, 1)[1]
-        if not rest.lstrip().startswith("peer "):
-            fields = rest.split()
-            return {k: int(v) for k, v in (f.split("=", 1) for f in fields if "=" in f)}
-    return {}
-
-
 def report(fmt, *args):
     print("\n  fault: " + (fmt % args if args else fmt), flush=True)
 
@@ -135,9 +120,7 @@ class Faults(unittest.TestCase):
         for proxy in proxies:
             self._stop(proxy)
             self.assertEqual(proxy.returncode, 0, proxy.log()[-2000:])
-            # Not procs.Proxy.final_counters: it takes the last "final counters:" line, which is
-            # now the per-peer status line that follows the counters.
-            counters = latest_counters(proxy, "final counters")
+            counters = proxy.final_counters()
             self.assertTrue(counters, proxy.log()[-2000:])
             out.append(counters)
         return out
@@ -266,7 +249,7 @@ class Faults(unittest.TestCase):
         # it) gets through: wait until h1's counters (logged every second) account for every
         # message, at most 20 s.
         def accounted():
-            return len(delivered()) + latest_counters(h1).get("peer_publish_lost", 0) >= n
+            return len(delivered()) + h1.logged_counters().get("peer_publish_lost", 0) >= n
 
         procs.wait_for(accounted, 20, interval=0.2)
         time.sleep(1.5)  # anything still in flight lands before the counters are final

@@ -167,14 +167,12 @@ class Proxy:
 
     def logged_counters(self, what="stats"):
         """The last counters the proxy logged under `what` ("stats": every --stats-interval,
-        "final counters": at exit), as a dict. The per-peer lines logged after them are not
-        counters and are skipped (peer_status())."""
+        "final counters": at exit), as a dict. (The per-peer lines logged after them read
+        "WHAT of peer ADDR: ...", see peer_status(), so they never match.)"""
         tag = what + ":"
         for line in reversed(self.log().splitlines()):
             if tag in line:
                 rest = line.split(tag, 1)[1]
-                if rest.startswith(" peer "):
-                    continue
                 return {k: int(v) for k, v in (f.split("=", 1) for f in rest.split() if "=" in f)}
         return {}
 
