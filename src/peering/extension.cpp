@@ -1,9 +1,22 @@
 #include "mqtt_proxy/peering/extension.hpp"
 
+#include "mqtt_proxy/util/siphash.hpp"
+
 namespace mqtt_proxy::peering::ext {
 
 namespace {
-enum Kind : std::uint8_t { kHello = 1, kData = 2, kCredit = 3, kBlocked = 4 };
+// Kind 5 is AUTH (peer_auth.hpp), a trailer rather than a message: not decoded here.
+enum Kind : std::uint8_t {
+  kHello = 1,
+  kData = 2,
+  kCredit = 3,
+  kBlocked = 4,
+  kDigest = 6,
+  kResync = 7,
+  kFilters = 8
+};
+constexpr std::uint8_t kKinds[] = {kHello, kData, kCredit, kBlocked, kDigest, kResync, kFilters};
+static_assert(std::size(kKinds) == std::variant_size_v<Message>);
 
 void put32(Bytes& b, std::uint32_t v) {
   for (int s = 24; s >= 0; s -= 8) b.push_back(std::byte(static_cast<std::uint8_t>(v >> s)));
@@ -27,6 +40,12 @@ constexpr std::size_t field_size(std::uint8_t kind) {
       return 21;
     case kBlocked:
       return 16;
+    case kDigest:
+      return 20;
+    case kResync:
+      return 12;
+    case kFilters:
+      return 16;
     default:
       return 0;
   }
@@ -34,7 +53,7 @@ constexpr std::size_t field_size(std::uint8_t kind) {
 }  // namespace
 
 void encode(Bytes& out, const Message& m) {
-  const auto kind = static_cast<std::uint8_t>(m.index() + 1);
+  const std::uint8_t kind = kKinds[m.index()];
   out.push_back(std::byte{kFirstByte});
   out.push_back(std::byte(static_cast<std::uint8_t>(4 + field_size(kind))));  // < 128: one byte
   out.push_back(std::byte{'M'});
@@ -57,8 +76,17 @@ void encode(Bytes& out, const Message& m) {
           put64(out, v.limit);
           put32(out, v.next_dseq);
           out.push_back(std::byte{v.paused ? std::uint8_t{1} : std::uint8_t{0}});
-        } else {
+        } else if constexpr (std::is_same_v<T, Blocked>) {
           put64(out, v.offset);
+        } else if constexpr (std::is_same_v<T, Digest>) {
+          put32(out, v.count);
+          put64(out, v.hash);
+        } else if constexpr (std::is_same_v<T, Resync>) {
+          put32(out, v.nonce);
+        } else {
+          static_assert(std::is_same_v<T, Filters>);
+          put32(out, v.nonce);
+          put32(out, std::uint32_t{v.part} << 16 | v.parts);
         }
       },
       m);
@@ -85,9 +113,25 @@ std::optional<Message> decode(ByteSpan b) {
     }
     case kBlocked:
       return Blocked{epoch, peer_epoch, load64(b, 12)};
+    case kDigest:
+      return Digest{epoch, peer_epoch, load_be32(b, 12), load64(b, 16)};
+    case kResync:
+      return Resync{epoch, peer_epoch, load_be32(b, 12)};
+    case kFilters: {
+      const std::uint16_t part = load_be16(b, 16);
+      const std::uint16_t parts = load_be16(b, 18);
+      if (part >= parts) return std::nullopt;
+      return Filters{epoch, peer_epoch, load_be32(b, 12), part, parts};
+    }
     default:
       return std::nullopt;
   }
+}
+
+std::uint64_t filter_hash(std::string_view filter) {
+  static constexpr SipKey kKey = {'m', 'q', 't', 't', '_', 'p', 'r', 'o',
+                                  'x', 'y', ' ', 'f', 'i', 'l', 't', 'r'};
+  return siphash24(kKey, as_bytes(filter));
 }
 
 }  // namespace mqtt_proxy::peering::ext

@@ -217,7 +217,8 @@ void Peering::send_control(std::size_t i, const ext::Message& m) {
 
 void Peering::send_hello(std::size_t i, TimePoint now) {
   Peer& p = peers_[i];
-  send_control(i, ext::Hello{cfg_.epoch, p.their_epoch, ext::kFeatureCredit | ext::kFeatureBatch,
+  send_control(i, ext::Hello{cfg_.epoch, p.their_epoch,
+                             ext::kFeatureCredit | ext::kFeatureBatch | ext::kFeatureDigest,
                              cfg_.credit_window});
   ++counters_.peer_hello_out;
   p.last_hello = now;
@@ -230,6 +231,95 @@ void Peering::send_hello(std::size_t i, TimePoint now) {
                           : std::min<Duration>(p.hello_backoff * 2, kMaxHelloBackoff);
   }
   p.next_hello = now + p.hello_backoff;
+}
+
+void Peering::send_digest(std::size_t i) {
+  const Peer& p = peers_[i];
+  send_control(i, ext::Digest{cfg_.epoch, p.their_epoch,
+                              static_cast<std::uint32_t>(local_filters_.size()), local_hash_});
+}
+
+void Peering::ask_interest(std::size_t i, TimePoint now) {
+  Peer& p = peers_[i];
+  Mending& m = p.mending;
+  if (++nonce_ == 0) nonce_ = 1;
+  m.nonce = nonce_;
+  m.parts_seen.clear();
+  m.parts_left = 0;
+  m.collected.clear();
+  send_control(i, ext::Resync{cfg_.epoch, p.their_epoch, m.nonce});
+  m.next_ask = now + m.backoff;
+  m.backoff = std::min<Duration>(m.backoff * 2, cfg_.heartbeat_interval);
+}
+
+void Peering::answer_resync(std::size_t i, std::uint32_t nonce, TimePoint now) {
+  Peer& p = peers_[i];
+  // At most every kHelloReplyGap: an answer is several datagrams, a RESYNC one small one.
+  if (p.last_answer && now - *p.last_answer < kHelloReplyGap) return;
+  p.last_answer = now;
+  // The filters in parts of one datagram each: a FILTERS header, then one SUBSCRIBE. A filter
+  // too long for a part of its own size still travels, alone.
+  constexpr std::size_t kSubscribeOverhead = 1 + 4 + 2;  // fixed header, packet id
+  const std::size_t budget =
+      cfg_.batch_bytes - std::min(cfg_.batch_bytes, ext::kFiltersSize + kSubscribeOverhead);
+  std::vector<std::vector<std::string_view>> parts(1);
+  std::size_t used = 0;
+  for (const auto& f : local_filters_) {
+    const std::size_t cost = 2 + f.size() + 1;
+    if (!parts.back().empty() && used + cost > budget) {
+      parts.emplace_back();
+      used = 0;
+    }
+    parts.back().push_back(f);
+    used += cost;
+  }
+  if (parts.size() > 0xffff) {
+    log_.warn(kLog, "peer {} asked for our interest: {} filters need more than 65535 datagrams",
+              p.addr, local_filters_.size());
+    return;
+  }
+  const auto n = static_cast<std::uint16_t>(parts.size());
+  for (std::uint16_t k = 0; k < n; ++k) {
+    control_.clear();
+    ext::encode(control_, ext::Filters{cfg_.epoch, p.their_epoch, nonce, k, n});
+    if (!parts[k].empty()) {
+      mqtt::encode_subscribe(control_, next_packet_id(), parts[k]);
+      ++counters_.peer_subscribe_out;
+    }
+    enqueue(i, control_, false);
+  }
+  ++counters_.peer_resyncs;
+  log_.info(kLog, "peer {} asked for our interest: our {} filter(s) sent to it in {} datagram(s)",
+            p.addr, local_filters_.size(), n);
+}
+
+void Peering::filters_part(std::size_t i, std::uint16_t part, std::uint16_t parts) {
+  Mending& m = peers_[i].mending;
+  if (m.parts_seen.empty()) {
+    m.parts_seen.assign(parts, false);
+    m.parts_left = parts;
+  }
+  if (m.parts_seen.size() != parts || m.parts_seen[part]) return;
+  m.parts_seen[part] = true;
+  if (--m.parts_left == 0) mended(i);
+}
+
+void Peering::mended(std::size_t i) {
+  Peer& p = peers_[i];
+  std::vector<std::string> gone;
+  for (const auto& f : p.filters) {
+    if (!p.mending.collected.contains(f)) gone.push_back(f);
+  }
+  for (const auto& f : gone) {
+    p.filters.erase(f);
+    remote_.remove(f, i);
+    p.filters_hash -= ext::filter_hash(f);
+    log_.info(kLog, "peer {} interest mended, dropped topic={}", p.addr, f);
+  }
+  counters_.peer_interest_expired += gone.size();
+  log_.info(kLog, "peer {} interest mended: {} filter(s) held for it, {} dropped", p.addr,
+            p.filters.size(), gone.size());
+  p.mending = Mending{};
 }
 
 void Peering::start(TimePoint now) {
@@ -301,6 +391,8 @@ void Peering::forget_interest(std::size_t i, std::string_view why) {
   for (const auto& f : p.filters) remote_.remove(f, i);
   counters_.peer_interest_expired += p.filters.size();
   p.filters.clear();
+  p.filters_hash = 0;
+  p.mending = Mending{};
 }
 
 void Peering::heard(std::size_t i, TimePoint now) {
@@ -357,7 +449,7 @@ std::vector<Peering::PeerStatus> Peering::peer_status() const {
 }
 
 void Peering::local_filter_added(std::string_view filter, TimePoint now) {
-  local_filters_.emplace(filter);
+  if (local_filters_.emplace(filter).second) local_hash_ += ext::filter_hash(filter);
   // The first filter: refreshed one interval after this announcement, and the rest in turn.
   if (refreshing() && !next_refresh_) next_refresh_ = now + cfg_.refresh_interval;
   if (cfg_.peers.empty()) return;
@@ -366,7 +458,10 @@ void Peering::local_filter_added(std::string_view filter, TimePoint now) {
 }
 
 void Peering::local_filter_removed(std::string_view filter) {
-  if (auto it = local_filters_.find(filter); it != local_filters_.end()) local_filters_.erase(it);
+  if (auto it = local_filters_.find(filter); it != local_filters_.end()) {
+    local_filters_.erase(it);
+    local_hash_ -= ext::filter_hash(filter);
+  }
   if (cfg_.peers.empty()) return;
   announce(mqtt::PacketType::Unsubscribe, filter);
   log_.info(kLog, "UNSUBSCRIBE sent to {} peer(s) topic={}", cfg_.peers.size(), filter);
@@ -512,20 +607,26 @@ void Peering::send_retained(wire::Ipv4Address peer, std::string_view topic, Byte
 
 void Peering::peer_subscribe(std::size_t i, std::string_view filter) {
   ++counters_.peer_subscribe_in;
-  if (peers_[i].filters.emplace(filter).second) {
+  Peer& p = peers_[i];
+  if (p.filters.emplace(filter).second) {
     remote_.add(filter, i);
+    p.filters_hash += ext::filter_hash(filter);
     new_interest_.push_back(PeerInterest{cfg_.peers[i], std::string(filter)});
   }
+  if (p.mending.nonce != 0) p.mending.collected.emplace(filter);
   log_.info(kLog, "peer {} SUBSCRIBE topic={}", cfg_.peers[i], filter);
 }
 
 void Peering::peer_unsubscribe(std::size_t i, std::string_view filter) {
   ++counters_.peer_unsubscribe_in;
-  auto& filters = peers_[i].filters;
-  if (auto it = filters.find(std::string(filter)); it != filters.end()) {
-    filters.erase(it);
+  Peer& p = peers_[i];
+  const std::string key(filter);
+  if (auto it = p.filters.find(key); it != p.filters.end()) {
+    p.filters.erase(it);
     remote_.remove(filter, i);
+    p.filters_hash -= ext::filter_hash(filter);
   }
+  p.mending.collected.erase(key);
   log_.info(kLog, "peer {} UNSUBSCRIBE topic={}", cfg_.peers[i], filter);
 }
 
@@ -543,10 +644,16 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
   ++counters_.peer_datagrams_in;
   DataContext ctx;
   bool deliver = true;
+  bool whole = true;
   do {
-    if (!on_packet(i, data, ctx, deliver, now)) break;
+    if (!on_packet(i, data, ctx, deliver, now)) {
+      whole = false;
+      break;
+    }
   } while (!data.empty());
   heard(i, now);
+  // A part of the answer we wait for counts once all of it was read.
+  if (ctx.part && whole) filters_part(i, *ctx.part, ctx.parts);
   if (ctx.accounted) {
     Inbound& in = peers_[i].in;
     // A datagram with nothing but its header is a sequence mark: the sender wants to hear what
@@ -693,6 +800,7 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
       // What waited for the earlier run's credit goes; the new run grants its own.
       drop_pending(i);
       p.their_epoch = h->epoch;
+      p.mending = Mending{};
       p.out = Outbound{};
       p.out.limit = h->window;
       p.out.last_progress = now;
@@ -717,6 +825,35 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
     // announced before it listened) gets our interest now, after our HELLO: it need not wait for
     // a refresh.
     if (resync_due) resync(i, p.knows_us ? "restarted" : "announced itself", now);
+    return;
+  }
+  // The interest check's packets are for the current pair of runs only.
+  const auto current = [&](std::uint32_t epoch, std::uint32_t peer_epoch) {
+    return epoch == p.their_epoch && peer_epoch == cfg_.epoch && checks_digest(p);
+  };
+  if (const auto* g = std::get_if<ext::Digest>(&m)) {
+    if (!current(g->epoch, g->peer_epoch)) return;
+    if (g->count == p.filters.size() && g->hash == p.filters_hash) {
+      p.mending = Mending{};  // in agreement, whatever an answer still on its way would say
+      return;
+    }
+    if (p.mending.nonce != 0) return;  // asking already; its retries go on
+    ++counters_.peer_interest_mismatches;
+    log_.info(kLog, "peer {} subscribed to {} filter(s), we hold {} (or others): asking it for all",
+              p.addr, g->count, p.filters.size());
+    p.mending.backoff = cfg_.resync_retry;
+    ask_interest(i, now);
+    return;
+  }
+  if (const auto* r = std::get_if<ext::Resync>(&m)) {
+    if (current(r->epoch, r->peer_epoch)) answer_resync(i, r->nonce, now);
+    return;
+  }
+  if (const auto* f = std::get_if<ext::Filters>(&m)) {
+    if (current(f->epoch, f->peer_epoch) && f->nonce == p.mending.nonce && f->nonce != 0) {
+      ctx.part = f->part;
+      ctx.parts = f->parts;
+    }
     return;
   }
   if (const auto* d = std::get_if<ext::Data>(&m)) {
@@ -812,7 +949,18 @@ void Peering::on_timers(TimePoint now) {
   for (std::size_t i = 0; i < peers_.size(); ++i) {
     Peer& p = peers_[i];
     check_liveness(i, now);
-    if (now >= p.next_hello) send_hello(i, now);
+    if (now >= p.next_hello) {
+      send_hello(i, now);
+      // The heartbeat carries the check of our interest at the peer.
+      if (p.knows_us && checks_digest(p)) send_digest(i);
+    }
+    if (p.mending.nonce != 0 && now >= p.mending.next_ask) {
+      if (p.up && checks_digest(p)) {
+        ask_interest(i, now);
+      } else {
+        p.mending = Mending{};  // gone: it is asked again when a DIGEST disagrees once more
+      }
+    }
     Outbound& o = p.out;
     if (o.next_pump && now >= *o.next_pump) pump(i, now);
     if (o.next_mark && now >= *o.next_mark && capable(p)) {
@@ -839,6 +987,7 @@ std::optional<TimePoint> Peering::next_deadline() const {
   if (!cfg_.extension || !started_) return d;
   for (const auto& p : peers_) {
     d = earliest(d, p.next_hello);
+    if (p.mending.nonce != 0) d = earliest(d, p.mending.next_ask);
     if (capable(p)) {
       // What on_timers() acts on only for a capable peer: a peer that stopped announcing credit
       // (a HELLO without it) must not leave a past deadline behind to spin on.

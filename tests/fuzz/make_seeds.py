@@ -111,6 +111,12 @@ write("peer_datagram", "legacy_unsubscribe", pkt(0xB0, struct.pack(">H", 1) + s(
 write("peer_datagram", "publish", publish("topic1", b"message1"))
 write("peer_datagram", "batch", publish("a/b", b"1") + subscribe("c/#") + publish("a/c", b"22")
       + pkt(0xB0, struct.pack(">H", 2) + s("c/#")))
+# the interest check: a HELLO that names the target's run (1) with the digest feature, a DIGEST
+# that disagrees (so the target asks, nonce 1), the one-part answer with its SUBSCRIBE, a RESYNC
+ext = lambda kind, fields: pkt(0xF0, b"MP\x01" + bytes([kind]) + struct.pack(">II", 9, 1) + fields)
+write("peer_datagram", "interest_check",
+      ext(1, struct.pack(">II", 7, 65536)) + ext(6, struct.pack(">IQ", 1, 0))
+      + ext(8, struct.pack(">IHH", 1, 0, 1)) + subscribe("c/#") + ext(7, struct.pack(">I", 5)))
 
 # peer_auth: the same datagrams (the target also signs each input itself), a HELLO, and an AUTH
 # trailer with a MAC that no key makes

@@ -97,9 +97,12 @@ namespace mqtt_proxy::metrics {
   X(peer_datagrams_replayed, Counter, "signed datagrams from peers rejected as copies or too old") \
   X(peers_up, Gauge, "capable peers heard from within the liveness timeout")                       \
   X(peer_resyncs, Counter,                                                                         \
-    "times all our filters were sent again to a restarted or returned peer")                       \
+    "times all our filters were sent again to a peer: restarted, returned, or it asked")           \
+  X(peer_interest_mismatches, Counter,                                                             \
+    "times a peer's digest disagreed with the filters we held for it (we asked for all)")          \
   X(peer_interest_expired, Counter,                                                                \
-    "peer filters forgotten: the peer restarted or went silent past the expiry")                   \
+    "peer filters forgotten: the peer restarted, went silent past the expiry, or no longer had "   \
+    "them")                                                                                        \
   X(flow_sinks_congested, Counter, "times a subscriber or peer passed the high-water mark")        \
   X(flow_sources_paused, Counter, "times a publisher or peer was paused by a congested one")       \
   X(flow_sinks_stuck, Counter,                                                                     \

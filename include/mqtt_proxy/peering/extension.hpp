@@ -13,12 +13,21 @@
 //            to `limit`; I have accounted for your datagrams before `next_dseq` (arrived or
 //            counted lost); paused: my subscribers are slow but alive, more credit will come
 //   BLOCKED  epoch:4 peer_epoch:4 offset:8   I (epoch) sent up to `offset` and have more
+//   (kind 5 is AUTH, peer_auth.hpp: a datagram's signature, not a message)
+//   DIGEST   epoch:4 peer_epoch:4 count:4 hash:8   the filters I subscribed to at you: how many,
+//            and the sum of their filter_hash()es (with each heartbeat)
+//   RESYNC   epoch:4 peer_epoch:4 nonce:4   what I hold for you disagrees with your DIGEST: send
+//            me all your filters, in FILTERS parts naming `nonce`
+//   FILTERS  epoch:4 peer_epoch:4 nonce:4 part:2 parts:2   part `part` of `parts` of the answer
+//            to RESYNC `nonce`; the rest of its datagram is one SUBSCRIBE with that part's
+//            filters (none in the one part of an empty set)
 //
 // Every epoch pair (sender's, receiver's) starts its own credit offsets at 0.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <string_view>
 #include <variant>
 
 #include "mqtt_proxy/util/bytes.hpp"
@@ -31,6 +40,7 @@ inline constexpr std::uint8_t kVersion = 1;
 // Feature bits of HELLO.
 inline constexpr std::uint32_t kFeatureCredit = 0x1;  // DATA headers, CREDIT and BLOCKED
 inline constexpr std::uint32_t kFeatureBatch = 0x2;   // reads several packets per datagram
+inline constexpr std::uint32_t kFeatureDigest = 0x4;  // DIGEST, RESYNC and FILTERS
 
 struct Hello {
   std::uint32_t epoch = 0;
@@ -61,11 +71,38 @@ struct Blocked {
   std::uint64_t offset = 0;
   friend bool operator==(const Blocked&, const Blocked&) = default;
 };
-using Message = std::variant<Hello, Data, Credit, Blocked>;
+struct Digest {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint32_t count = 0;
+  std::uint64_t hash = 0;
+  friend bool operator==(const Digest&, const Digest&) = default;
+};
+struct Resync {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint32_t nonce = 0;
+  friend bool operator==(const Resync&, const Resync&) = default;
+};
+struct Filters {
+  std::uint32_t epoch = 0;
+  std::uint32_t peer_epoch = 0;
+  std::uint32_t nonce = 0;
+  std::uint16_t part = 0;
+  std::uint16_t parts = 0;
+  friend bool operator==(const Filters&, const Filters&) = default;
+};
+using Message = std::variant<Hello, Data, Credit, Blocked, Digest, Resync, Filters>;
 
 // The whole packet, fixed header included.
 void encode(Bytes& out, const Message& m);
-inline constexpr std::size_t kDataSize = 2 + 4 + 24;  // a DATA packet's wire size
+inline constexpr std::size_t kDataSize = 2 + 4 + 24;     // a DATA packet's wire size
+inline constexpr std::size_t kFiltersSize = 2 + 4 + 16;  // a FILTERS packet's wire size
+
+// A filter's share of a DIGEST's hash: SipHash-2-4 under a key fixed by the protocol (the hash
+// detects a difference between two sets; it guards no secret). A set's hash is the sum of its
+// filters' (mod 2^64), so it is kept up to date one filter at a time, in any order.
+std::uint64_t filter_hash(std::string_view filter);
 
 // The body of a type-15 packet (after the remaining length). nullopt: not ours (no magic, another
 // version) or malformed.

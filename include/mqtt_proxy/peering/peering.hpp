@@ -78,6 +78,10 @@ struct PeeringConfig {
   // they speak plain, and a plain datagram lost is lost uncounted.
   Duration hello_interval = std::chrono::milliseconds(100);
   Duration heartbeat_interval = std::chrono::seconds(5);
+  // A peer whose DIGEST (with its heartbeat) disagrees with the interest we hold for it is asked
+  // for all of it (RESYNC); unanswered, again after this, backing off to the heartbeat interval.
+  // So interest lost on the way converges within a heartbeat or two, not a refresh.
+  Duration resync_retry = std::chrono::milliseconds(250);
   // A sender out of credit asks again (BLOCKED) after this, backing off to 100 ms.
   Duration blocked_probe = std::chrono::milliseconds(20);
   // PUBLISH bytes waiting for credit toward one peer; beyond, further ones are dropped (counted).
@@ -217,9 +221,21 @@ class Peering {
     bool credit_due = false;  // grant more at the end of the turn (unless paused)
     bool answer_due = false;  // a BLOCKED wants a CREDIT even without more to grant
   };
+  // Asking a peer for its whole interest, after its DIGEST disagreed with what we hold for it.
+  struct Mending {
+    std::uint32_t nonce = 0;  // of the RESYNC asked; 0: not asking
+    std::vector<bool> parts_seen;
+    std::size_t parts_left = 0;
+    // What it subscribed to since we asked: the answer's filters, and whatever it subscribed to
+    // (or unsubscribed from) besides. Complete, it is what the peer holds.
+    std::unordered_set<std::string> collected;
+    TimePoint next_ask{};
+    Duration backoff{};
+  };
   struct Peer {
     wire::Ipv4Address addr;
     std::unordered_set<std::string> filters;  // what it subscribed to
+    std::uint64_t filters_hash = 0;           // the sum of ext::filter_hash() over `filters`
     std::uint32_t their_epoch = 0;            // from its HELLO; 0: it never announced
     std::uint32_t their_features = 0;
     bool knows_us = false;  // its latest HELLO named our epoch
@@ -235,6 +251,8 @@ class Peering {
     std::optional<TimePoint> resynced_at;   // when we last sent it all our filters
     wire::Ipv4Address local;                // our address as it sees it
     auth::ReplayWindow replay;
+    Mending mending;
+    std::optional<TimePoint> last_answer;  // our last FILTERS answer to its RESYNC
   };
   // The DATA header of the datagram being read, and whether its PUBLISHes are delivered.
   struct DataContext {
@@ -242,12 +260,17 @@ class Peering {
     std::uint32_t first_mseq = 0;
     std::uint32_t mseq = 0;
     std::uint64_t offset = 0;
+    std::optional<std::uint16_t> part;  // a FILTERS part of the answer we wait for
+    std::uint16_t parts = 0;
   };
 
   bool capable(const Peer& p) const {
     return cfg_.extension && p.their_epoch != 0 && (p.their_features & ext::kFeatureCredit);
   }
   bool batches(const Peer& p) const;
+  bool checks_digest(const Peer& p) const {
+    return capable(p) && (p.their_features & ext::kFeatureDigest);
+  }
   // A peer that signs, whose run we do not know yet: it would refuse anything but a HELLO (a
   // signature names the receiver's run), so nothing else is sent until the handshake, which then
   // sends our interest (resync).
@@ -284,6 +307,14 @@ class Peering {
   Duration pace_tolerance() const;  // the burst, in time at the paced rate
   void send_control(std::size_t i, const ext::Message& m);
   void send_hello(std::size_t i, TimePoint now);
+  // Interest checking (docs/peering.md, "Soft state"): our DIGEST to peer i; a RESYNC asking it
+  // for its interest; our FILTERS answering its RESYNC; one answer part received.
+  void send_digest(std::size_t i);
+  void ask_interest(std::size_t i, TimePoint now);
+  void answer_resync(std::size_t i, std::uint32_t nonce, TimePoint now);
+  void filters_part(std::size_t i, std::uint16_t part, std::uint16_t parts);
+  // The answer is complete: what peer i no longer subscribes to is dropped.
+  void mended(std::size_t i);
   // One packet of a peer's datagram; false if it is malformed (counted and logged).
   bool on_packet(std::size_t i, ByteSpan& data, DataContext& ctx, bool& deliver, TimePoint now);
   void on_extension(std::size_t i, const ext::Message& m, DataContext& ctx, bool& deliver,
@@ -308,6 +339,8 @@ class Peering {
   std::vector<Peer> peers_;
   mqtt::TopicTree<std::size_t> remote_;  // filters peers subscribed to -> peer index
   std::set<std::string, std::less<>> local_filters_;
+  std::uint64_t local_hash_ = 0;  // the sum of ext::filter_hash() over local_filters_
+  std::uint32_t nonce_ = 0;       // the last RESYNC's
   std::uint16_t packet_id_ = 0;
   bool started_ = false;
   std::optional<TimePoint> next_refresh_;

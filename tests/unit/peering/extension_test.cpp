@@ -25,8 +25,12 @@ const Ipv4Address kB = *Ipv4Address::parse("192.168.1.101");
 TEST(Extension, EveryKindRoundTripsAndStartsWithTheType15Header) {
   const std::vector<ext::Message> all = {
       ext::Hello{0x11223344, 7, ext::kFeatureCredit | ext::kFeatureBatch, 524288},
-      ext::Data{1, 2, 3, 4, 0x0102030405060708ull}, ext::Credit{9, 8, 1ull << 40, 12345, true},
-      ext::Blocked{5, 6, 77}};
+      ext::Data{1, 2, 3, 4, 0x0102030405060708ull},
+      ext::Credit{9, 8, 1ull << 40, 12345, true},
+      ext::Blocked{5, 6, 77},
+      ext::Digest{1, 2, 3, 0xfedcba9876543210ull},
+      ext::Resync{4, 5, 6},
+      ext::Filters{7, 8, 9, 2, 3}};
   for (const auto& m : all) {
     Bytes b;
     ext::encode(b, m);
@@ -44,6 +48,20 @@ TEST(Extension, EveryKindRoundTripsAndStartsWithTheType15Header) {
   ext::encode(d, ext::Data{});
   EXPECT_EQ(d.size(), ext::kDataSize);
   EXPECT_EQ(to_hex(Bytes(d.begin(), d.begin() + 6)), "f0 1c 4d 50 01 02");
+  Bytes g, f;
+  ext::encode(g, ext::Digest{});
+  EXPECT_EQ(to_hex(Bytes(g.begin(), g.begin() + 6)), "f0 18 4d 50 01 06");
+  ext::encode(f, ext::Filters{1, 2, 3, 0, 1});
+  EXPECT_EQ(f.size(), ext::kFiltersSize);
+  EXPECT_EQ(to_hex(Bytes(f.begin(), f.begin() + 6)), "f0 14 4d 50 01 08");
+}
+
+// A set's hash is the sum of its filters', whatever the order they were added in.
+TEST(Extension, AFilterSetsHashIsTheSumOfItsFiltersHashes) {
+  EXPECT_NE(ext::filter_hash("a/b"), ext::filter_hash("a/c"));
+  EXPECT_EQ(ext::filter_hash("a/b") + ext::filter_hash("x/#"),
+            ext::filter_hash("x/#") + ext::filter_hash("a/b"));
+  EXPECT_EQ(ext::filter_hash("a/b"), ext::filter_hash("a/b"));
 }
 
 TEST(Extension, WhatIsNotOursDoesNotDecode) {
@@ -56,6 +74,10 @@ TEST(Extension, WhatIsNotOursDoesNotDecode) {
   ext::encode(c, ext::Credit{1, 2, 3, 4, false});
   c[c.size() - 1] = std::byte{2};  // paused must be 0 or 1
   EXPECT_FALSE(ext::decode(ByteSpan(c).subspan(2)));
+  EXPECT_FALSE(ext::decode(bytes("4d 50 01 05")));  // AUTH is a trailer, not a message
+  Bytes f;
+  ext::encode(f, ext::Filters{1, 2, 3, 3, 3});  // part 3 of parts 0..2
+  EXPECT_FALSE(ext::decode(ByteSpan(f).subspan(2)));
 }
 
 // Two proxies' Peerings, A (the publishers' side) and B (the subscribers' side), each with its
@@ -412,6 +434,147 @@ TEST_F(Pair, ASilentPeerGoesDownThenLosesItsInterestAndComesBack) {
   EXPECT_EQ(ca_.peer_resyncs, 1u);  // "mine" sent to it again
   ASSERT_FALSE(a.outbox().empty());
   EXPECT_TRUE(a.peer_wants(kB, "t/x"));
+}
+
+// Interest checking: with each heartbeat a proxy tells its peer how many filters it subscribed to
+// there and their hash; a peer that holds something else asks for all of them and takes the
+// answer for the whole truth, so a lost SUBSCRIBE or UNSUBSCRIBE is mended within a heartbeat.
+class Digests : public Pair {
+ protected:
+  // Runs both sides' timers up to `until`, moving what they send (through `keep`).
+  void run_until(TimePoint until, const std::function<bool(const Datagram&)>& keep = {}) {
+    for (int guard = 0; guard < 10000; ++guard) {
+      // What is sent is answered at once (no time passes on the wire).
+      for (int turn = 0; turn < 10 && (!a_.outbox().empty() || !b_->outbox().empty()); ++turn) {
+        move(a_, *b_, kA, keep);
+        move(*b_, a_, kB, keep);
+      }
+      const auto next = earliest(a_.next_deadline(), b_->next_deadline());
+      if (!next || *next > until) break;
+      now_ = std::max(now_, *next);
+      a_.on_timers(now_);
+      b_->on_timers(now_);
+    }
+    now_ = until;
+  }
+  static std::uint8_t kind(const Datagram& d) {
+    return std::to_integer<std::uint8_t>(d.bytes[0]) == ext::kFirstByte
+               ? std::to_integer<std::uint8_t>(d.bytes[5])
+               : 0;
+  }
+  // The handshake, after which each holds exactly what the other has (Pair's handshake leaves
+  // each holding a "t/#" of the other's).
+  void connect() {
+    handshake();
+    a_.local_filter_added("t/#", now_);
+    b_->local_filter_added("t/#", now_);
+    settle();
+  }
+};
+
+TEST_F(Digests, ALostSubscribeIsMendedByTheNextHeartbeat) {
+  connect();
+  a_.local_filter_added("up/1", now_);
+  a_.clear_outbox();  // the SUBSCRIBE is lost
+  EXPECT_FALSE(b_->peer_wants(kA, "up/1"));
+  const TimePoint lost_at = now_;
+  while (!b_->peer_wants(kA, "up/1") && now_ < lost_at + 6s) run_until(now_ + 100ms);
+  EXPECT_TRUE(b_->peer_wants(kA, "up/1"));
+  EXPECT_LE(now_ - lost_at, 5s + 100ms);  // the heartbeat is every 5 s
+  EXPECT_EQ(cb_.peer_interest_mismatches, 1u);
+  EXPECT_EQ(ca_.peer_resyncs, 1u);
+  run_until(now_ + 20s);  // and then the digests agree: nothing more is asked
+  EXPECT_EQ(cb_.peer_interest_mismatches, 1u);
+  EXPECT_EQ(ca_.peer_resyncs, 1u);
+}
+
+TEST_F(Digests, ALostUnsubscribeIsMendedAndOnlyTheStaleFilterIsDropped) {
+  connect();
+  a_.local_filter_added("keep/#", now_);
+  a_.local_filter_added("drop/#", now_);
+  move(a_, *b_, kA);
+  ASSERT_TRUE(b_->peer_wants(kA, "drop/x"));
+  a_.local_filter_removed("drop/#");
+  a_.clear_outbox();  // the UNSUBSCRIBE is lost
+  run_until(now_ + 5s + 100ms);
+  EXPECT_FALSE(b_->peer_wants(kA, "drop/x"));
+  EXPECT_TRUE(b_->peer_wants(kA, "keep/x"));
+  EXPECT_EQ(b_->peer_filter_count(kA), 2u);  // keep/# and t/#
+  EXPECT_EQ(cb_.peer_interest_expired, 1u);
+}
+
+// An answer of several datagrams, one of them lost: the asker asks again, 250 ms later, and takes
+// only a complete answer.
+TEST_F(Digests, AnAnswerInSeveralPartsIsTakenOnlyWhole) {
+  connect();
+  std::vector<std::string> filters;
+  for (int k = 0; k < 200; ++k) filters.push_back(fmt::format("a/fairly/long/filter/{:04d}/#", k));
+  for (const auto& f : filters) a_.local_filter_added(f, now_);
+  move(a_, *b_, kA);
+  ASSERT_EQ(b_->peer_filter_count(kA), 201u);              // and t/#
+  b_->on_datagram(kA, subscribe_packet("stale/#"), now_);  // B holds one A does not have
+  // Up to A's heartbeat and B's RESYNC, then A's answer, of which the second part is lost.
+  bool lost_one = false;
+  std::size_t parts = 0;
+  run_until(now_ + 5s + 50ms, [&](const Datagram& d) {
+    if (kind(d) != 8) return true;
+    ++parts;
+    if (parts != 2 || lost_one) return true;
+    lost_one = true;
+    return false;
+  });
+  ASSERT_TRUE(lost_one);
+  EXPECT_GE(parts, 5u);                        // 200 filters of 30 bytes in datagrams of 1472
+  EXPECT_TRUE(b_->peer_wants(kA, "stale/x"));  // an incomplete answer drops nothing
+  run_until(now_ + 300ms);
+  EXPECT_FALSE(b_->peer_wants(kA, "stale/x"));
+  EXPECT_EQ(b_->peer_filter_count(kA), 201u);
+  EXPECT_EQ(ca_.peer_resyncs, 2u);
+  EXPECT_EQ(cb_.peer_interest_mismatches, 1u);
+  for (const auto& d : a_.outbox()) EXPECT_LE(d.bytes.size(), 1472u);
+}
+
+// A peer that did not announce the check (an earlier mqtt_proxy) gets no DIGEST: it would count
+// each as an unknown packet.
+TEST_F(Digests, APeerWithoutTheFeatureGetsNoDigest) {
+  a_.start(now_);
+  Bytes hello;
+  ext::encode(hello,
+              ext::Hello{0xb0b0b0b0, 0xa0a0a0a0, ext::kFeatureCredit | ext::kFeatureBatch, 1000});
+  a_.on_datagram(kB, hello, now_);
+  ASSERT_TRUE(a_.speaks_extension(0));
+  a_.local_filter_added("t/#", now_);
+  std::size_t hellos = 0;
+  for (int k = 0; k < 5; ++k) {
+    a_.clear_outbox();
+    now_ = *a_.next_deadline();
+    a_.on_timers(now_);
+    a_.on_datagram(kB, hello, now_);  // it stays alive
+    for (const auto& d : a_.outbox()) {
+      EXPECT_NE(kind(d), 6);
+      hellos += kind(d) == 1;
+    }
+  }
+  EXPECT_GE(hellos, 4u);
+}
+
+// A RESYNC for an earlier run of ours, or from a peer's earlier run, is not answered.
+TEST_F(Digests, OnlyTheCurrentRunsAreAnswered) {
+  connect();
+  a_.local_filter_added("t/#", now_);
+  a_.clear_outbox();
+  Bytes stale;
+  ext::encode(stale, ext::Resync{0xb0b0b0b0, 0x12345678, 1});
+  a_.on_datagram(kB, stale, now_);
+  EXPECT_TRUE(a_.outbox().empty());
+  Bytes fresh;
+  ext::encode(fresh, ext::Resync{0xb0b0b0b0, 0xa0a0a0a0, 1});
+  a_.on_datagram(kB, fresh, now_);
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_EQ(kind(a_.outbox()[0]), 8);
+  a_.clear_outbox();
+  a_.on_datagram(kB, fresh, now_ + 10ms);  // answered at most every 100 ms
+  EXPECT_TRUE(a_.outbox().empty());
 }
 
 // A peer that announces itself again without the credit feature (a forgery, without a key) while a
