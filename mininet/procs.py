@@ -120,8 +120,9 @@ class Proxy:
 
     def peer_filters(self, peer):
         """The filters this proxy holds for `peer`, replayed from its log: a peer SUBSCRIBE adds
-        one, a peer UNSUBSCRIBE removes it, and "its N filter(s) forgotten" (the peer restarted or
-        its interest expired) removes them all."""
+        one, a peer UNSUBSCRIBE or "interest mended, dropped" (the interest check found the peer
+        no longer has it) removes it, and "its N filter(s) forgotten" (the peer restarted or its
+        interest expired) removes them all."""
         held = set()
         prefix = "peer %s " % peer
         for line in self.log().splitlines():
@@ -133,6 +134,8 @@ class Proxy:
                 held.add(rest[len("SUBSCRIBE topic="):])
             elif rest.startswith("UNSUBSCRIBE topic="):
                 held.discard(rest[len("UNSUBSCRIBE topic="):])
+            elif rest.startswith("interest mended, dropped topic="):
+                held.discard(rest[len("interest mended, dropped topic="):])
             elif rest.endswith(" filter(s) forgotten"):
                 held.clear()
         return held
