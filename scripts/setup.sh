@@ -11,6 +11,8 @@ PACKAGES=(
   # testbed and clients; the mosquitto broker is the benchmarks' baseline
   mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping tcpdump
   mosquitto mosquitto-clients python3-paho-mqtt libpaho-mqtt-dev libmosquitto-dev
+  # link delay without netem: the NFQUEUE delay element (docs/testbed-delay.md); plots
+  libnetfilter-queue-dev python3-matplotlib
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -140,3 +140,12 @@ write("core_frames", "session",
       + record(1, tcp(c + 1 + len(conn), iss + 5, 0x18, sub + pub))
       + record(40, tcp(c + 1 + len(conn) + len(sub + pub), iss + 5, 0x11)))
 write("core_frames", "reset", record(0, tcp(c, 0, 0x02, mss=536)) + record(0, tcp(c + 1, 0, 0x04)))
+
+# delay_table: --delay entries one per line, a first line that is a delay being --default-delay;
+# the same bytes are read as an IPv4 header and as a timeline of [ms][last octet] pairs
+write("delay_table", "entries", b"192.168.1.103=10\n192.168.1.104=2.5\n10.0.0.1=1000")
+write("delay_table", "default", b"0.5\n192.168.1.101=0.000001\n192.168.1.102=3600000")
+write("delay_table", "duplicate", b"192.168.1.103=10\n192.168.1.103=20")
+write("delay_table", "bad", b"192.168.1.103\nh3=10\n1.2.3.4=1e3\n1.2.3.4=1.0000001\n=\n")
+write("delay_table", "ipv4_header", bytes.fromhex("450000541c46400040019af9c0a80165c0a80167"))
+write("delay_table", "ipv4_options", bytes.fromhex("46000058000040004001000001020304c0a8016701010100"))
