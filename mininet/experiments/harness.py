@@ -294,6 +294,21 @@ def write_summary(path, summary, point_columns):
             w.writerow([fmt(row[c]) for c in columns])
 
 
+def read_summary(path):
+    """summary.csv as write_summary() wrote it, numbers as numbers: the plot again from a run's
+    directory without running it again (run.py --replot)."""
+    def number(v):
+        try:
+            f = float(v)
+        except ValueError:
+            return v
+        return int(f) if f == int(f) else f
+
+    with open(path, newline="") as f:
+        return [{k: number(v) if k not in ("system", "metric") else v for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
 def series(summary, x_column, system, metric):
     """(xs, medians, lower errors, upper errors) of one metric of one system, for errorbar()."""
     rows = sorted((r for r in summary if r["system"] == system and r["metric"] == metric

@@ -25,15 +25,16 @@ segment at once.
 Rate: sparse, as the prototype's sensors (one message every few seconds): at most 50 msgs/s and
 at most one message per 4 (D + S) (D, S: the host and switch link delays; 5/s at 50 ms, 0.25/s at
 1000 ms), for at least 8 s and at least 50 messages (quick: 2 s, 20 messages); --rate and
---seconds fix them instead. Why: without netem the testbed holds each packet at its sender for
-the whole path's delay (the NFQUEUE element, 2 D on one leg here), and a TCP socket's packets
-count against its TCP Small Queues budget until they are released, which lets only a packet or
-two be held per socket: a segment written beyond that waits for a release. Messages every 2 D or
-faster then queue behind each other. Measured in the central broker's runs: at 50 msgs/s and
-D = 50 ms, 300 messages left h3 in 124 segments and the median was 25 ms above the floor per
-TCP leg; at one message per 2 D the median was still 10-16 ms above the floor for every D from
-10 to 250 ms; at one per 4 D it is on the floor (D = 50 ms: 201.6 ms against 201.5). netem
-releases the socket's budget when it queues a packet, so real and netem links do not do this.
+--seconds fix them instead. Why: without netem the testbed holds some packets at their sender
+for the whole path's delay (what a client sends to its MQTT server, docs/testbed-delay.md), and
+a TCP socket's packets count against its TCP Small Queues budget until they are released, which
+lets only a packet or two be held per socket: a segment written beyond that waits for a release,
+and messages every 2 D or faster queue behind each other at the publisher. Measured with the
+central broker while the testbed still held every packet at its sender: at 50 msgs/s and
+D = 50 ms, 300 messages left h3 in 124 segments and the median was 25 ms above the floor per TCP
+leg; at one message per 2 D the median was still 10-16 ms above the floor for every D from 10 to
+250 ms; at one per 4 D it is on the floor (D = 50 ms: 201.6 ms against 201.5). netem releases
+the socket's budget when it queues a packet, so real and netem links do not do this.
 
 The network floor of each system (the median ping round trips of its legs, halved, summed) is
 measured once per point and goes in the CSV: no server can deliver faster than the links allow.
@@ -163,17 +164,19 @@ class Latency(harness.Experiment):
     def plot(self, plt, summary, args, path):
         fig, ax = plt.subplots(figsize=(7.5, 4.5))
         colors = {"broker": "tab:blue", "proxies": "tab:orange"}
+        handles = []  # in this order in the legend (matplotlib would put the plain lines first)
         for key, label in SYSTEMS:
             for metric, style, name in (("p50_ms", "o-", "median"), ("p99_ms", "s--", "p99")):
                 xs, med, lo, hi = harness.series(summary, "delay_ms", key, metric)
                 if xs:
-                    ax.errorbar(xs, med, yerr=[lo, hi], fmt=style, color=colors[key], capsize=3,
-                                label="%s, %s" % (label, name),
-                                alpha=1.0 if metric == "p50_ms" else 0.6)
+                    handles.append(ax.errorbar(xs, med, yerr=[lo, hi], fmt=style,
+                                               color=colors[key], capsize=3,
+                                               label="%s, %s" % (label, name),
+                                               alpha=1.0 if metric == "p50_ms" else 0.6))
             xs, med, _, _ = harness.series(summary, "delay_ms", key, "floor_ms")
             if xs:
-                ax.plot(xs, med, ":", color=colors[key], linewidth=1,
-                        label="%s, network floor (ping)" % label)
+                handles += ax.plot(xs, med, ":", color=colors[key], linewidth=1,
+                                   label="%s, network floor (ping)" % label)
         ax.set_xscale("symlog", linthresh=10)
         ax.set_yscale("log")
         ax.set_xlabel("one-way delay per host link (ms)")
@@ -182,7 +185,7 @@ class Latency(harness.Experiment):
         ax.set_title("Latency against link delay (median of %d run%s, bars: min-max)"
                      % (reps, "" if reps == 1 else "s"), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(handles=handles, fontsize=8)
         fig.savefig(path, dpi=120, bbox_inches="tight")
 
     def print_summary(self, summary):

@@ -21,6 +21,7 @@ run.sh would wait for itself.
 import argparse
 import datetime
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -57,6 +58,8 @@ def parse_args(argv):
                     help="load: the modes to measure (broker, unicast)")
     ap.add_argument("--proxy-extra", nargs="*", default=[], metavar="OPTION",
                     help="throughput: options for the proxies beside -F")
+    ap.add_argument("--replot", metavar="DIR",
+                    help="only draw NAME.png again from DIR/summary.csv (no testbed, no root)")
     ap.add_argument("--proxy", default=os.path.join(REPO, "build", "mqtt_proxy"))
     ap.add_argument("--loadgen", default=os.path.join(REPO, "build", "bench", "loadgen"))
     ap.add_argument("--publisher", default=os.path.join(REPO, "build", "bench", "mosq_pub"))
@@ -65,6 +68,8 @@ def parse_args(argv):
         args.reps = 1 if args.quick else 3
     if args.reps < 1:
         ap.error("--reps must be at least 1")
+    if args.replot and args.name == "all":
+        ap.error("--replot needs an experiment's name")
     if args.points and args.name == "all":
         ap.error("--points means something else for each experiment: name one")
     if args.points:
@@ -96,20 +101,46 @@ def stop_on_signals():
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def replot(args):
+    """Draws an experiment's plot again from its summary.csv, with the repetitions its
+    config.json records."""
+    import harness  # pylint: disable=import-outside-toplevel
+    experiment = experiments()[args.name]()
+    with open(os.path.join(args.replot, "config.json")) as f:
+        config = json.load(f)
+    args.reps = config["repetitions"]
+    args.modes = [s["key"] for s in config["systems"]] if args.name == "load" else args.modes
+    experiment.systems(args)
+    plt = harness.pyplot()
+    if plt is None:
+        print("experiments: python3-matplotlib is not installed", file=sys.stderr)
+        return 1
+    path = os.path.join(args.replot, "%s.png" % args.name)
+    experiment.plot(plt, harness.read_summary(os.path.join(args.replot, "summary.csv")), args,
+                    path)
+    print("plot: %s" % path)
+    return 0
+
+
+def experiments():
+    """The experiments by name. Importing them imports Mininet: only once it is known to be
+    there."""
+    import latency  # pylint: disable=import-outside-toplevel
+    import load  # pylint: disable=import-outside-toplevel
+    import throughput  # pylint: disable=import-outside-toplevel
+    return {"latency": latency.Latency, "load": load.Load, "throughput": throughput.Throughput}
+
+
 def main(argv):
     args = parse_args(argv)
     stop_on_signals()
+    if args.replot:
+        return replot(args)
     why = can_run()
     if why:
         print("experiments: skipped: %s" % why, file=sys.stderr)
         return SKIP
-    # Only now: importing them imports Mininet.
     import harness  # pylint: disable=import-outside-toplevel
-    import latency  # pylint: disable=import-outside-toplevel
-    import load  # pylint: disable=import-outside-toplevel
-    import throughput  # pylint: disable=import-outside-toplevel
-    experiments = {"latency": latency.Latency, "load": load.Load,
-                   "throughput": throughput.Throughput}
     harness.require_built(args)
     names = NAMES if args.name == "all" else [args.name]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -121,7 +152,7 @@ def main(argv):
             out = os.path.join(REPO, "results", "%s-%s" % (name, stamp))
         out = os.path.abspath(out)
         print("=== %s -> %s" % (name, out), flush=True)
-        failed += harness.run(experiments[name](), args, out)
+        failed += harness.run(experiments()[name](), args, out)
     if failed:
         print("%d run(s) failed: see the error column of runs.csv" % failed)
     return 1 if failed else 0
