@@ -30,13 +30,40 @@ def read_udp_datagrams(pcap_path, port=1883):
 
     A missing or empty file (tcpdump has not written its header yet) holds none. The payload is
     what was captured of the datagram: shorter than its UDP length when the snap length cut it."""
+    out = []
+    for t, frame in _frames(pcap_path):
+        datagram = _udp_datagram(frame, port)
+        if datagram is not None:
+            out.append((t,) + datagram)
+    return out
+
+
+def read_udp_frames(pcap_path, port=1883):
+    """As read_udp_datagrams, with the headers a multicast test checks: a dict per datagram with
+    time, src, dst, payload, ttl, eth_dst (aa:bb:...) and sport/dport."""
+    out = []
+    for t, frame in _frames(pcap_path):
+        datagram = _udp_datagram(frame, port)
+        if datagram is None:
+            continue
+        ip = frame[ETH_HEADER:]
+        udp = ip[(ip[0] & 0x0F) * 4:]
+        sport, dport = struct.unpack(">HH", udp[:4])
+        out.append({"time": t, "src": datagram[0], "dst": datagram[1], "payload": datagram[2],
+                    "ttl": ip[8], "eth_dst": ":".join("%02x" % b for b in frame[:6]),
+                    "sport": sport, "dport": dport})
+    return out
+
+
+def _frames(pcap_path):
+    """(time, frame) of every whole record of a pcap of Ethernet frames."""
     try:
         with open(pcap_path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        return []
+        return
     if len(data) < 24:
-        return []
+        return
     magic = struct.unpack("<I", data[:4])[0]
     if magic not in _MAGICS:
         raise ValueError("%s: not a pcap file (magic %08x)" % (pcap_path, magic))
@@ -44,18 +71,13 @@ def read_udp_datagrams(pcap_path, port=1883):
     linktype = struct.unpack(endian + "I", data[20:24])[0] & 0x0FFFFFFF
     if linktype != LINKTYPE_ETHERNET:
         raise ValueError("%s: link type %d, not Ethernet" % (pcap_path, linktype))
-    out = []
     off = 24
     while off + 16 <= len(data):
         sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[off:off + 16])
         if caplen > MAX_RECORD or off + 16 + caplen > len(data):
             break  # being written, or corrupt: nothing after it can be trusted
-        frame = data[off + 16:off + 16 + caplen]
+        yield sec + frac / units, data[off + 16:off + 16 + caplen]
         off += 16 + caplen
-        datagram = _udp_datagram(frame, port)
-        if datagram is not None:
-            out.append((sec + frac / units,) + datagram)
-    return out
 
 
 def _udp_datagram(frame, port):

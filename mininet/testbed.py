@@ -29,6 +29,7 @@ from procs import Capture, Proxy, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTROLLER_APP = os.path.join(REPO, "mininet", "controller", "learning_switch.py")
+M2M_CONTROLLER_APP = os.path.join(REPO, "mininet", "controller", "mqtt2multicast.py")
 DEFAULT_PROXY = os.path.join(REPO, "build", "mqtt_proxy")
 DEFAULT_DELAY = os.path.join(REPO, "build", "mqtt_proxy_delay")
 USER, PASSWORD = "jorge", "passwd"
@@ -157,11 +158,14 @@ class Testbed:
     "nfqueue"). `controller` is None for the project's learning switch (started here), or
     (ip, port) of an OpenFlow controller that is already running. `real_interfaces` lists
     (interface, node name, address/prefix or None) to move into a host (which then routes
-    between its two networks) or onto a switch."""
+    between its two networks) or onto a switch. `controller_app` is the os-ken application
+    started when `controller` is None (the learning switch by default; M2M_CONTROLLER_APP for
+    MQTT2MULTICAST), with `controller_args` (its own options, and `--observe-links`) before it."""
 
     def __init__(self, artifacts, depth=2, fanout=2, proxy_binary=DEFAULT_PROXY, verbose=False,
                  fanouts=None, host_delay_ms=0.0, switch_delay_ms=0.0, controller=None,
-                 delay_binary=DEFAULT_DELAY, real_interfaces=()):
+                 delay_binary=DEFAULT_DELAY, real_interfaces=(), controller_app=CONTROLLER_APP,
+                 controller_args=()):
         self.artifacts = artifacts
         self.fanouts = list(fanouts) if fanouts else [fanout] * depth
         self.depth = len(self.fanouts)
@@ -173,6 +177,8 @@ class Testbed:
         self.delay_mode = "none"
         self.remote_controller = controller
         self.real_interfaces = list(real_interfaces)
+        self.controller_app = controller_app
+        self.controller_args = list(controller_args)
         self.net = None
         self.controller = None
         self.proxies = []
@@ -212,7 +218,8 @@ class Testbed:
             self._controller_log = open(os.path.join(self.artifacts, "controller.log"), "wb")
             self.controller = subprocess.Popen(
                 ["/usr/bin/osken-manager", "--ofp-listen-host", "127.0.0.1",
-                 "--ofp-tcp-listen-port", str(port), CONTROLLER_APP],
+                 "--ofp-tcp-listen-port", str(port)] + self.controller_args
+                + [self.controller_app],
                 stdout=self._controller_log, stderr=subprocess.STDOUT)
 
         def listening():

@@ -9,7 +9,7 @@ PACKAGES=(
   libtins-dev libpcap-dev libboost-program-options-dev libfmt-dev libgtest-dev libgmock-dev
   libbenchmark-dev libssl-dev
   # testbed and clients; the mosquitto broker is the benchmarks' baseline
-  mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping tcpdump
+  mininet openvswitch-switch python3-os-ken ethtool iproute2 iptables iputils-ping iputils-arping tcpdump
   mosquitto mosquitto-clients python3-paho-mqtt libpaho-mqtt-dev libmosquitto-dev
   # link delay without netem: the NFQUEUE delay element (docs/testbed-delay.md); plots
   libnetfilter-queue-dev python3-matplotlib

@@ -145,6 +145,44 @@ Result<ProxyConfig> build_config(const Options& opt) {
       return Error{std::string("getrandom: ") + std::strerror(errno)};
     }
   } while (cfg.peering.epoch == 0);
+  if (opt.m2m_server) {
+    // The interface toward the controller: the first whose network holds its address.
+    std::optional<std::size_t> chosen;
+    m2m::ClientConfig m;
+    for (std::size_t k = 0; k < pc.interfaces.size() && !chosen; ++k) {
+      const auto& i = pc.interfaces[k];
+      for (std::size_t a = 0; a < i.addresses.size(); ++a) {
+        const unsigned len = a < i.prefix_lengths.size() ? i.prefix_lengths[a] : 32;
+        const std::uint32_t mask = len == 0 ? 0 : ~std::uint32_t{0} << (32 - len);
+        if ((i.addresses[a].value & mask) == (opt.m2m_server->value & mask)) {
+          chosen = k;
+          m.address = i.addresses[a];
+          m.prefix_len = len;
+          break;
+        }
+      }
+    }
+    if (!chosen) {
+      return Error{fmt::format(
+          "--m2m-server {}: no interface served (-i) is on its network; the controller's address "
+          "must be on the SDN segment",
+          *opt.m2m_server)};
+    }
+    const auto& i = pc.interfaces[*chosen];
+    m.server = *opt.m2m_server;
+    m.server_port = opt.m2m_server_port;
+    m.client_port = opt.m2m_client_port;
+    m.data_port = opt.udp_port;
+    m.mac = i.mac;
+    m.max_payload = i.mtu > 28 ? i.mtu - 28 : 0;
+    m.refresh = std::chrono::seconds(opt.m2m_refresh_seconds);
+    m.ethernet_broadcast = opt.m2m_ethernet_broadcast;
+    if (::getrandom(m.secret.data(), m.secret.size(), 0) != static_cast<ssize_t>(m.secret.size())) {
+      return Error{std::string("getrandom: ") + std::strerror(errno)};
+    }
+    cfg.m2m = m;
+    cfg.m2m_iface = *chosen;
+  }
   cfg.flow.policy = opt.overload;
   cfg.flow.grace =
       std::chrono::duration_cast<Duration>(std::chrono::duration<double>(opt.slow_grace_seconds));

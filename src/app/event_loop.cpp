@@ -154,6 +154,16 @@ void EventLoop::send_output() {
     log_.warn(kLog, "{} datagram(s) to peers not sent: {}", udp_failed, io_.udp.last_error());
   }
   core_.clear_datagrams();
+  if (auto* changes = core_.memberships()) {
+    for (const auto& m : *changes) {
+      if (auto s = io_.m2m.membership(m.group, io_.m2m_ifindex, m.join); !s) {
+        log_.warn(kLog, "{}", s.error());
+      } else {
+        log_.debug(kLog, "{} multicast group {}", m.join ? "joined" : "left", m.group);
+      }
+    }
+    changes->clear();
+  }
 }
 
 int EventLoop::run() {

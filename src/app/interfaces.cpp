@@ -33,6 +33,12 @@ Result<std::vector<SystemInterface>> list_interfaces() {
     if (a->ifa_addr->sa_family == AF_INET) {
       const auto* sin = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
       i.addresses.push_back(wire::Ipv4Address{ntohl(sin->sin_addr.s_addr)});
+      unsigned prefix = 32;
+      if (a->ifa_netmask) {
+        const auto* mask = reinterpret_cast<const sockaddr_in*>(a->ifa_netmask);
+        prefix = static_cast<unsigned>(__builtin_popcount(ntohl(mask->sin_addr.s_addr)));
+      }
+      i.prefix_lengths.push_back(prefix);
     } else if (a->ifa_addr->sa_family == AF_PACKET) {
       const auto* sll = reinterpret_cast<const sockaddr_ll*>(a->ifa_addr);
       if (sll->sll_halen == 6) {

@@ -9,6 +9,7 @@ constexpr std::string_view kLog = "app";
 
 Result<std::unique_ptr<capture::PcapCapture>> open_capture(const Options& opt,
                                                            const SystemInterface& i,
+                                                           const m2m::ClientConfig* m2m,
                                                            log::Logger& log) {
   auto offloads = enabled_offloads(i.name);
   const bool merges = std::find_if(offloads.begin(), offloads.end(), [](const std::string& o) {
@@ -25,6 +26,15 @@ Result<std::unique_ptr<capture::PcapCapture>> open_capture(const Options& opt,
     cc.filter += fmt::format("{}dst host {}", k ? " or " : "", i.addresses[k]);
   }
   cc.filter += ")";
+  if (m2m) {
+    // MQTT2MULTICAST on this interface: multicast PUBLISHes on the data port (whatever the group:
+    // a wildcard filter's messages come to their topics' groups), the controller's REPLYs and its
+    // ARP answers.
+    cc.filter = fmt::format(
+        "({}) or (udp and dst net 224.0.0.0/4 and dst port {}) or (udp and src host {} and src "
+        "port {} and dst port {}) or (arp src host {})",
+        cc.filter, m2m->data_port, m2m->server, m2m->server_port, m2m->client_port, m2m->server);
+  }
   auto c = capture::PcapCapture::open(cc);
   if (!c) return c;
   // GSO alone is harmless here: without transmit checksum offload, segments are checksummed in
@@ -52,10 +62,12 @@ metrics::Counters Io::snapshot() const {
 }
 
 Result<std::unique_ptr<Io>> open_io(const Options& opt, const std::vector<SystemInterface>& ifaces,
-                                    log::Logger& log) {
+                                    const core::CoreConfig& core, log::Logger& log) {
   auto io = std::make_unique<Io>();
-  for (const auto& i : ifaces) {
-    auto c = open_capture(opt, i, log);
+  for (std::size_t k = 0; k < ifaces.size(); ++k) {
+    const auto& i = ifaces[k];
+    const m2m::ClientConfig* m2m = core.m2m && core.m2m_iface == k ? &*core.m2m : nullptr;
+    auto c = open_capture(opt, i, m2m, log);
     if (!c) return Error{c.error()};
     io->captures.push_back(std::move(*c));
     if (auto s = io->injector.add_interface(i.ifindex); !s) {
@@ -63,6 +75,13 @@ Result<std::unique_ptr<Io>> open_io(const Options& opt, const std::vector<System
     }
   }
   if (auto s = io->udp.open(opt.udp_port); !s) return Error{s.error()};
+  if (core.m2m) {
+    // Bound so that the kernel answers the controller's REPLYs with no ICMP port unreachable
+    // (capture reads them), and the socket the group memberships are made on.
+    if (auto s = io->m2m.open(core.m2m->client_port); !s)
+      return Error{"--m2m-client-port: " + s.error()};
+    io->m2m_ifindex = ifaces[core.m2m_iface].ifindex;
+  }
   if (opt.firewall) {
     std::vector<std::string> names;
     for (const auto& i : ifaces) names.push_back(i.name);

@@ -34,6 +34,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   };
   std::string batch = batch_name(d.peer_batch);
   std::string extension = d.peer_extension ? "on" : "off";
+  unsigned m2m_server_port = d.m2m_server_port;
+  unsigned m2m_client_port = d.m2m_client_port;
+  std::string m2m_server;
+  std::string m2m_ethernet = d.m2m_ethernet_broadcast ? "broadcast" : "group";
   std::string overload = d.overload == flow::Policy::Backpressure ? "backpressure" : "drop";
   po::options_description desc(
       "Usage: mqtt_proxy [options]\n"
@@ -111,6 +115,20 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("slow-grace", po::value<double>(&out.slow_grace_seconds)->default_value(d.slow_grace_seconds),
      "seconds a congested subscriber or peer may make no progress before it is declared stuck: "
      "its publishers go on and its messages are dropped (counted)")
+    ("m2m-server,s", po::value<std::string>(&m2m_server),
+     "MQTT2MULTICAST: the SDN controller's (virtual) address, e.g. 192.168.1.100; turns the "
+     "multicast mode on: each local PUBLISH goes once to its topic's multicast group, which the "
+     "switches copy to every proxy with a subscriber (docs/mqtt2multicast.md); works beside -F")
+    ("m2m-server-port,S", po::value<unsigned>(&m2m_server_port)->default_value(m2m_server_port),
+     "with -s: the controller's UDP port for REQUESTs")
+    ("m2m-client-port,C", po::value<unsigned>(&m2m_client_port)->default_value(m2m_client_port),
+     "with -s: our UDP port for REQUESTs and their REPLYs (not -U)")
+    ("m2m-refresh", po::value<unsigned>(&out.m2m_refresh_seconds)->default_value(d.m2m_refresh_seconds),
+     "with -s: announce subscriptions and publishing topics to the controller again this often, "
+     "in seconds; under the controller's flow idle timeout (3600 s)")
+    ("m2m-ethernet", po::value<std::string>(&m2m_ethernet)->default_value(m2m_ethernet),
+     "with -s: Ethernet destination of multicast PUBLISHes: broadcast (as the original) or "
+     "group (01:00:5e:..., RFC 1112)")
     ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(d.stats_interval_seconds),
      "log all counters this often, in seconds (0: only at exit)");
   // clang-format on
@@ -126,7 +144,9 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   if (vm.count("help")) {
     std::ostringstream s;
     s << desc << "\nExample (the prototype's launch line):\n"
-      << "  mqtt_proxy -t 1883 -u jorge -p passwd -F 192.168.1.104 -U 1883\n";
+      << "  mqtt_proxy -t 1883 -u jorge -p passwd -F 192.168.1.104 -U 1883\n"
+      << "With MQTT2MULTICAST (the original's mqtt_proxy_m2m.sh, without its -F 127.0.0.1):\n"
+      << "  mqtt_proxy -t 1883 -u jorge -p passwd -U 1883 -s 192.168.1.100 -S 11883 -C 11882\n";
     message = s.str();
     return ParseOutcome::Exit0;
   }
@@ -140,6 +160,34 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   }
   if (!to_port(udp_port, out.udp_port)) {
     message = "--udpport must be 1..65535, not " + std::to_string(udp_port);
+    return ParseOutcome::Error;
+  }
+  if (!to_port(m2m_server_port, out.m2m_server_port)) {
+    message = "--m2m-server-port must be 1..65535, not " + std::to_string(m2m_server_port);
+    return ParseOutcome::Error;
+  }
+  if (!to_port(m2m_client_port, out.m2m_client_port)) {
+    message = "--m2m-client-port must be 1..65535, not " + std::to_string(m2m_client_port);
+    return ParseOutcome::Error;
+  }
+  if (!m2m_server.empty()) {
+    out.m2m_server = wire::Ipv4Address::parse(m2m_server);
+    if (!out.m2m_server) {
+      message = "--m2m-server: not an IPv4 address: " + m2m_server;
+      return ParseOutcome::Error;
+    }
+    if (out.m2m_client_port == out.udp_port) {
+      message = "--m2m-client-port must differ from --udpport (both are bound)";
+      return ParseOutcome::Error;
+    }
+  }
+  if (m2m_ethernet != "broadcast" && m2m_ethernet != "group") {
+    message = "--m2m-ethernet must be broadcast or group, not " + m2m_ethernet;
+    return ParseOutcome::Error;
+  }
+  out.m2m_ethernet_broadcast = m2m_ethernet == "broadcast";
+  if (out.m2m_refresh_seconds < 1) {
+    message = "--m2m-refresh must be at least 1 second";
     return ParseOutcome::Error;
   }
   if (vm.count("username")) out.username = vm["username"].as<std::string>();

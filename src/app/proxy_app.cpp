@@ -66,7 +66,7 @@ int run_proxy(const Options& opt) {
 
   auto cfg = build_config(opt);
   if (!cfg) return fail(cfg.error());
-  auto io = open_io(opt, cfg->interfaces, log);
+  auto io = open_io(opt, cfg->interfaces, cfg->core, log);
   if (!io) return fail(io.error());
 
   core::ProxyCore core(cfg->core, log);
@@ -87,13 +87,18 @@ int run_proxy(const Options& opt) {
   stderr_sink(
       log::Level::Info, kLog,
       fmt::format(
-          "ready: tcp/{} on {}; peers {} on udp/{}{}; auth {}; firewall {}", opt.tcp_port, ifs,
+          "ready: tcp/{} on {}; peers {} on udp/{}{}; auth {}; firewall {}{}", opt.tcp_port, ifs,
           join_addresses(opt.peers), opt.udp_port,
           cfg->core.peering.keys.empty()
               ? std::string()
               : fmt::format(" signed ({} key(s); unsigned: {})", cfg->core.peering.keys.size(),
                             join_addresses(opt.unsigned_peers)),
-          auth_mode(opt, cfg->password_file.get()), opt.firewall ? "rules installed" : "off"));
+          auth_mode(opt, cfg->password_file.get()), opt.firewall ? "rules installed" : "off",
+          cfg->core.m2m
+              ? fmt::format("; multicast via {}:{} from {}:{} on {}", cfg->core.m2m->server,
+                            cfg->core.m2m->server_port, cfg->core.m2m->address,
+                            cfg->core.m2m->client_port, cfg->interfaces[cfg->core.m2m_iface].name)
+              : std::string()));
 
   int exit_code = (*loop)->run();
 

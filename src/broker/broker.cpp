@@ -196,7 +196,7 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
         } else if constexpr (std::is_same_v<T, mqtt::Subscribe>) {
           handle_subscribe(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::Unsubscribe>) {
-          handle_unsubscribe(s, p);
+          handle_unsubscribe(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::PacketIdAck>) {
           handle_ack(s, p);
         } else if constexpr (std::is_same_v<T, mqtt::Pingreq>) {
@@ -444,6 +444,7 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   const flow::Id source = flow::client(s.handle);
   deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props, source}, now);
   peering_.forward_publish(topic, p.payload, p.retain, source, now);
+  if (m2m_) m2m_->publish(topic, p.payload, p.retain, now);
 }
 
 void Broker::on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint now) {
@@ -482,8 +483,9 @@ void Broker::retain(std::string_view topic, ByteSpan payload, RetainedStore::Ori
   }
 }
 
-void Broker::filter_removed(std::string_view filter) {
+void Broker::filter_removed(std::string_view filter, TimePoint now) {
   peering_.local_filter_removed(filter);
+  if (m2m_) m2m_->unsubscribed(filter, now);
   // A replica nobody here subscribes to would go stale: the peer stops telling us about it.
   retained_.drop_peer_entries(filter, [&](std::string_view topic) {
     bool wanted = false;
@@ -638,7 +640,10 @@ bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptio
     it->second = options;
   }
   if (!options.is_default()) ++s.filters_with_options;
-  if (is_new && subscriptions_.add(filter, &s)) peering_.local_filter_added(filter, now);
+  if (is_new && subscriptions_.add(filter, &s)) {
+    peering_.local_filter_added(filter, now);
+    if (m2m_) m2m_->subscribed(filter, now);
+  }
   return is_new;
 }
 
@@ -670,7 +675,7 @@ bool Broker::restore_session(Session& s, TimePoint now) {
   return true;
 }
 
-void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
+void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u, TimePoint now) {
   std::vector<std::uint8_t> codes;  // v5 only
   for (auto f : u.filters) {
     ++counters_.mqtt_unsubscriptions;
@@ -683,7 +688,7 @@ void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u) {
     codes.push_back(mqtt::reason::kSuccess);
     if (!it->second.is_default()) --s.filters_with_options;
     s.filters.erase(it);
-    if (subscriptions_.remove(f, &s)) filter_removed(f);
+    if (subscriptions_.remove(f, &s)) filter_removed(f, now);
   }
   scratch_.clear();
   if (s.v5) {
@@ -721,6 +726,7 @@ void Broker::publish_will_message(const WillMessage& will, const std::string& cl
       Outgoing{will.topic, will.payload, false, will.retain, origin, will.properties, flow::kNone},
       now);
   peering_.forward_publish(will.topic, will.payload, will.retain, flow::kNone, now);
+  if (m2m_) m2m_->publish(will.topic, will.payload, will.retain, now);
 }
 
 void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
@@ -729,7 +735,7 @@ void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
   closing_.push_back(s.handle);
   if (s.phase == Phase::Connected) store_session(s, now);
   for (const auto& [f, options] : s.filters) {
-    if (subscriptions_.remove(f, &s)) filter_removed(f);
+    if (subscriptions_.remove(f, &s)) filter_removed(f, now);
   }
   s.filters.clear();
   s.filters_with_options = 0;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "mqtt_proxy/wire/datagram.hpp"
+
 namespace mqtt_proxy::core {
 
 using namespace wire::tcp_flags;
@@ -67,12 +69,18 @@ ProxyCore::ProxyCore(CoreConfig cfg, log::Logger& log)
       broker_(cfg_.broker, *this, peering_, log, counters_, &flow_),
       isn_(cfg_.secret),
       cookies_(cfg_.secret),
-      by_key_(64, tcp::ConnKeyHash{cfg_.secret}) {}
+      by_key_(64, tcp::ConnKeyHash{cfg_.secret}) {
+  if (cfg_.m2m) {
+    m2m_ = std::make_unique<m2m::Client>(*cfg_.m2m, log, counters_);
+    broker_.set_multicast(m2m_.get());
+  }
+}
 
 ProxyCore::~ProxyCore() = default;
 
 void ProxyCore::start(TimePoint now) {
   peering_.start(now);
+  if (m2m_) m2m_->start(now);
 }
 
 ProxyCore::Connection* ProxyCore::find(std::uint64_t id) const {
@@ -189,6 +197,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
     ++counters_.frames_malformed;
     return;
   }
+  if (m2m_ && iface == cfg_.m2m_iface && on_m2m_frame(*eth, now)) return;
   // A learning switch floods unknown unicast, so frames for other hosts do reach us.
   if (eth->ether_type() != wire::kEtherTypeIpv4 || eth->dst() != cfg_.interfaces[iface].mac) {
     ++counters_.frames_not_for_us;
@@ -290,6 +299,46 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
   mark_dirty(*c);
 }
 
+bool ProxyCore::on_m2m_frame(const wire::EthernetView& eth, TimePoint now) {
+  const auto& cfg = *cfg_.m2m;
+  if (eth.ether_type() == wire::kEtherTypeArp) {
+    const auto arp = wire::Arp::parse(eth.payload());
+    if (arp && arp->operation == 2 && arp->target_ip == cfg.address) {
+      m2m_->on_arp_reply(arp->sender_ip, arp->sender_mac, now);
+    }
+    return true;  // the capture filter admits only ARP from the controller's address
+  }
+  if (eth.ether_type() != wire::kEtherTypeIpv4) return false;
+  const auto ip = wire::Ipv4View::parse(eth.payload());
+  if (!ip || ip->protocol() != wire::kIpProtoUdp || ip->is_fragment()) return false;
+  const auto udp = wire::UdpView::parse(ip->payload());
+  if (!udp) return false;
+  const bool reply = ip->dst() == cfg.address && udp->dst_port() == cfg.client_port;
+  const bool data = wire::is_multicast(ip->dst()) && udp->dst_port() == cfg.data_port;
+  if (!reply && !data) return false;
+  // As for TCP: a sender with transmit offload leaves the checksum to a NIC that a veth lacks,
+  // so a mismatch is fatal only where offload is known to be off.
+  if (cfg_.verify_checksums && !udp->checksum_ok(ip->src(), ip->dst())) {
+    ++counters_.m2m_datagrams_rejected;
+    log_.debug("m2m", "datagram from {} with a wrong UDP checksum dropped", ip->src());
+    return true;
+  }
+  if (reply) {
+    m2m_->on_reply(ip->src(), udp->src_port(), udp->payload(), now);
+    return true;
+  }
+  if (peering_.is_peer(ip->src())) {
+    // A -F peer sends to us by unicast as well (our SUBSCRIBE reached it): one copy is enough,
+    // and the unicast one has sequence numbers and flow control.
+    ++counters_.m2m_datagrams_from_peers;
+    return true;
+  }
+  if (auto p = m2m_->on_datagram(ip->src(), ip->dst(), udp->payload())) {
+    broker_.on_peer_publish(*p, flow::kNone, now);
+  }
+  return true;
+}
+
 void ProxyCore::on_peer_datagram(wire::Ipv4Address src, ByteSpan data, TimePoint now) {
   const auto index = peering_.index_of(src);
   const flow::Id source = index ? flow::peer(*index) : flow::kNone;
@@ -312,6 +361,7 @@ void ProxyCore::on_timers(TimePoint now) {
   });
   broker_.on_timers(now);
   peering_.on_timers(now);
+  if (m2m_) m2m_->on_timers(now);
 }
 
 void ProxyCore::handle_events(Connection& c, TimePoint now) {
@@ -459,11 +509,19 @@ void ProxyCore::flush(TimePoint now) {
     reschedule(*c);
   }
   dirty_.clear();
+  if (m2m_) {
+    for (const auto& f : m2m_->frames()) {
+      auto buf = frames_.add(cfg_.m2m_iface, f.size());
+      std::copy(f.begin(), f.end(), buf.begin());
+    }
+    m2m_->clear_frames();
+  }
 }
 
 std::optional<TimePoint> ProxyCore::next_deadline() const {
-  return earliest(earliest(timers_.earliest(), broker_.next_deadline()),
-                  earliest(peering_.next_deadline(), flow_.next_deadline()));
+  const auto d = earliest(earliest(timers_.earliest(), broker_.next_deadline()),
+                          earliest(peering_.next_deadline(), flow_.next_deadline()));
+  return m2m_ ? earliest(d, m2m_->next_deadline()) : d;
 }
 
 void ProxyCore::shutdown(TimePoint now) {

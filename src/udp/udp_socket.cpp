@@ -32,9 +32,25 @@ Status UdpSocket::open(std::uint16_t port) {
   if (setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)) < 0) {
     (void)setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
   }
+  // Only groups this socket joined reach it, not every group any socket on the host joined (the
+  // Linux default): the peer socket must not take multicast PUBLISHes, which capture reads.
+  const int zero = 0;
+  (void)setsockopt(fd_.get(), IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof(zero));
   rx_buf_.assign(kBatch, Bytes(65536));
   rx_len_.assign(kBatch, 0);
   rx_src_.assign(kBatch, {});
+  return {};
+}
+
+Status UdpSocket::membership(wire::Ipv4Address group, int ifindex, bool join) {
+  ip_mreqn m{};
+  m.imr_multiaddr.s_addr = htonl(group.value);
+  m.imr_ifindex = ifindex;
+  if (setsockopt(fd_.get(), IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &m,
+                 sizeof(m)) < 0) {
+    return Error{
+        fmt::format("{} group {}: {}", join ? "join" : "leave", group, std::strerror(errno))};
+  }
   return {};
 }
 

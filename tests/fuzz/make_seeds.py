@@ -149,3 +149,38 @@ write("delay_table", "duplicate", b"192.168.1.103=10\n192.168.1.103=20")
 write("delay_table", "bad", b"192.168.1.103\nh3=10\n1.2.3.4=1e3\n1.2.3.4=1.0000001\n=\n")
 write("delay_table", "ipv4_header", bytes.fromhex("450000541c46400040019af9c0a80165c0a80167"))
 write("delay_table", "ipv4_options", bytes.fromhex("46000058000040004001000001020304c0a8016701010100"))
+
+# m2m: records [kind][length:2][bytes]; 0 REPLY payload, 1 multicast datagram, 2 raw frame for the
+# core, 3 REQUEST to parse, 4 a local action and time passing
+
+
+def m2m(kind, b):
+    return bytes([kind]) + struct.pack(">H", len(b)) + b
+
+
+def request(tid, flags, topic):
+    return struct.pack(">BIBH", 1, tid, flags, len(topic)) + topic
+
+
+def reply(tid, group=0xE1000000):
+    return struct.pack(">BIBI", 2, tid, 0, group)
+
+
+def eth_udp(src, dst, sport, dport, payload, dst_mac=b"\xff" * 6):
+    udp = struct.pack(">HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 1, 17, 0, src, dst)
+    return dst_mac + b"\x02\x00\x00\x00\x00\x77" + b"\x08\x00" + ip + udp
+
+
+server, proxy, sender = bytes([192, 168, 1, 100]), bytes([192, 168, 1, 101]), bytes([192, 168, 1, 105])
+write("m2m", "reply", m2m(0, reply(0x12345678)) + m2m(0, reply(0, 0xC0A80101)) + m2m(0, b"\x02\x00"))
+write("m2m", "datagram", m2m(1, publish("topic1", b"message1")) + m2m(1, publish("a", b"x", 1))
+      + m2m(1, subscribe("x")))
+write("m2m", "frames", m2m(2, eth_udp(sender, bytes([225, 0, 0, 0]), 1883, 1883,
+                                      publish("topic1", b"m")))
+      + m2m(2, eth_udp(server, proxy, 11883, 11882, reply(1), b"\x02\x00\x00\x00\x00\x01"))
+      + m2m(2, b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x01\x00\x08\x06"
+            + bytes.fromhex("000108000604000202000000010" + "0c0a80164020000000001c0a80165")))
+write("m2m", "requests", m2m(3, request(0x12345678, 1, b"topic1")) + m2m(3, request(1, 2, b""))
+      + m2m(3, b"\x01\x00\x00\x00\x01\x00\xff\xff"))
+write("m2m", "actions", m2m(4, b"t/a") + m2m(4, b"t/ab") + m2m(4, b"t/abc") + m2m(0, reply(5)))

@@ -15,6 +15,7 @@ struct SystemInterface {
   int ifindex = 0;
   wire::MacAddress mac;
   std::vector<wire::Ipv4Address> addresses;
+  std::vector<unsigned> prefix_lengths;  // parallel to `addresses`
   std::uint32_t mtu = 1500;
   bool up = false;
   bool loopback = false;

@@ -25,6 +25,9 @@ struct Io {
   std::vector<std::unique_ptr<capture::PcapCapture>> captures;  // by the core's interface index
   inject::PacketInjector injector{counters};
   udp::UdpSocket udp;
+  // MQTT2MULTICAST (-s): the socket on the REQUEST port, and the interface toward the controller.
+  udp::UdpSocket m2m;
+  int m2m_ifindex = 0;
   std::unique_ptr<firewall::FirewallGuard> firewall;  // null with --no-firewall
 
   // `counters` plus the captures' figures, read now.
@@ -32,6 +35,6 @@ struct Io {
 };
 
 Result<std::unique_ptr<Io>> open_io(const Options& opt, const std::vector<SystemInterface>& ifaces,
-                                    log::Logger& log);
+                                    const core::CoreConfig& core, log::Logger& log);
 
 }  // namespace mqtt_proxy::app

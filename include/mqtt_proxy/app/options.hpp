@@ -14,6 +14,7 @@
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/capture/pcap_capture.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/tcp/endpoint.hpp"
 #include "mqtt_proxy/util/log.hpp"
@@ -28,6 +29,7 @@ inline const broker::BrokerConfig kBroker{};
 inline const peering::PeeringConfig kPeering{};
 inline const capture::CaptureConfig kCapture{};
 inline const flow::FlowConfig kFlow{};
+inline const m2m::ClientConfig kM2m{};
 }  // namespace defaults
 
 inline unsigned whole_seconds(Duration d) {
@@ -65,6 +67,12 @@ struct Options {
   flow::Policy overload = defaults::kFlow.policy;
   double slow_grace_seconds =
       std::chrono::duration<double>(defaults::kFlow.grace).count();  // then a subscriber is stuck
+  // MQTT2MULTICAST (-s turns it on; docs/mqtt2multicast.md).
+  std::optional<wire::Ipv4Address> m2m_server;
+  std::uint16_t m2m_server_port = defaults::kM2m.server_port;
+  std::uint16_t m2m_client_port = defaults::kM2m.client_port;
+  unsigned m2m_refresh_seconds = whole_seconds(defaults::kM2m.refresh);
+  bool m2m_ethernet_broadcast = defaults::kM2m.ethernet_broadcast;
   unsigned stats_interval_seconds = 0;  // 0: counters are logged at exit only
   unsigned shutdown_grace_ms = 2000;    // for clients to take their FIN after SIGTERM
 };

@@ -14,6 +14,7 @@
 #include "mqtt_proxy/auth/password_file.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/flow/flow_control.hpp"
+#include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
 #include "mqtt_proxy/mqtt/topic_tree.hpp"
@@ -85,6 +86,9 @@ class Broker {
   // A peer subscribed to a filter it did not have: it gets our clients' retained messages for it.
   void on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now);
 
+  // MQTT2MULTICAST (may be null: off; outlives the broker): it hears of every filter that gains
+  // its first local subscriber or loses its last, and of every local PUBLISH, as peering does.
+  void set_multicast(m2m::Client* m2m) { m2m_ = m2m; }
   void on_timers(TimePoint now);
   std::optional<TimePoint> next_deadline() const {
     return earliest(earliest(deadlines_.earliest(), stored_expiry_.earliest()),
@@ -137,7 +141,7 @@ class Broker {
   void store_session(const Session& s, TimePoint now);
   // Gives `s` the subscriptions stored under its client id, if any; returns whether there were.
   bool restore_session(Session& s, TimePoint now);
-  void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u);
+  void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u, TimePoint now);
   void handle_ack(Session& s, const mqtt::PacketIdAck& a);
   void handle_pingreq(Session& s);
   void handle_disconnect(Session& s, const mqtt::Disconnect& d, TimePoint now);
@@ -163,7 +167,7 @@ class Broker {
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
               ByteSpan properties = {}, std::optional<TimePoint> expires_at = {});
   // The last local subscription to `filter` is gone.
-  void filter_removed(std::string_view filter);
+  void filter_removed(std::string_view filter, TimePoint now);
   // The session's will, now or after its v5 Will Delay.
   void publish_will(Session& s, TimePoint now);
   void publish_will_message(const WillMessage& will, const std::string& client_id,
@@ -181,6 +185,7 @@ class Broker {
   BrokerConfig cfg_;
   BrokerHost& host_;
   peering::Peering& peering_;
+  m2m::Client* m2m_ = nullptr;
   log::Logger& log_;
   metrics::Counters& counters_;
   flow::FlowControl* flow_;

@@ -13,6 +13,7 @@
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/core/frame_batch.hpp"
 #include "mqtt_proxy/flow/flow_control.hpp"
+#include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/tcp/conn_key.hpp"
@@ -48,6 +49,9 @@ struct CoreConfig {
   broker::BrokerConfig broker;
   peering::PeeringConfig peering;
   flow::FlowConfig flow;
+  // MQTT2MULTICAST (-s): on when set, on interface `m2m_iface` (the one toward the controller).
+  std::optional<m2m::ClientConfig> m2m;
+  std::size_t m2m_iface = 0;
 };
 
 class ProxyCore final : private broker::BrokerHost {
@@ -85,6 +89,9 @@ class ProxyCore final : private broker::BrokerHost {
   // Peer keys read again (SIGHUP): see Peering::set_keys.
   void set_peer_keys(std::vector<Bytes> keys) { peering_.set_keys(std::move(keys)); }
   const flow::FlowControl& flow() const { return flow_; }
+  // MQTT2MULTICAST, when on: its state, and the group memberships the I/O is to apply.
+  const m2m::Client* multicast() const { return m2m_.get(); }
+  std::vector<m2m::Membership>* memberships() { return m2m_ ? &m2m_->memberships() : nullptr; }
 
   // Tests pin initial sequence numbers (for example near 2^32) through this.
   void set_isn_function(std::function<wire::Seq(const tcp::ConnKey&, TimePoint)> fn) {
@@ -124,12 +131,17 @@ class ProxyCore final : private broker::BrokerHost {
   bool refuse_over_limit(const tcp::ConnKey& key);
   void emit_frame(std::size_t iface, const wire::TcpFrameSpec& spec);
   bool is_local_address(std::size_t iface, wire::Ipv4Address a) const;
+  // A frame MQTT2MULTICAST takes (an ARP reply or REPLY from the controller, a multicast
+  // datagram on the data port); false leaves it to the TCP path.
+  bool on_m2m_frame(const wire::EthernetView& eth, TimePoint now);
 
   CoreConfig cfg_;
   log::Logger& log_;
   metrics::Counters counters_;
   flow::FlowControl flow_;
   peering::Peering peering_;
+  // Before the broker, which holds a pointer to it.
+  std::unique_ptr<m2m::Client> m2m_;
   broker::Broker broker_;
   tcp::IsnGenerator isn_;
   tcp::SynCookies cookies_;

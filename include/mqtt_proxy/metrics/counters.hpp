@@ -103,6 +103,23 @@ namespace mqtt_proxy::metrics {
   X(peer_interest_expired, Counter,                                                                \
     "peer filters forgotten: the peer restarted, went silent past the expiry, or no longer had "   \
     "them")                                                                                        \
+  X(m2m_requests_sent, Counter, "MQTT2MULTICAST REQUESTs sent to the controller")                  \
+  X(m2m_request_retransmits, Counter, "REQUESTs sent again (no REPLY in time)")                    \
+  X(m2m_requests_unanswered, Counter, "REQUESTs given up after every try")                         \
+  X(m2m_replies_received, Counter, "REPLYs that answered a REQUEST of ours")                       \
+  X(m2m_replies_ignored, Counter,                                                                  \
+    "datagrams to the REQUEST port that answered nothing of ours (late, forged, malformed)")       \
+  X(m2m_refreshes, Counter, "announcements sent again before the controller's flows expire")       \
+  X(m2m_topics_refused, Counter, "topics not multicast: the topic limit was reached")              \
+  X(m2m_publish_out, Counter, "PUBLISH datagrams sent to a topic's multicast group")               \
+  X(m2m_publish_queued, Counter, "PUBLISH packets held while their topic's address was pending")   \
+  X(m2m_publish_dropped, Counter,                                                                  \
+    "PUBLISH packets not multicast: no address came, the queue was full, or too large")            \
+  X(m2m_publish_in, Counter, "PUBLISH packets received by multicast")                              \
+  X(m2m_datagrams_rejected, Counter,                                                               \
+    "multicast datagrams dropped: sender off the SDN segment, or not one PUBLISH")                 \
+  X(m2m_datagrams_from_peers, Counter,                                                             \
+    "multicast datagrams from -F peers, dropped (those peers deliver by unicast)")                 \
   X(flow_sinks_congested, Counter, "times a subscriber or peer passed the high-water mark")        \
   X(flow_sources_paused, Counter, "times a publisher or peer was paused by a congested one")       \
   X(flow_sinks_stuck, Counter,                                                                     \

@@ -22,6 +22,8 @@ class UdpSocket {
   UdpSocket& operator=(const UdpSocket&) = delete;
 
   Status open(std::uint16_t port);
+  // Joins or leaves an IPv4 multicast group on the interface `ifindex` (IGMP reports follow).
+  Status membership(wire::Ipv4Address group, int ifindex, bool join);
   int fd() const { return fd_.get(); }
 
   // Calls fn(source address, datagram) for every datagram waiting now; returns how many.

@@ -12,6 +12,7 @@
 #include "frame_client.hpp"
 #include "frame_views.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
+#include "mqtt_proxy/wire/datagram.hpp"
 #include "test_util.hpp"
 
 namespace mqtt_proxy::test {
@@ -55,6 +56,10 @@ class ProxyCoreTest : public ::testing::Test {
   void collect() {
     for (const auto& e : core_->frames().entries()) {
       const auto f = core_->frames().frame(e);
+      if (m2m_on_ && !parse_tcp_frame(f)) {
+        m2m_out_.emplace_back(f.begin(), f.end());  // ProxyCoreM2m reads them
+        continue;
+      }
       const auto v = parse_tcp_frame(f);
       ASSERT_TRUE(v) << "the core sent a frame that is not TCP in IPv4 in Ethernet";
       const auto& [eth, ip, tcp] = *v;
@@ -148,6 +153,9 @@ class ProxyCoreTest : public ::testing::Test {
     core_->clear_datagrams();
     return out;
   }
+
+  bool m2m_on_ = false;
+  std::vector<Bytes> m2m_out_;
 
   Client client(std::uint8_t n, std::uint16_t port) {
     return Client{MacAddress{{0x02, 0, 0, 0, 0, static_cast<std::uint8_t>(0x10 + n)}},
@@ -504,6 +512,132 @@ TEST_F(ProxyCoreTest, RetainedTopicsGaugeFollowsTheStore) {
   EXPECT_EQ(core_->counters().mqtt_retained_topics, 2u);
   send_mqtt(pub, publish_packet("r/1", "", 0, 0, false, true));  // deletes
   EXPECT_EQ(core_->counters().mqtt_retained_topics, 1u);
+}
+
+// MQTT2MULTICAST through the whole core: the controller's ARP answer and REPLYs, and multicast
+// datagrams, arrive as captured frames; REQUESTs and multicast PUBLISHes leave as frames.
+class ProxyCoreM2m : public ProxyCoreTest {
+ protected:
+  static constexpr Ipv4Address kServer{0xc0a80164};  // 192.168.1.100
+  static constexpr Ipv4Address kSender{0xc0a80169};  // 192.168.1.105: a proxy, not a -F peer
+  static constexpr MacAddress kServerMac{{0x02, 0, 0, 0, 1, 0}};
+  static constexpr Ipv4Address kGroup{0xe1000000};  // 225.0.0.0
+
+  void SetUp() override {
+    m2m_on_ = true;
+    make_core([](core::CoreConfig& c) {
+      m2m::ClientConfig m;
+      m.mac = kProxyMac;
+      m.address = kProxyIp;
+      c.m2m = m;
+    });
+    // The ARP who-has for the server, answered.
+    core_->on_timers(now_);
+    core_->flush(now_);
+    collect();
+    ASSERT_EQ(m2m_out_.size(), 1u);
+    m2m_out_.clear();
+    Bytes arp(wire::kArpFrameLen);
+    wire::emit_arp_request(kServerMac, kServer, kProxyIp, arp);
+    store_be16(arp, wire::kEthernetHeaderLen + 6, 2);  // a reply, from the server
+    for (std::size_t i = 0; i < 6; ++i) store_u8(arp, i, kProxyMac.octets[i]);
+    inject(arp);
+  }
+
+  struct Udp {
+    MacAddress dst_mac;
+    Ipv4Address dst;
+    std::uint8_t ttl;
+    std::uint16_t sport, dport;
+    Bytes payload;
+  };
+  std::vector<Udp> take_udp() {
+    collect();
+    std::vector<Udp> out;
+    for (const auto& f : m2m_out_) {
+      const auto eth = EthernetView::parse(f);
+      const auto ip = Ipv4View::parse(eth->payload());
+      if (!ip) continue;
+      const auto udp = UdpView::parse(ip->payload());
+      EXPECT_TRUE(udp && udp->checksum_ok(ip->src(), ip->dst()));
+      out.push_back(Udp{eth->dst(), ip->dst(), ip->ttl(), udp->src_port(), udp->dst_port(),
+                        Bytes(udp->payload().begin(), udp->payload().end())});
+    }
+    m2m_out_.clear();
+    return out;
+  }
+
+  Bytes udp_frame(Ipv4Address src, Ipv4Address dst, std::uint16_t sport, std::uint16_t dport,
+                  const Bytes& payload) {
+    UdpFrameSpec s;
+    s.src_mac = MacAddress{{0x02, 0, 0, 0, 0, 0x77}};
+    s.dst_mac = is_multicast(dst) ? MacAddress{{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}} : kProxyMac;
+    s.src_ip = src;
+    s.dst_ip = dst;
+    s.src_port = sport;
+    s.dst_port = dport;
+    s.payload = payload;
+    Bytes f(udp_frame_size(s));
+    emit_udp_frame(s, f);
+    return f;
+  }
+
+  void reply(std::uint32_t tid) {
+    Bytes r;
+    m2m::encode_reply(r, m2m::Reply{tid, 0, kGroup});
+    inject(udp_frame(kServer, kProxyIp, 11883, 11882, r));
+  }
+};
+
+TEST_F(ProxyCoreM2m, SubscriberJoinsTheGroupAndGetsMulticastPublishes) {
+  Client sub = client(2, 40001);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_packet("topic1"));
+  take_mqtt(sub);
+  auto out = take_udp();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].dst, kServer);
+  EXPECT_EQ(out[0].dst_mac, kServerMac);
+  const auto req = m2m::parse_request(out[0].payload);
+  ASSERT_TRUE(req);
+  EXPECT_EQ(req->flags, 1);
+  EXPECT_EQ(req->topic, "topic1");
+  reply(req->tid);
+  ASSERT_NE(core_->memberships(), nullptr);
+  ASSERT_EQ(core_->memberships()->size(), 1u);
+  EXPECT_EQ((*core_->memberships())[0].group, kGroup);
+
+  inject(udp_frame(kSender, kGroup, 1883, 1883, publish_packet("topic1", "message1")));
+  receive(sub);
+  auto got = take_mqtt(sub);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(to_hex(got[0].wire), to_hex(publish_packet("topic1", "message1")));
+  // From a -F peer: it delivers by unicast, so its multicast copy is not delivered again.
+  inject(udp_frame(kPeerIp, kGroup, 1883, 1883, publish_packet("topic1", "again")));
+  receive(sub);
+  EXPECT_TRUE(take_mqtt(sub).empty());
+  EXPECT_EQ(core_->counters().m2m_datagrams_from_peers, 1u);
+  EXPECT_EQ(core_->counters().m2m_publish_in, 1u);
+}
+
+TEST_F(ProxyCoreM2m, LocalPublishGoesOnceToTheGroupAfterTheReply) {
+  Client pub = client(3, 40002);
+  connect(pub, "pub");
+  inject(pub.frame(kAck | kPsh, publish_packet("topic1", "message1")));
+  auto out = take_udp();
+  ASSERT_EQ(out.size(), 1u);
+  const auto req = m2m::parse_request(out[0].payload);
+  ASSERT_TRUE(req);
+  EXPECT_EQ(req->flags, 0);
+  reply(req->tid);
+  out = take_udp();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].dst, kGroup);
+  EXPECT_EQ(out[0].ttl, 1);
+  EXPECT_EQ(out[0].sport, 1883);
+  EXPECT_EQ(out[0].dport, 1883);
+  EXPECT_EQ(to_hex(out[0].payload), "30 10 00 06 74 6f 70 69 63 31 6d 65 73 73 61 67 65 31");
+  EXPECT_TRUE(datagram_types().empty());  // no unicast: the -F peer never subscribed
 }
 
 }  // namespace
