@@ -3,7 +3,7 @@
 
   sudo /usr/bin/python3 mininet/topo.py [-f N]... [-d DELAY] [-D DELAY] [-r IFACE -R NODE]
                                         [-v] [-P] [-g | -G | --proxies h1,h4]
-                                        [--controller own|remote:IP:PORT] [--batch CMDS]
+                                        [--controller own|m2m|remote:IP:PORT] [--batch CMDS]
 
 A tree of Open vSwitch switches (userspace datapath) with hosts h<i> = 192.168.1.(100+i)/24 at its
 leaves, ending in the Mininet CLI, where `pingall`, `xterm h1` and `h2 mosquitto_sub ...` work.
@@ -23,8 +23,13 @@ At exit everything it started is stopped by PID and the network is removed with 
   -G        a proxy on every odd host, all peered with each other; every even host subscribes and
             publishes through the proxy before it
   --proxies h1,h4  proxies on these hosts, each naming every other one as a peer
-  --controller own|remote:IP:PORT  the project's learning switch (started here), or an OpenFlow
+  --controller own|m2m|remote:IP:PORT  the project's learning switch (started here); the
+            project's MQTT2MULTICAST app (started here, with --observe-links and --m2m-opts), under
+            which the proxies of -G and --proxies use the multicast mode (-s 192.168.1.100 -S 11883
+            -C 11882, as the prototype's mqtt_proxy_m2m.sh) instead of -F peers; or an OpenFlow
             controller you started yourself (an os-ken/Ryu app)
+  --m2m-opts OPTS  with --controller m2m: the app's options, e.g. "--m2m-mode learning"
+            (docs/mqtt2multicast.md)
   --batch CMDS  run these CLI commands (separated by ';') instead of the interactive CLI, then exit
 
 Delays use netem where the kernel has it, and otherwise the project's NFQUEUE delay element
@@ -67,12 +72,18 @@ def delay_ms(text):
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, None: 1.0}[m.group(2)]
 
 
+M2M = "m2m"
+M2M_PROXY_ARGS = ["-s", "192.168.1.100", "-S", "11883", "-C", "11882"]
+
+
 def controller_arg(text):
     if text == "own":
         return None
+    if text == M2M:
+        return M2M
     m = re.fullmatch(r"remote:([0-9.]+):([0-9]+)", text)
     if not m:
-        raise argparse.ArgumentTypeError("%r: use own or remote:IP:PORT" % text)
+        raise argparse.ArgumentTypeError("%r: use own, m2m or remote:IP:PORT" % text)
     return (m.group(1), int(m.group(2)))
 
 
@@ -97,8 +108,10 @@ def parse_args(argv):
     mode.add_argument("-G", dest="edge", action="store_true",
                       help="proxies on the odd hosts, clients on the even hosts")
     mode.add_argument("--proxies", metavar="HOSTS", help="proxies on these hosts, e.g. h1,h4")
-    p.add_argument("--controller", type=controller_arg, default=None, metavar="own|remote:IP:PORT",
-                   help="OpenFlow controller (default own)")
+    p.add_argument("--controller", type=controller_arg, default=None,
+                   metavar="own|m2m|remote:IP:PORT", help="OpenFlow controller (default own)")
+    p.add_argument("--m2m-opts", default="", metavar="OPTS",
+                   help="with --controller m2m: options of the MQTT2MULTICAST app")
     p.add_argument("--batch", metavar="CMDS", help="CLI commands separated by ';', then exit")
     p.add_argument("--proxy", default=None, help="the mqtt_proxy binary (default build/mqtt_proxy)")
     p.add_argument("--proxy-args", default="", metavar="ARGS",
@@ -116,6 +129,8 @@ def parse_args(argv):
         p.error("-R %s: name a host hX or a switch sX" % args.real_node)
     if args.publish_count < 1:
         p.error("--publish-count must be at least 1")
+    if args.m2m_opts and args.controller != M2M:
+        p.error("--m2m-opts needs --controller m2m")
     return args
 
 
@@ -164,9 +179,17 @@ def main(argv=None):
 
     logs = args.logs or tempfile.mkdtemp(prefix="mqtt_proxy-topo-")
     os.makedirs(logs, exist_ok=True)
+    multicast = args.controller == M2M
     kwargs = {"fanouts": args.fanouts, "host_delay_ms": args.host_delay,
-              "switch_delay_ms": args.switch_delay, "controller": args.controller,
+              "switch_delay_ms": args.switch_delay,
+              "controller": None if multicast else args.controller,
               "real_interfaces": real, "verbose": args.verbose}
+    if multicast:
+        # --user-flags: the app's own options are parsed only when the manager is told where
+        # they are declared (os-ken parses its command line before it loads apps).
+        kwargs["controller_app"] = testbed.M2M_CONTROLLER_APP
+        kwargs["controller_args"] = (["--observe-links", "--user-flags",
+                                      testbed.M2M_CONTROLLER_APP] + shlex.split(args.m2m_opts))
     if args.proxy:
         kwargs["proxy_binary"] = os.path.abspath(args.proxy)
     tb = testbed.Testbed(logs, **kwargs)
@@ -193,9 +216,13 @@ def main(argv=None):
             print("*** pcaps of every host in %s" % logs)
         for host, peers in proxies:
             extra = shlex.split(args.proxy_args)
+            if multicast:
+                # The proxies reach each other through the controller's trees, not -F.
+                peers, extra = [], M2M_PROXY_ARGS + extra
             tb.start_proxy(host, peers=[tb.host(p).IP() for p in peers], extra=extra)
-            print("*** %s: mqtt_proxy%s (log %s)" % (
+            print("*** %s: mqtt_proxy%s%s (log %s)" % (
                 host, "".join(" -F %s" % tb.host(p).IP() for p in peers),
+                " " + " ".join(M2M_PROXY_ARGS) if multicast else "",
                 os.path.join(logs, "proxy-%s.log" % host)))
         if clients:
             start_client_pairs(tb, clients, args.publish_count, logs)

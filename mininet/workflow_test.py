@@ -92,6 +92,21 @@ class Workflow(unittest.TestCase):
         self.assertRegex(got, r"topic1 h4 \d", "h2 got nothing from h4:\n%s\n%s" % (got, out))
         self.assertRegex(got, r"topic1 h2 \d")
 
+    def test_3m_G_under_the_m2m_controller_delivers_by_multicast(self):
+        """-G --controller m2m, the prototype's -G: proxies with -s on h1 and h3, no -F; h2 gets
+        h4's messages, which came over the controller's tree (shown by dump-groups)."""
+        rc, out, logs = self.topo("-G", "--controller", "m2m", "--publish-count", "5", "--batch",
+                                  "h2 sleep 8; sh ovs-ofctl -O OpenFlow13 dump-groups s1")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("h1: mqtt_proxy -s 192.168.1.100 -S 11883 -C 11882", out)
+        self.assertNotIn(" -F ", out)
+        self.assertRegex(out, r"group_id=\d+,type=all", "no tree on s1:\n" + out)
+        with open(os.path.join(logs, "sub-h2.log")) as f:
+            got = f.read()
+        self.assertRegex(got, r"topic1 h4 \d", "h2 got nothing from h4:\n%s\n%s" % (got, out))
+        with open(os.path.join(logs, "proxy-h3.log")) as f:
+            self.assertIn("multicast via 192.168.1.100:11883", f.read())
+
     def test_4_g_makes_h1_the_central_broker_of_the_even_hosts(self):
         rc, out, logs = self.topo("-g", "--publish-count", "3", "--batch", "h2 sleep 5")
         self.assertEqual(rc, 0, out)
@@ -151,11 +166,33 @@ class Workflow(unittest.TestCase):
             self.assertEqual(broker.stop(), 0, broker.log()[-2000:])
             self.assertEqual(tb.raw_prerouting_rules("h1"), before["h1"])
 
-    def deliver(self, tb, sub_via, pub_via, publisher_proxy):
+    def test_7_the_m2m_launch_script_delivers_by_multicast(self):
+        """mqtt_proxy_m2m.sh on h1 and h4 under the MQTT2MULTICAST app: no -F, and a subscriber
+        on h2 via h1 gets what h3 publishes via h4."""
+        os.environ["MQTT_PROXY_BIN"] = ARGS.proxy
+        script = os.path.join(REPO, "scripts", "mqtt_proxy_m2m.sh")
+        with testbed.Testbed(ARGS.artifacts, proxy_binary=ARGS.proxy,
+                             controller_app=testbed.M2M_CONTROLLER_APP,
+                             controller_args=["--observe-links"]) as tb:
+            p1, p4 = (procs.Proxy(tb.host(h), script, [],
+                                  os.path.join(ARGS.artifacts, "script-m2m-%s.log" % h))
+                      for h in ("h1", "h4"))
+            tb.proxies += [p1, p4]
+            for p in (p1, p4):
+                p.wait_ready()
+                self.assertIn("-s 192.168.1.100 -S 11883 -C 11882", p.log())
+                self.assertNotIn(" -F ", p.log().splitlines()[0])
+            self.deliver(tb, "h1", "h4", None, ready=lambda: p1.wait_log("topic=wf/one has group"))
+            for p in (p1, p4):
+                self.assertEqual(p.stop(), 0, p.log()[-2000:])
+
+    def deliver(self, tb, sub_via, pub_via, publisher_proxy, ready=None):
         auth = ["-u", testbed.USER, "-P", testbed.PASSWORD]
         sub = tb.popen("h2", ["mosquitto_sub", "-h", tb.host(sub_via).IP(), "-t", "wf/one", "-C",
                               "1", "-W", "20"] + auth)
-        if publisher_proxy is not None:
+        if ready is not None:
+            self.assertTrue(ready())
+        elif publisher_proxy is not None:
             self.assertTrue(publisher_proxy.wait_peer_interest("wf/one"))
         else:
             time.sleep(0.5)  # same broker: the subscription is in place once SUBACK went
