@@ -21,7 +21,7 @@ std::size_t slot(Flags f) {
 }  // namespace
 
 Client::Client(ClientConfig cfg, log::Logger& log, metrics::Counters& counters)
-    : cfg_(std::move(cfg)), log_(log), counters_(counters) {}
+    : cfg_(cfg), log_(log), counters_(counters) {}
 
 void Client::start(TimePoint now) {
   started_ = true;
