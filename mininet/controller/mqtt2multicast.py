@@ -128,6 +128,11 @@ PRIO_MISS, PRIO_L2, PRIO_M2M = 0, 1, 100
 COOKIE_L2 = 1 << 63
 COOKIE_TOPIC = 1 << 62
 COOKIE_TOPIC_MASK = 0xFFFFFFFF00000000
+# A topic address that reaches no tree at a switch (published, nobody subscribed) is dropped there
+# by a flow of its own for this long, so its stream does not come to the controller datagram by
+# datagram. A tree's flow for the same match replaces it.
+COOKIE_DROP = 1 << 61
+DROP_IDLE_SECONDS = 10
 FLOOD_DEDUP_SECONDS = 0.5
 ETH_BROADCAST = "ff:ff:ff:ff:ff:ff"
 
@@ -200,7 +205,7 @@ class MQTT2Multicast(app_manager.OSKenApp):
         ofp, parser = dp.ofproto, dp.ofproto_parser
         # A switch that reconnects keeps what an earlier controller life installed: our flows
         # (told apart by their cookies; the topology app's LLDP flow is left alone) and groups go.
-        for cookie in (COOKIE_L2, COOKIE_TOPIC):
+        for cookie in (COOKIE_L2, COOKIE_TOPIC, COOKIE_DROP):
             dp.send_msg(parser.OFPFlowMod(datapath=dp, command=ofp.OFPFC_DELETE, cookie=cookie,
                                           cookie_mask=cookie, table_id=ofp.OFPTT_ALL,
                                           out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
@@ -352,8 +357,12 @@ class MQTT2Multicast(app_manager.OSKenApp):
         if msg.cookie & COOKIE_TOPIC_MASK != COOKIE_TOPIC:
             return
         group = msg.cookie & 0xFFFFFFFF
-        self.rec.flow_removed(msg.datapath.id, group)
         ofp = msg.datapath.ofproto
+        # Only an expiry says the switch lost a flow we still want. A removal we asked for (a
+        # DELETE, a group deleted, the wipe at SwitchFeatures) may be reported after the same
+        # flow was added again, and must not mark the new one gone.
+        if msg.reason in (ofp.OFPRR_IDLE_TIMEOUT, ofp.OFPRR_HARD_TIMEOUT):
+            self.rec.flow_removed(msg.datapath.id, group)
         reason = {ofp.OFPRR_IDLE_TIMEOUT: "idle timeout", ofp.OFPRR_HARD_TIMEOUT: "hard timeout",
                   ofp.OFPRR_DELETE: "deleted", ofp.OFPRR_GROUP_DELETE: "group deleted"}
         self.logger.info("topic flow of group %d removed from switch %x (%s)", group,
@@ -466,6 +475,11 @@ class MQTT2Multicast(app_manager.OSKenApp):
             return
         out = self.server.handle_request(req, src)
         self.logger.info("%s tid=0x%08x", out.message, req.tid)
+        # The tree's messages first: a proxy sends its held PUBLISHes as soon as the REPLY comes.
+        # (OpenFlow orders messages per switch only; a datagram that still beats a switch's flow
+        # is punted there and sent along the tree, handle_topic_datagram.)
+        if out.topics:
+            self.reconcile()
         if out.reply is not None:
             frame = packet.Packet()
             frame.add_protocol(ethernet.ethernet(dst=eth.src, src=self.vmac,
@@ -475,8 +489,6 @@ class MQTT2Multicast(app_manager.OSKenApp):
             frame.add_protocol(out.reply)
             frame.serialize()
             self.packet_out(dp, [in_port], frame.data)
-        if out.topics:
-            self.reconcile()
 
     def handle_topic_datagram(self, dp, in_port, topic, src, dst, data):
         """A datagram to a topic's address that no flow caught: the topic flow expired, the tree
@@ -494,9 +506,18 @@ class MQTT2Multicast(app_manager.OSKenApp):
             group = m2m_logic.per_transmitter_group_id(n, slot) if slot else None
         else:
             group = m2m_logic.shared_group_id(n)
-        ports = sorted(p for p in self.rec.buckets(dp.id, group) if p != in_port) if group else []
+        buckets = self.rec.buckets(dp.id, group) if group else ()
+        ports = sorted(p for p in buckets if p != in_port)
         self.plog("datagram %s -> %s punted at switch %x port %d: out %s", src, dst, dp.id,
                   in_port, ports or "nowhere")
+        if not buckets:
+            ofp, parser = dp.ofproto, dp.ofproto_parser
+            fields = dict(eth_type=ether_types.ETH_TYPE_IP, ipv4_dst=dst)
+            if self.per_transmitter:
+                fields["ipv4_src"] = src
+            self.add_flow(dp, PRIO_M2M, parser.OFPMatch(**fields), None,
+                          idle_timeout=DROP_IDLE_SECONDS, cookie=COOKIE_DROP,
+                          instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [])])
         self.packet_out(dp, ports, data, in_port=in_port)
 
     # L2

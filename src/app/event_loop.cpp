@@ -156,7 +156,8 @@ void EventLoop::send_output() {
   core_.clear_datagrams();
   if (auto* changes = core_.memberships()) {
     for (const auto& m : *changes) {
-      if (auto s = io_.m2m.membership(m.group, io_.m2m_ifindex, m.join); !s) {
+      // A failure costs only the IGMP report: capture receives the group's datagrams anyway.
+      if (auto s = m.join ? io_.groups->join(m.group) : io_.groups->leave(m.group); !s) {
         log_.warn(kLog, "{}", s.error());
       } else {
         log_.debug(kLog, "{} multicast group {}", m.join ? "joined" : "left", m.group);

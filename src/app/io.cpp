@@ -76,11 +76,12 @@ Result<std::unique_ptr<Io>> open_io(const Options& opt, const std::vector<System
   }
   if (auto s = io->udp.open(opt.udp_port); !s) return Error{s.error()};
   if (core.m2m) {
-    // Bound so that the kernel answers the controller's REPLYs with no ICMP port unreachable
-    // (capture reads them), and the socket the group memberships are made on.
-    if (auto s = io->m2m.open(core.m2m->client_port); !s)
+    // Bound so that the kernel answers the controller's REPLYs with no ICMP port unreachable;
+    // capture reads them, this socket never (so it has the kernel's small default buffer).
+    if (auto s = io->m2m.open(core.m2m->client_port, false); !s) {
       return Error{"--m2m-client-port: " + s.error()};
-    io->m2m_ifindex = ifaces[core.m2m_iface].ifindex;
+    }
+    io->groups = std::make_unique<udp::GroupMemberships>(ifaces[core.m2m_iface].ifindex);
   }
   if (opt.firewall) {
     std::vector<std::string> names;

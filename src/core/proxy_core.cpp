@@ -319,7 +319,7 @@ bool ProxyCore::on_m2m_frame(const wire::EthernetView& eth, TimePoint now) {
   // As for TCP: a sender with transmit offload leaves the checksum to a NIC that a veth lacks,
   // so a mismatch is fatal only where offload is known to be off.
   if (cfg_.verify_checksums && !udp->checksum_ok(ip->src(), ip->dst())) {
-    ++counters_.m2m_datagrams_rejected;
+    ++(reply ? counters_.m2m_replies_ignored : counters_.m2m_datagrams_rejected);
     log_.debug("m2m", "datagram from {} with a wrong UDP checksum dropped", ip->src());
     return true;
   }

@@ -77,7 +77,8 @@ void Client::subscribed(std::string_view filter, TimePoint now) {
     u.reset();
   }
   // Always: the controller must count us as a receiver even when the address is known from the
-  // publish side. The group is joined when the REPLY comes.
+  // publish side (then the group is joined now; otherwise when the REPLY comes).
+  update_membership(*t);
   request(filter, *t, Flags::Subscribe, now);
   schedule_refresh(std::string(filter), *t, now);
 }
@@ -90,7 +91,7 @@ void Client::unsubscribed(std::string_view filter, TimePoint now) {
     by_tid_.erase(*s);
     s.reset();
   }
-  if (t->group) leave(*t->group);
+  update_membership(*t);
   // No REPLY comes for flags 2, so nothing says it arrived: it is sent twice, `retransmit` apart
   // (a lost one leaves us on the tree, and the datagrams we are sent find no subscriber here).
   request(filter, *t, Flags::Unsubscribe, now);
@@ -119,7 +120,8 @@ void Client::publish(std::string_view topic, ByteSpan payload, bool retain, Time
   t->last_publish = now;
   if (!was_publisher || paused_long) {
     if (!t->tid[slot(Flags::Publish)]) request(topic, *t, Flags::Publish, now);
-    if (!was_publisher) schedule_refresh(std::string(topic), *t, now);
+    // A refresh found the topic idle and scheduled none: it starts again with the publishing.
+    schedule_refresh(std::string(topic), *t, now);
   }
   if (t->group && t->publisher_announced) {
     send_publish(*t, scratch_);
@@ -128,7 +130,8 @@ void Client::publish(std::string_view topic, ByteSpan payload, bool retain, Time
   // The address is pending (or known from the subscribe side, with our flags 0 not yet
   // answered, so the tree may not have us as a transmitter yet): hold it.
   if (t->queue.size() >= cfg_.max_queued_messages ||
-      t->queued_bytes + scratch_.size() > cfg_.max_queued_bytes) {
+      t->queued_bytes + scratch_.size() > cfg_.max_queued_bytes ||
+      queued_total_bytes_ + scratch_.size() > cfg_.max_queued_total_bytes) {
     if (counters_.m2m_publish_dropped++ % 1000 == 0) {
       log_.warn(kLog, "PUBLISH topic={} dropped: {} messages wait for its address already", topic,
                 t->queue.size());
@@ -136,6 +139,7 @@ void Client::publish(std::string_view topic, ByteSpan payload, bool retain, Time
     return;
   }
   t->queued_bytes += scratch_.size();
+  queued_total_bytes_ += scratch_.size();
   t->queue.push_back(scratch_);
   ++counters_.m2m_publish_queued;
 }
@@ -282,18 +286,32 @@ void Client::on_reply(wire::Ipv4Address src, std::uint16_t src_port, ByteSpan pa
 }
 
 void Client::learn_group(const std::string& topic, Topic& t, wire::Ipv4Address group) {
-  if (t.group && *t.group != group) {
-    // The controller restarted and numbered the topics anew.
-    log_.info(kLog, "topic={} moved from group {} to {}", topic, *t.group, group);
-    if (t.receiver) leave(*t.group);
-    t.group = group;
-    if (t.receiver) join(group);
+  if (t.group == group) {
+    update_membership(t);  // subscribed after the publish side learnt it, or again
     return;
   }
-  if (!t.group) {
-    t.group = group;
+  if (t.group) {
+    // The controller restarted and numbered the topics anew.
+    log_.info(kLog, "topic={} moved from group {} to {}", topic, *t.group, group);
+    if (t.joined) {
+      leave(*t.group);
+      t.joined = false;
+    }
+  } else {
     log_.info(kLog, "topic={} has group {}", topic, group);
-    if (t.receiver) join(group);
+  }
+  t.group = group;
+  update_membership(t);
+}
+
+void Client::update_membership(Topic& t) {
+  const bool want = t.receiver && t.group;
+  if (want && !t.joined) {
+    join(*t.group);
+    t.joined = true;
+  } else if (!want && t.joined) {
+    leave(*t.group);
+    t.joined = false;
   }
 }
 
@@ -319,6 +337,7 @@ void Client::flush_queue(const std::string& topic, Topic& t) {
   if (t.queue.empty()) return;
   log_.debug(kLog, "topic={}: {} held PUBLISHes sent", topic, t.queue.size());
   for (const auto& p : t.queue) send_publish(t, p);
+  queued_total_bytes_ -= t.queued_bytes;
   t.queue.clear();
   t.queued_bytes = 0;
 }
@@ -328,6 +347,7 @@ void Client::drop_queue(std::string_view topic, Topic& t, std::string_view why) 
   counters_.m2m_publish_dropped += t.queue.size();
   log_.warn(kLog, "topic={}: {} held PUBLISHes dropped: {} ({}:{}, {} tries)", topic,
             t.queue.size(), why, cfg_.server, cfg_.server_port, cfg_.tries);
+  queued_total_bytes_ -= t.queued_bytes;
   t.queue.clear();
   t.queued_bytes = 0;
 }
@@ -411,8 +431,17 @@ void Client::refresh(const std::string& topic, Topic& t, TimePoint now) {
     ++counters_.m2m_refreshes;
     if (!t.tid[slot(Flags::Publish)]) request(topic, t, Flags::Publish, now);
     again = true;
+  } else if (t.publisher && t.queue.empty()) {
+    // Idle for a whole interval: the publish side is forgotten (its next PUBLISH announces it
+    // again), so topics published once do not hold state, and the topic limit, for good.
+    t.publisher = false;
+    t.publisher_announced = false;
   }
-  if (again) schedule_refresh(topic, t, now);
+  if (again) {
+    schedule_refresh(topic, t, now);
+  } else {
+    forget_if_idle(topic);  // `t` may be gone from here on
+  }
 }
 
 void Client::on_timers(TimePoint now) {

@@ -13,7 +13,7 @@
 
 namespace mqtt_proxy::udp {
 
-Status UdpSocket::open(std::uint16_t port) {
+Status UdpSocket::open(std::uint16_t port, bool receives) {
   fd_ = os::Fd(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd_.valid()) return Error{std::string("UDP socket: ") + std::strerror(errno)};
   sockaddr_in addr{};
@@ -23,6 +23,11 @@ Status UdpSocket::open(std::uint16_t port) {
   if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) < 0) {
     return Error{"cannot bind UDP port " + std::to_string(port) + ": " + std::strerror(errno)};
   }
+  // Only groups this socket joined reach it, not every group any socket on the host joined (the
+  // Linux default): the peer socket must not take multicast PUBLISHes, which capture reads.
+  const int zero = 0;
+  (void)setsockopt(fd_.get(), IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof(zero));
+  if (!receives) return {};
   // A burst of PUBLISHes from a peer must not overflow the socket while the loop is busy. The
   // FORCE variants (root) pass net.core.rmem_max/wmem_max, which default to about 200 KiB.
   const int buf = 8 * 1024 * 1024;
@@ -32,25 +37,49 @@ Status UdpSocket::open(std::uint16_t port) {
   if (setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUFFORCE, &buf, sizeof(buf)) < 0) {
     (void)setsockopt(fd_.get(), SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
   }
-  // Only groups this socket joined reach it, not every group any socket on the host joined (the
-  // Linux default): the peer socket must not take multicast PUBLISHes, which capture reads.
-  const int zero = 0;
-  (void)setsockopt(fd_.get(), IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof(zero));
   rx_buf_.assign(kBatch, Bytes(65536));
   rx_len_.assign(kBatch, 0);
   rx_src_.assign(kBatch, {});
   return {};
 }
 
-Status UdpSocket::membership(wire::Ipv4Address group, int ifindex, bool join) {
+namespace {
+bool set_membership(int fd, wire::Ipv4Address group, int ifindex, bool join) {
   ip_mreqn m{};
   m.imr_multiaddr.s_addr = htonl(group.value);
   m.imr_ifindex = ifindex;
-  if (setsockopt(fd_.get(), IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &m,
-                 sizeof(m)) < 0) {
-    return Error{
-        fmt::format("{} group {}: {}", join ? "join" : "leave", group, std::strerror(errno))};
+  return setsockopt(fd, IPPROTO_IP, join ? IP_ADD_MEMBERSHIP : IP_DROP_MEMBERSHIP, &m, sizeof(m)) ==
+         0;
+}
+}  // namespace
+
+Status GroupMemberships::join(wire::Ipv4Address group) {
+  if (where_.contains(group.value)) return {};
+  for (std::size_t i = 0;; ++i) {
+    if (i == sockets_.size()) {
+      os::Fd fd(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      if (!fd.valid()) return Error{std::string("membership socket: ") + std::strerror(errno)};
+      const int zero = 0;
+      (void)setsockopt(fd.get(), IPPROTO_IP, IP_MULTICAST_ALL, &zero, sizeof(zero));
+      sockets_.push_back(std::move(fd));
+    }
+    if (set_membership(sockets_[i].get(), group, ifindex_, true)) {
+      where_.emplace(group.value, i);
+      return {};
+    }
+    // ENOBUFS: this socket holds as many groups as the kernel allows one socket; the next.
+    if (errno != ENOBUFS) {
+      return Error{fmt::format("join group {}: {}", group, std::strerror(errno))};
+    }
   }
+}
+
+Status GroupMemberships::leave(wire::Ipv4Address group) {
+  auto it = where_.find(group.value);
+  if (it == where_.end()) return {};
+  const bool ok = set_membership(sockets_[it->second].get(), group, ifindex_, false);
+  where_.erase(it);
+  if (!ok) return Error{fmt::format("leave group {}: {}", group, std::strerror(errno))};
   return {};
 }
 

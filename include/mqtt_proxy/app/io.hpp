@@ -25,9 +25,10 @@ struct Io {
   std::vector<std::unique_ptr<capture::PcapCapture>> captures;  // by the core's interface index
   inject::PacketInjector injector{counters};
   udp::UdpSocket udp;
-  // MQTT2MULTICAST (-s): the socket on the REQUEST port, and the interface toward the controller.
+  // MQTT2MULTICAST (-s): the socket bound to the REQUEST port, and the group memberships on the
+  // interface toward the controller.
   udp::UdpSocket m2m;
-  int m2m_ifindex = 0;
+  std::unique_ptr<udp::GroupMemberships> groups;
   std::unique_ptr<firewall::FirewallGuard> firewall;  // null with --no-firewall
 
   // `counters` plus the captures' figures, read now.

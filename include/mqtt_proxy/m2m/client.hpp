@@ -61,6 +61,9 @@ struct ClientConfig {
   // (counted).
   std::size_t max_queued_messages = 1000;
   std::size_t max_queued_bytes = 1024 * 1024;
+  // ... and of all topics together, so that a controller that is gone cannot make the proxy hold
+  // more than this whatever the number of topics published meanwhile.
+  std::size_t max_queued_total_bytes = 16 * 1024 * 1024;
   // Topics and filters with state at once; beyond, new ones are refused (counted).
   std::size_t max_topics = 100000;
   // The largest multicast datagram payload: the interface's MTU less IPv4 and UDP headers (the
@@ -126,6 +129,7 @@ class Client {
     bool receiver = false;                // a local subscriber's filter
     bool publisher = false;               // a local client published here
     bool publisher_announced = false;     // a REPLY to our flags 0 came (the tree has us)
+    bool joined = false;                  // we are a member of `group`
     std::optional<std::uint32_t> tid[3];  // the outstanding REQUEST per flags value
     std::optional<TimePoint> last_publish;
     std::optional<TimePoint> refresh_due;
@@ -147,6 +151,8 @@ class Client {
   void send_request(std::uint32_t tid, Flags flags, std::string_view topic);
   void give_up(std::uint32_t tid, Outstanding& o, TimePoint now);
   void learn_group(const std::string& topic, Topic& t, wire::Ipv4Address group);
+  // Joins the topic's group while it has a local subscriber and an address; leaves it otherwise.
+  void update_membership(Topic& t);
   void send_publish(const Topic& t, ByteSpan packet);
   void flush_queue(const std::string& topic, Topic& t);
   void drop_queue(std::string_view topic, Topic& t, std::string_view why);
@@ -166,6 +172,7 @@ class Client {
   DeadlineQueue<std::uint32_t> retransmits_;  // lazy: an entry that is no longer due is skipped
   DeadlineQueue<std::string> refreshes_;
   std::unordered_map<std::uint32_t, unsigned> joined_;  // group -> topics that joined it
+  std::size_t queued_total_bytes_ = 0;
   std::optional<wire::MacAddress> server_mac_;
   TimePoint arp_deadline_{};
   TimePoint next_arp_{};

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "mqtt_proxy/os/fd.hpp"
@@ -21,9 +22,9 @@ class UdpSocket {
   UdpSocket(const UdpSocket&) = delete;
   UdpSocket& operator=(const UdpSocket&) = delete;
 
-  Status open(std::uint16_t port);
-  // Joins or leaves an IPv4 multicast group on the interface `ifindex` (IGMP reports follow).
-  Status membership(wire::Ipv4Address group, int ifindex, bool join);
+  // `receives`: large buffers for a socket that is read (the peers'); without, the kernel's
+  // defaults for one that is only bound (the MQTT2MULTICAST REQUEST port, which capture reads).
+  Status open(std::uint16_t port, bool receives = true);
   int fd() const { return fd_.get(); }
 
   // Calls fn(source address, datagram) for every datagram waiting now; returns how many.
@@ -52,6 +53,22 @@ class UdpSocket {
   std::vector<std::size_t> rx_len_;
   std::vector<wire::Ipv4Address> rx_src_;
   std::string last_error_;
+};
+
+// IPv4 multicast group memberships on one interface (IGMP reports follow), spread over as many
+// sockets as the kernel's per-socket limit needs (net.ipv4.igmp_max_memberships, 20 by default).
+// The sockets are bound to no port and receive nothing: they only make the host a member.
+class GroupMemberships {
+ public:
+  explicit GroupMemberships(int ifindex) : ifindex_(ifindex) {}
+  Status join(wire::Ipv4Address group);
+  Status leave(wire::Ipv4Address group);
+  std::size_t size() const { return where_.size(); }
+
+ private:
+  std::vector<os::Fd> sockets_;
+  std::unordered_map<std::uint32_t, std::size_t> where_;  // group -> index into sockets_
+  int ifindex_;
 };
 
 }  // namespace mqtt_proxy::udp

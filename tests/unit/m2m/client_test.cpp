@@ -411,11 +411,92 @@ TEST_F(M2mClientTest, BothSidesRefreshBeforeTheFlowsIdleOut) {
   EXPECT_EQ(r[0].topic, "s");
   now_ += 1s;
   client_->publish("p", as_bytes("m"), false, now_);  // after a pause longer than the refresh
+  // The idle publish side was forgotten at 200 s: announced anew, the message held for the REPLY.
+  r = requests();
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].flags, 0);
+  EXPECT_EQ(r[0].topic, "p");
+  EXPECT_EQ(client_->queued("p"), 1u);
+  reply(r[0].tid, kGroup1);
   const auto sent = take();
-  ASSERT_EQ(sent.size(), 2u);  // announced again, and sent at once as well
-  EXPECT_EQ(sent[0].flags, 0);
-  EXPECT_EQ(sent[0].topic, "p");
-  EXPECT_EQ(sent[1].dst_ip, kGroup1);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0].dst_ip, kGroup1);
+}
+
+TEST_F(M2mClientTest, PublishRefreshGoesOnAfterALongPause) {
+  make([](m2m::ClientConfig& c) { c.refresh = 100s; });
+  start_resolved();
+  client_->publish("p", as_bytes("m"), false, now_);
+  reply(requests().at(0).tid, kGroup1);
+  take();
+  advance(150s);  // the refresh at 100 s found it idle
+  EXPECT_TRUE(requests().empty());
+  client_->publish("p", as_bytes("m"), false, now_);  // announced again at once
+  reply(requests().at(0).tid, kGroup1);
+  take();
+  // Publishing steadily from here on: refreshed every interval, not only after pauses.
+  unsigned refreshes = 0;
+  for (int i = 0; i < 50; ++i) {
+    advance(10s);
+    client_->publish("p", as_bytes("m"), false, now_);
+    for (const auto& r : requests()) {
+      EXPECT_EQ(r.flags, 0);
+      reply(r.tid, kGroup1);
+      ++refreshes;
+    }
+  }
+  EXPECT_EQ(refreshes, 5u);  // 500 s at one per 100 s
+}
+
+TEST_F(M2mClientTest, TopicsPublishedOnceAreForgottenAfterAnIdleInterval) {
+  make([](m2m::ClientConfig& c) {
+    c.refresh = 100s;
+    c.max_topics = 2;
+  });
+  start_resolved();
+  client_->publish("a", as_bytes("m"), false, now_);
+  client_->publish("b", as_bytes("m"), false, now_);
+  for (const auto& r : requests()) reply(r.tid, r.topic == "a" ? kGroup0 : kGroup1);
+  take();
+  client_->publish("c", as_bytes("m"), false, now_);
+  EXPECT_EQ(counters_.m2m_topics_refused, 1u);  // full
+  advance(100s);
+  EXPECT_FALSE(client_->group_of("a"));  // idle for an interval: forgotten
+  client_->publish("c", as_bytes("m"), false, now_);
+  EXPECT_EQ(counters_.m2m_topics_refused, 1u);
+  ASSERT_EQ(requests().size(), 1u);
+}
+
+TEST_F(M2mClientTest, HeldPublishesAreBoundedAcrossTopics) {
+  make([](m2m::ClientConfig& c) { c.max_queued_total_bytes = 100; });
+  start_resolved();
+  for (int i = 0; i < 10; ++i) {
+    client_->publish("t" + std::to_string(i), as_bytes(std::string(20, 'x')), false, now_);
+  }
+  // Each is 2 + 2 + 2 + 20 = 26 bytes: three fit in 100.
+  EXPECT_EQ(counters_.m2m_publish_queued, 3u);
+  EXPECT_EQ(counters_.m2m_publish_dropped, 7u);
+}
+
+TEST_F(M2mClientTest, SubscriberAfterThePublishSideJoinsTheKnownGroup) {
+  start_resolved();
+  client_->publish("t", as_bytes("m"), false, now_);
+  reply(requests().at(0).tid, kGroup0);
+  take();
+  EXPECT_TRUE(client_->memberships().empty());  // publishing alone joins nothing
+  client_->subscribed("t", now_);
+  ASSERT_EQ(client_->memberships().size(), 1u);  // known already: joined at once
+  EXPECT_TRUE(client_->memberships()[0].join);
+  reply(requests().at(0).tid, kGroup0);  // the flags 1 REPLY, same group: nothing more
+  EXPECT_EQ(client_->memberships().size(), 1u);
+  client_->unsubscribed("t", now_);
+  ASSERT_EQ(client_->memberships().size(), 2u);
+  EXPECT_FALSE(client_->memberships()[1].join);
+  take();
+  client_->subscribed("t", now_);  // the topic is still published: kept, and joined again
+  ASSERT_EQ(client_->memberships().size(), 3u);
+  EXPECT_TRUE(client_->memberships()[2].join);
+  EXPECT_TRUE(client_->joined(kGroup0));
 }
 
 TEST_F(M2mClientTest, RestartedControllerMovesATopicToAnotherGroup) {
