@@ -492,6 +492,24 @@ class SharedShortestPath(Base):
     def test_16_udp_peering_under_the_app(self):
         self.check_pingall_and_peering("shortest-path")
 
+    def test_99_a_group_the_switch_refuses_is_repaired(self):
+        """Last in the class: it makes the switch send an OFPT_ERROR. A group id the app is about
+        to ADD already exists on s2 (with a wrong bucket), so the ADD fails (GROUP_EXISTS); the
+        app deletes it there and installs it anew, and the tree carries the datagram."""
+        address = self.address_of("h4", 0, "t99")
+        group = (struct.unpack(">I", socket.inet_aton(address))[0]
+                 - struct.unpack(">I", socket.inet_aton("225.0.0.0"))[0] + 1)
+        subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-group", "s2",
+                        "group_id=%d,type=all,bucket=output:%d" % (group, self.port("s2", "h2"))],
+                       check=True)
+        self.address_of("h1", 1, "t99")
+        tree = self.expected_tree("h4", ["h1"])
+        self.assertTrue(procs.wait_for(lambda: groups("s2").get(group) == tree["s2"], 5),
+                        (groups("s2"), self.controller_log()[-3000:]))
+        self.assertIn("group %d on switch 2: deleted, installed again" % group,
+                      self.controller_log())
+        self.assert_reaches("h4", address, ["h1"], ["h2", "h3"])
+
     def test_17_pingall_and_shortest_path_flows(self):
         self.assertEqual(self.tb.net.pingAll(timeout=2), 0)
         for here, nxt in (("s2", "s1"), ("s1", "s3"), ("s3", "h4")):

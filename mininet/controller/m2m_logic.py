@@ -552,6 +552,11 @@ class Reconciler:
         if have is not None:
             have[1] = False
 
+    def forget(self, dpid, group):
+        """A group the switch refused (an OFPT_ERROR for its message): what it holds is unknown,
+        so nothing is recorded and the next diff adds it anew."""
+        self.installed.pop((dpid, group), None)
+
     def forget_switch(self, dpid):
         """A switch that left (or reconnected and was wiped): nothing of it is installed."""
         for key in [k for k in self.installed if k[0] == dpid]:

@@ -429,5 +429,17 @@ class PerTransmitter(unittest.TestCase):
         self.assertEqual(d[(2, 0x101)].source, ip(2))
 
 
+class ReconcilerForget(unittest.TestCase):
+    def test_a_refused_group_is_added_again_by_the_next_diff(self):
+        rec = m.Reconciler()
+        want = {(1, 1): m.Entry(frozenset({2}), "225.0.0.0", None)}
+        self.assertEqual([o.kind for o in rec.diff(want)],
+                         [m.GROUP_ADD, m.FLOW_ADD])
+        self.assertEqual(rec.diff(want), [])
+        rec.forget(1, 1)
+        self.assertEqual([o.kind for o in rec.diff(want)],
+                         [m.GROUP_ADD, m.FLOW_ADD])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -133,6 +133,10 @@ COOKIE_TOPIC_MASK = 0xFFFFFFFF00000000
 # datagram. A tree's flow for the same match replaces it.
 COOKIE_DROP = 1 << 61
 DROP_IDLE_SECONDS = 10
+# A group whose message a switch refused is deleted there and installed anew, at most this many
+# times a minute (a switch that keeps refusing, e.g. with a full group table, is left alone).
+REPAIRS_PER_MINUTE = 3
+XIDS_KEPT = 4096  # messages remembered for matching an OFPT_ERROR to its group
 FLOOD_DEDUP_SECONDS = 0.5
 ETH_BROADCAST = "ff:ff:ff:ff:ff:ff"
 
@@ -186,6 +190,8 @@ class MQTT2Multicast(app_manager.OSKenApp):
         self.server = m2m_logic.Server(o.first_address, per_transmitter=self.per_transmitter)
         self.topo = m2m_logic.Topology()
         self.rec = m2m_logic.Reconciler()
+        self.op_xids = collections.OrderedDict()  # (dpid, xid) -> group, for OFPT_ERROR
+        self.repairs = {}  # (dpid, group) -> times it was repaired
         self.datapaths = {}  # dpid -> datapath
         self.mac_to_port = {}  # learning mode: dpid -> {mac: port}
         self.recent_floods = collections.OrderedDict()  # frame -> (time, dpid, in_port)
@@ -306,8 +312,36 @@ class MQTT2Multicast(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def on_error(self, ev):
         msg = ev.msg
+        dp = msg.datapath
         self.logger.error("OFPT_ERROR from %016x: type=0x%02x code=0x%02x data=%s",
-                          msg.datapath.id or 0, msg.type, msg.code, bytes(msg.data[:64]).hex())
+                          dp.id or 0, msg.type, msg.code, bytes(msg.data[:64]).hex())
+        group = self.op_xids.pop((dp.id, msg.xid), None)
+        if group is not None and dp.id in self.datapaths:
+            self.repair(dp, group)
+
+    def repair(self, dp, group):
+        """The switch refused a message of `group`'s: what it holds is unknown. Delete the group
+        (OVS deletes the flows that use it) and the topic flow, forget them, and reconcile."""
+        now = time.monotonic()
+        recent = [t for t in self.repairs.get((dp.id, group), []) if now - t < 60]
+        if len(recent) >= REPAIRS_PER_MINUTE:
+            self.logger.error("group %d on switch %x refused again: left as it is", group, dp.id)
+            return
+        self.repairs[(dp.id, group)] = recent + [now]
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        dp.send_msg(parser.OFPFlowMod(datapath=dp, command=ofp.OFPFC_DELETE,
+                                      cookie=COOKIE_TOPIC | group, cookie_mask=0xFFFFFFFFFFFFFFFF,
+                                      table_id=ofp.OFPTT_ALL, out_port=ofp.OFPP_ANY,
+                                      out_group=ofp.OFPG_ANY, match=parser.OFPMatch()))
+        dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, group))
+        self.rec.forget(dp.id, group)
+        self.logger.warning("group %d on switch %x: deleted, installed again", group, dp.id)
+        self.reconcile()
+
+    def remember_xid(self, dp, msg, group):
+        self.op_xids[(dp.id, msg.xid)] = group
+        while len(self.op_xids) > XIDS_KEPT:
+            self.op_xids.popitem(last=False)
 
     # -- trees ------------------------------------------------------------------------------------
 
@@ -333,15 +367,20 @@ class MQTT2Multicast(app_manager.OSKenApp):
             buckets = [parser.OFPBucket(actions=[parser.OFPActionOutput(p)])
                        for p in sorted(op.buckets)]
             command = ofp.OFPGC_ADD if op.kind == m2m_logic.GROUP_ADD else ofp.OFPGC_MODIFY
-            dp.send_msg(parser.OFPGroupMod(dp, command, ofp.OFPGT_ALL, op.group, buckets))
+            msg = parser.OFPGroupMod(dp, command, ofp.OFPGT_ALL, op.group, buckets)
+            dp.send_msg(msg)
+            self.remember_xid(dp, msg, op.group)
         elif op.kind == m2m_logic.GROUP_DELETE:
             dp.send_msg(parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_ALL, op.group))
         elif op.kind == m2m_logic.FLOW_ADD:
             inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS,
                                                  [parser.OFPActionGroup(op.group)])]
-            self.add_flow(dp, PRIO_M2M, self.topic_match(parser, op), None,
-                          idle_timeout=self.idle_timeout, cookie=COOKIE_TOPIC | op.group,
-                          flags=ofp.OFPFF_SEND_FLOW_REM, instructions=inst)
+            msg = parser.OFPFlowMod(datapath=dp, cookie=COOKIE_TOPIC | op.group,
+                                    priority=PRIO_M2M, match=self.topic_match(parser, op),
+                                    instructions=inst, idle_timeout=self.idle_timeout,
+                                    flags=ofp.OFPFF_SEND_FLOW_REM)
+            dp.send_msg(msg)
+            self.remember_xid(dp, msg, op.group)
         elif op.kind == m2m_logic.FLOW_DELETE:
             dp.send_msg(parser.OFPFlowMod(datapath=dp, command=ofp.OFPFC_DELETE_STRICT,
                                           priority=PRIO_M2M, out_port=ofp.OFPP_ANY,
