@@ -184,3 +184,64 @@ write("m2m", "frames", m2m(2, eth_udp(sender, bytes([225, 0, 0, 0]), 1883, 1883,
 write("m2m", "requests", m2m(3, request(0x12345678, 1, b"topic1")) + m2m(3, request(1, 2, b""))
       + m2m(3, b"\x01\x00\x00\x00\x01\x00\xff\xff"))
 write("m2m", "actions", m2m(4, b"t/a") + m2m(4, b"t/ab") + m2m(4, b"t/abc") + m2m(0, reply(5)))
+
+# proxy_header: a connection's first bytes, a PROXY protocol v1 line or v2 header (HAProxy's
+# doc/proxy-protocol.txt), some followed by the client's CONNECT
+
+
+def crc32c(b):
+    crc = 0xFFFFFFFF
+    for x in b:
+        crc ^= x
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def pp2(ver_cmd, fam, body):
+    return V2_SIG + bytes([ver_cmd, fam]) + struct.pack(">H", len(body)) + body
+
+
+def tlv(t, v):
+    v = v.encode() if isinstance(v, str) else v
+    return bytes([t]) + struct.pack(">H", len(v)) + v
+
+
+def ssl_tlv(client, verify, subs):
+    return tlv(0x20, struct.pack(">BI", client, verify) + subs)
+
+
+inet = bytes([10, 0, 0, 5, 10, 0, 0, 1]) + struct.pack(">HH", 51234, 1883)
+inet6 = bytes.fromhex("20010db8" + "00" * 11 + "01" + "20010db8" + "00" * 11 + "02") \
+    + struct.pack(">HH", 50000, 1883)
+unix = b"/run/haproxy.sock".ljust(108, b"\0") + b"\0abstract".ljust(108, b"\0")
+write("proxy_header", "v1_tcp4", b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 1883\r\n" + conn)
+write("proxy_header", "v1_tcp6", b"PROXY TCP6 2001:db8::1 ::ffff:192.0.2.1 65535 0\r\n")
+write("proxy_header", "v1_tcp6_full", b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+      b"1:2:3:4:5:6:7:8 1 2\r\n")
+write("proxy_header", "v1_unknown", b"PROXY UNKNOWN\r\n" + conn)
+write("proxy_header", "v1_unknown_long", b"PROXY UNKNOWN " + b"f" * 90 + b"\r\n")
+write("proxy_header", "v1_lone_lf", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n")
+write("proxy_header", "v2_tcp4", pp2(0x21, 0x11, inet) + conn)
+write("proxy_header", "v2_udp6", pp2(0x21, 0x22, inet6))
+write("proxy_header", "v2_unix", pp2(0x21, 0x31, unix))
+write("proxy_header", "v2_local", pp2(0x20, 0x00, b"") + conn)
+write("proxy_header", "v2_local_inet", pp2(0x20, 0x11, inet + b"ignored"))
+# HAProxy's send-proxy-v2-ssl-cn for a verified client certificate over TLS 1.3
+write("proxy_header", "v2_ssl_cn", pp2(0x21, 0x11, inet + ssl_tlv(
+    0x07, 0, tlv(0x21, "TLSv1.3") + tlv(0x22, "client1"))) + conn)
+write("proxy_header", "v2_ssl_all", pp2(0x21, 0x11, inet + ssl_tlv(
+    0x01, 0, tlv(0x21, "TLSv1.2") + tlv(0x23, "ECDHE-RSA-AES128-GCM-SHA256")
+    + tlv(0x24, "RSA-SHA256") + tlv(0x25, "RSA2048") + tlv(0x2F, "x"))))
+write("proxy_header", "v2_tlvs", pp2(0x21, 0x21, inet6 + tlv(0x01, "mqtt") + tlv(0x02, "broker.example")
+                                      + tlv(0x05, bytes(range(128))) + tlv(0x30, "blue")
+                                      + tlv(0x04, b"") + tlv(0xE0, "custom")))
+crc_body = inet + tlv(0x01, "mqtt") + tlv(0x03, b"\0\0\0\0") + tlv(0x02, "broker.example")
+crc_hdr = bytearray(pp2(0x21, 0x11, crc_body))
+crc_at = 16 + len(inet) + 7 + 3
+crc_hdr[crc_at:crc_at + 4] = struct.pack(">I", crc32c(bytes(crc_hdr)))
+write("proxy_header", "v2_crc32c", bytes(crc_hdr))
+write("proxy_header", "v2_tlv_past_end", pp2(0x21, 0x11, inet + b"\x01\x00\x05mq"))
