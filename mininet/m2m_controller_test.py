@@ -359,6 +359,13 @@ class SharedShortestPath(Base):
         cls.start(["--user-flags", testbed.M2M_CONTROLLER_APP, "--m2m-mode", "shortest-path",
                    "--m2m-virtual-mac", VMAC, "--m2m-idle-timeout", "3600"], "shared")
 
+    def test_00_every_host_is_learnt_by_the_first_pingall(self):
+        """With flows on the destination alone, a host that only answered (its replies rode the
+        flows toward the asker) was never seen in a packet-in and stayed unknown."""
+        log = self.controller_log()
+        for h in self.tb.net.hosts:
+            self.assertIn("host %s %s" % (self.mac(h.name), self.ip(h.name)), log)
+
     def test_01_base_rules(self):
         for s in self.tb.net.switches:
             lines = flows(s.name)

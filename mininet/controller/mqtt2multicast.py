@@ -59,8 +59,9 @@ Behaviour in short:
   switch-to-switch link): MAC, IP, switch, port; seen elsewhere, they move, their unicast flows are
   deleted and the trees recomputed. The topology comes from os-ken's topology events, applied as
   they come; a link or a host that changes recomputes every tree.
-- Shortest-path mode: prio 1 eth_dst flows on each switch along the BFS path, in both directions
-  when the source is known, and the triggering packet is sent out at the destination's switch (so
+- Shortest-path mode: prio 1 (eth_src, eth_dst) flows on each switch along the BFS path, in both
+  directions (the original matched eth_dst alone, which let a host that only answers stay
+  unknown), and the triggering packet is sent out at the destination's switch (so
   the first packet of a flow is not lost). Broadcasts and unknown destinations are not flooded
   through the switches: the controller hands a copy to every edge port of every switch (one
   packet-out per switch), so loops in the topology cannot make a storm. A copy that reaches
@@ -293,9 +294,12 @@ class MQTT2Multicast(app_manager.OSKenApp):
         dp.send_msg(parser.OFPFlowMod(datapath=dp, cookie=cookie, priority=priority, match=match,
                                       instructions=inst, idle_timeout=idle_timeout, flags=flags))
 
-    def delete_l2_flows(self, dp, mac=None):
+    def delete_l2_flows(self, dp, mac=None, src=None):
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        match = parser.OFPMatch(eth_dst=mac) if mac else parser.OFPMatch()
+        if src:
+            match = parser.OFPMatch(eth_src=src)
+        else:
+            match = parser.OFPMatch(eth_dst=mac) if mac else parser.OFPMatch()
         dp.send_msg(parser.OFPFlowMod(datapath=dp, command=ofp.OFPFC_DELETE, cookie=COOKIE_L2,
                                       cookie_mask=COOKIE_L2, table_id=ofp.OFPTT_ALL,
                                       out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match))
@@ -482,6 +486,7 @@ class MQTT2Multicast(app_manager.OSKenApp):
         if change == "moved":
             for dp in self.datapaths.values():
                 self.delete_l2_flows(dp, mac)
+                self.delete_l2_flows(dp, src=mac)
         self.reconcile()
 
     # ARP
@@ -587,22 +592,26 @@ class MQTT2Multicast(app_manager.OSKenApp):
         if path is None:
             self.plog("no path from switch %x to %s: dropped", dp.id, eth.dst)
             return
-        self.install_path(path + [(dst.dpid, dst.port)], eth.dst)
+        # The flows match the pair (source, destination), not the destination alone: a host is
+        # learnt from its packet-ins, and one that only ever answered would otherwise never send
+        # one (its replies would ride the flows toward the asker) and stay unknown, its traffic
+        # flooded through the controller for good.
         src = self.topo.hosts.get(eth.src)
         if src is not None and src.dpid in self.datapaths:
+            self.install_path(path + [(dst.dpid, dst.port)], eth.src, eth.dst)
             back = self.topo.host_path(dst, src)
             if back is not None:
-                self.install_path(back, eth.src)
+                self.install_path(back, eth.dst, eth.src)
         # Out at the last switch: the flows just sent to the others may not be in place yet.
         self.packet_out(self.datapaths[dst.dpid], [dst.port], data)
 
-    def install_path(self, hops, mac):
+    def install_path(self, hops, src_mac, dst_mac):
         for dpid, port in hops:
             dp = self.datapaths.get(dpid)
             if dp is None:
                 continue
             parser = dp.ofproto_parser
-            self.add_flow(dp, PRIO_L2, parser.OFPMatch(eth_dst=mac),
+            self.add_flow(dp, PRIO_L2, parser.OFPMatch(eth_src=src_mac, eth_dst=dst_mac),
                           [parser.OFPActionOutput(port)], cookie=COOKIE_L2)
 
     def flood_edges(self, dpid, in_port, data):

@@ -112,11 +112,24 @@ class RunProcesses:
 
 # -- the testbed and its delays ------------------------------------------------------------------
 
-def make_testbed(artifacts, proxy, depth=2, fanout=2, host_delay_ms=0, switch_delay_ms=0):
-    """A testbed.Testbed with the delays asked for. A testbed that cannot emulate delays (no
-    host_delay_ms argument) is used for delay 0 only: a figure labelled "50 ms" measured without
-    the delay would be wrong without anything showing it."""
+# The controllers a point's testbed may name (its `controller`): the app and its options. The
+# MQTT2MULTICAST app's trees need the topology app's links (--observe-links); its L2 forwarding
+# is its default (shortest path).
+CONTROLLERS = {"m2m": (testbed.M2M_CONTROLLER_APP, ["--observe-links"])}
+
+
+def make_testbed(artifacts, proxy, depth=2, fanout=2, host_delay_ms=0, switch_delay_ms=0,
+                 controller=None, tree=None):
+    """A testbed.Testbed with the delays asked for, under the project's learning switch or a
+    controller of CONTROLLERS, a uniform tree or `tree` (fanouts per level, "3x3x2"). A testbed
+    that cannot emulate delays (no host_delay_ms argument) is used for delay 0 only: a figure
+    labelled "50 ms" measured without the delay would be wrong without anything showing it."""
     kwargs = dict(depth=depth, fanout=fanout, proxy_binary=proxy)
+    if tree:
+        kwargs["fanouts"] = [int(f) for f in tree.split("x")]
+    if controller:
+        kwargs["controller_app"], args = CONTROLLERS[controller]
+        kwargs["controller_args"] = list(args)
     params = inspect.signature(testbed.Testbed.__init__).parameters
     if "host_delay_ms" in params:
         kwargs.update(host_delay_ms=host_delay_ms, switch_delay_ms=switch_delay_ms)

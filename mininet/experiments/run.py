@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Runs one experiment of docs/experiments.md in the Mininet testbed and writes its CSVs, plot
 and configuration: latency (against link delay), load (frames against tree size), throughput
-(against publishers), or all three.
+(against publishers), receivers (a publisher's cost against receiving proxies), or all four.
 
   mininet/experiments/run.sh NAME [--reps N] [--quick] [--out DIR] [options]
 
@@ -29,7 +29,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-NAMES = ["latency", "load", "throughput"]
+NAMES = ["latency", "load", "throughput", "receivers"]
 SKIP = 77
 
 
@@ -44,7 +44,8 @@ def parse_args(argv):
                                   "`all`, one subdirectory per experiment)")
     ap.add_argument("--points", type=float, nargs="+", metavar="X",
                     help="the x values instead of the default ones: delays in ms (latency), "
-                         "fanouts (load), publisher counts (throughput)")
+                         "fanouts (load), publisher counts (throughput), receiving proxies "
+                         "(receivers)")
     ap.add_argument("--seconds", type=float, help="publishing time per run (default: the "
                                                   "experiment's, shorter with --quick)")
     ap.add_argument("--rate", type=float,
@@ -52,10 +53,10 @@ def parse_args(argv):
     ap.add_argument("--switch-delay", type=float, default=0, metavar="MS",
                     help="latency: one-way delay of the switch-to-switch links too")
     ap.add_argument("--mosquitto-nagle", action="store_true",
-                    help="latency, load: the central Mosquitto keeps Nagle's algorithm on (its "
+                    help="latency, load, receivers: Mosquitto keeps Nagle's algorithm on (its "
                          "default; off otherwise, see latency.py)")
     ap.add_argument("--modes", nargs="+", metavar="MODE",
-                    help="load: the modes to measure (broker, unicast)")
+                    help="load, receivers: the modes to measure (broker, unicast, multicast)")
     ap.add_argument("--proxy-extra", nargs="*", default=[], metavar="OPTION",
                     help="throughput: options for the proxies beside -F")
     ap.add_argument("--replot", metavar="DIR",
@@ -109,7 +110,8 @@ def replot(args):
     with open(os.path.join(args.replot, "config.json")) as f:
         config = json.load(f)
     args.reps = config["repetitions"]
-    args.modes = [s["key"] for s in config["systems"]] if args.name == "load" else args.modes
+    if args.name in ("load", "receivers"):
+        args.modes = [s["key"] for s in config["systems"]]
     experiment.systems(args)
     plt = harness.pyplot()
     if plt is None:
@@ -127,8 +129,10 @@ def experiments():
     there."""
     import latency  # pylint: disable=import-outside-toplevel
     import load  # pylint: disable=import-outside-toplevel
+    import receivers  # pylint: disable=import-outside-toplevel
     import throughput  # pylint: disable=import-outside-toplevel
-    return {"latency": latency.Latency, "load": load.Load, "throughput": throughput.Throughput}
+    return {"latency": latency.Latency, "load": load.Load, "throughput": throughput.Throughput,
+            "receivers": receivers.Receivers}
 
 
 def main(argv):
