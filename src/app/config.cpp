@@ -153,8 +153,7 @@ Result<ProxyConfig> build_config(const Options& opt) {
       const auto& i = pc.interfaces[k];
       for (std::size_t a = 0; a < i.addresses.size(); ++a) {
         const unsigned len = a < i.prefix_lengths.size() ? i.prefix_lengths[a] : 32;
-        const std::uint32_t mask = len == 0 ? 0 : ~std::uint32_t{0} << (32 - len);
-        if ((i.addresses[a].value & mask) == (opt.m2m_server->value & mask)) {
+        if (wire::same_network(i.addresses[a], *opt.m2m_server, len)) {
           chosen = k;
           m.address = i.addresses[a];
           m.prefix_len = len;

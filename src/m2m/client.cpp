@@ -193,18 +193,7 @@ void Client::transmit(std::uint32_t tid, Outstanding& o, TimePoint now) {
 void Client::send_request(std::uint32_t tid, Flags flags, std::string_view topic) {
   Bytes payload;
   encode_request(payload, tid, flags, topic);
-  wire::UdpFrameSpec s;
-  s.src_mac = cfg_.mac;
-  s.dst_mac = request_mac();
-  s.src_ip = cfg_.address;
-  s.dst_ip = cfg_.server;
-  s.src_port = cfg_.client_port;
-  s.dst_port = cfg_.server_port;
-  s.ttl = kRequestTtl;
-  s.ip_id = ip_id_++;
-  s.payload = payload;
-  Bytes& f = frames_.emplace_back(wire::udp_frame_size(s));
-  wire::emit_udp_frame(s, f);
+  emit_udp(request_mac(), cfg_.server, cfg_.client_port, cfg_.server_port, kRequestTtl, payload);
   ++counters_.m2m_requests_sent;
   log_.debug(kLog, "REQUEST tid={:08x} flags={} topic={}", tid, flags_name(flags), topic);
 }
@@ -317,19 +306,26 @@ void Client::update_membership(Topic& t) {
 
 // -- data ------------------------------------------------------------------------------------
 
-void Client::send_publish(const Topic& t, ByteSpan packet) {
+void Client::emit_udp(const wire::MacAddress& dst_mac, wire::Ipv4Address dst,
+                      std::uint16_t src_port, std::uint16_t dst_port, std::uint8_t ttl,
+                      ByteSpan payload) {
   wire::UdpFrameSpec s;
   s.src_mac = cfg_.mac;
-  s.dst_mac = cfg_.ethernet_broadcast ? kBroadcast : wire::multicast_mac(*t.group);
+  s.dst_mac = dst_mac;
   s.src_ip = cfg_.address;
-  s.dst_ip = *t.group;
-  s.src_port = cfg_.data_port;
-  s.dst_port = cfg_.data_port;
-  s.ttl = kDataTtl;
+  s.dst_ip = dst;
+  s.src_port = src_port;
+  s.dst_port = dst_port;
+  s.ttl = ttl;
   s.ip_id = ip_id_++;
-  s.payload = packet;
+  s.payload = payload;
   Bytes& f = frames_.emplace_back(wire::udp_frame_size(s));
   wire::emit_udp_frame(s, f);
+}
+
+void Client::send_publish(const Topic& t, ByteSpan packet) {
+  emit_udp(cfg_.ethernet_broadcast ? kBroadcast : wire::multicast_mac(*t.group), *t.group,
+           cfg_.data_port, cfg_.data_port, kDataTtl, packet);
   ++counters_.m2m_publish_out;
 }
 
@@ -354,8 +350,7 @@ void Client::drop_queue(std::string_view topic, Topic& t, std::string_view why) 
 
 bool Client::admits(wire::Ipv4Address src) const {
   if (src == cfg_.address) return false;  // our own, should a switch flood it back
-  const std::uint32_t mask = cfg_.prefix_len == 0 ? 0 : ~std::uint32_t{0} << (32 - cfg_.prefix_len);
-  return (src.value & mask) == (cfg_.address.value & mask);
+  return wire::same_network(src, cfg_.address, cfg_.prefix_len);
 }
 
 std::optional<mqtt::Publish> Client::on_datagram(wire::Ipv4Address src, wire::Ipv4Address group,

@@ -32,26 +32,11 @@ void store_mac(MutableByteSpan out, std::size_t off, const MacAddress& m) {
 
 void emit_udp_frame(const UdpFrameSpec& s, MutableByteSpan out) {
   assert(out.size() == udp_frame_size(s));
-  store_mac(out, eth_field::kDst, s.dst_mac);
-  store_mac(out, eth_field::kSrc, s.src_mac);
-  store_be16(out, eth_field::kEtherType, kEtherTypeIpv4);
-
-  auto ip = out.subspan(kEthernetHeaderLen);
   const auto udp_len = static_cast<std::uint16_t>(kUdpHeaderLen + s.payload.size());
-  store_u8(ip, ipv4_field::kVersionIhl, 0x45);
-  store_u8(ip, ipv4_field::kTos, 0);
-  store_be16(ip, ipv4_field::kTotalLength, static_cast<std::uint16_t>(kIpv4MinHeaderLen + udp_len));
-  store_be16(ip, ipv4_field::kId, s.ip_id);
-  store_be16(ip, ipv4_field::kFlagsFragment, 0);
-  store_u8(ip, ipv4_field::kTtl, s.ttl);
-  store_u8(ip, ipv4_field::kProtocol, kIpProtoUdp);
-  store_be16(ip, ipv4_field::kChecksum, 0);
-  store_be32(ip, ipv4_field::kSrc, s.src_ip.value);
-  store_be32(ip, ipv4_field::kDst, s.dst_ip.value);
-  store_be16(ip, ipv4_field::kChecksum,
-             checksum_finish(checksum_add(0, ip.first(kIpv4MinHeaderLen))));
-
-  auto udp = ip.subspan(kIpv4MinHeaderLen, udp_len);
+  // DF clear: these datagrams are small, and a router may fragment them.
+  auto udp = emit_ipv4_headers(
+      Ipv4HeaderSpec{s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, kIpProtoUdp, s.ip_id, s.ttl, false},
+      udp_len, out);
   store_be16(udp, udp_field::kSrcPort, s.src_port);
   store_be16(udp, udp_field::kDstPort, s.dst_port);
   store_be16(udp, udp_field::kLength, udp_len);

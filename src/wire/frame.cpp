@@ -81,6 +81,31 @@ std::size_t tcp_options_len(const TcpFrameSpec& s) {
 }
 }  // namespace
 
+MutableByteSpan emit_ipv4_headers(const Ipv4HeaderSpec& h, std::size_t payload_len,
+                                  MutableByteSpan out) {
+  assert(out.size() == kEthernetHeaderLen + kIpv4MinHeaderLen + payload_len);
+  for (std::size_t i = 0; i < 6; ++i) {
+    store_u8(out, eth_field::kDst + i, h.dst_mac.octets[i]);
+    store_u8(out, eth_field::kSrc + i, h.src_mac.octets[i]);
+  }
+  store_be16(out, eth_field::kEtherType, kEtherTypeIpv4);
+  auto ip = out.subspan(kEthernetHeaderLen);
+  store_u8(ip, ipv4_field::kVersionIhl, 0x45);
+  store_u8(ip, ipv4_field::kTos, 0);
+  store_be16(ip, ipv4_field::kTotalLength,
+             static_cast<std::uint16_t>(kIpv4MinHeaderLen + payload_len));
+  store_be16(ip, ipv4_field::kId, h.ip_id);
+  store_be16(ip, ipv4_field::kFlagsFragment, h.dont_fragment ? 0x4000 : 0);
+  store_u8(ip, ipv4_field::kTtl, h.ttl);
+  store_u8(ip, ipv4_field::kProtocol, h.protocol);
+  store_be16(ip, ipv4_field::kChecksum, 0);
+  store_be32(ip, ipv4_field::kSrc, h.src_ip.value);
+  store_be32(ip, ipv4_field::kDst, h.dst_ip.value);
+  store_be16(ip, ipv4_field::kChecksum,
+             checksum_finish(checksum_add(0, ip.first(kIpv4MinHeaderLen))));
+  return ip.subspan(kIpv4MinHeaderLen, payload_len);
+}
+
 std::size_t tcp_frame_size(const TcpFrameSpec& s) {
   return kEthernetHeaderLen + kIpv4MinHeaderLen + kTcpMinHeaderLen + tcp_options_len(s) +
          s.payload.size();
@@ -88,33 +113,14 @@ std::size_t tcp_frame_size(const TcpFrameSpec& s) {
 
 void emit_tcp_frame(const TcpFrameSpec& s, MutableByteSpan out) {
   assert(out.size() == tcp_frame_size(s));
-  // Ethernet II
-  for (std::size_t i = 0; i < 6; ++i) {
-    store_u8(out, eth_field::kDst + i, s.dst_mac.octets[i]);
-    store_u8(out, eth_field::kSrc + i, s.src_mac.octets[i]);
-  }
-  store_be16(out, eth_field::kEtherType, kEtherTypeIpv4);
-
-  // IPv4: no options, DF set (we segment to the path MTU ourselves), TTL 64.
-  auto ip = out.subspan(kEthernetHeaderLen);
+  // IPv4: DF set (we segment to the path MTU ourselves), TTL 64.
   const std::size_t opt_len = tcp_options_len(s);
   const std::size_t tcp_len = kTcpMinHeaderLen + opt_len + s.payload.size();
-  const auto ip_total = static_cast<std::uint16_t>(kIpv4MinHeaderLen + tcp_len);
-  store_u8(ip, ipv4_field::kVersionIhl, 0x45);
-  store_u8(ip, ipv4_field::kTos, 0);
-  store_be16(ip, ipv4_field::kTotalLength, ip_total);
-  store_be16(ip, ipv4_field::kId, s.ip_id);
-  store_be16(ip, ipv4_field::kFlagsFragment, 0x4000);
-  store_u8(ip, ipv4_field::kTtl, 64);
-  store_u8(ip, ipv4_field::kProtocol, kIpProtoTcp);
-  store_be16(ip, ipv4_field::kChecksum, 0);
-  store_be32(ip, ipv4_field::kSrc, s.src_ip.value);
-  store_be32(ip, ipv4_field::kDst, s.dst_ip.value);
-  store_be16(ip, ipv4_field::kChecksum,
-             checksum_finish(checksum_add(0, ip.first(kIpv4MinHeaderLen))));
+  auto tcp = emit_ipv4_headers(
+      Ipv4HeaderSpec{s.src_mac, s.dst_mac, s.src_ip, s.dst_ip, kIpProtoTcp, s.ip_id, 64, true},
+      tcp_len, out);
 
   // TCP
-  auto tcp = ip.subspan(kIpv4MinHeaderLen, tcp_len);
   store_be16(tcp, tcp_field::kSrcPort, s.src_port);
   store_be16(tcp, tcp_field::kDstPort, s.dst_port);
   store_be32(tcp, tcp_field::kSeq, s.seq.raw);

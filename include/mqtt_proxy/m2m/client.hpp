@@ -153,6 +153,9 @@ class Client {
   void learn_group(const std::string& topic, Topic& t, wire::Ipv4Address group);
   // Joins the topic's group while it has a local subscriber and an address; leaves it otherwise.
   void update_membership(Topic& t);
+  // A UDP frame from us (the SDN interface's MAC and address) into frames_.
+  void emit_udp(const wire::MacAddress& dst_mac, wire::Ipv4Address dst, std::uint16_t src_port,
+                std::uint16_t dst_port, std::uint8_t ttl, ByteSpan payload);
   void send_publish(const Topic& t, ByteSpan packet);
   void flush_queue(const std::string& topic, Topic& t);
   void drop_queue(std::string_view topic, Topic& t, std::string_view why);

@@ -40,6 +40,12 @@ struct Ipv4Address {
   friend auto operator<=>(const Ipv4Address&, const Ipv4Address&) = default;
 };
 
+// Whether `a` and `b` share their first `prefix_len` bits (0..32): the same IPv4 network.
+inline bool same_network(Ipv4Address a, Ipv4Address b, unsigned prefix_len) {
+  const std::uint32_t mask = prefix_len == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix_len);
+  return (a.value & mask) == (b.value & mask);
+}
+
 // One end of a TCP connection or a UDP flow, "address:port" in log lines.
 struct SocketAddress {
   Ipv4Address ip;

@@ -158,6 +158,21 @@ struct TcpFrameSpec {
   ByteSpan payload;
 };
 
+// The Ethernet II header and an IPv4 header without options (checksum filled) that every frame
+// the proxy writes begins with; returns the IPv4 payload, `payload_len` bytes.
+struct Ipv4HeaderSpec {
+  MacAddress src_mac;
+  MacAddress dst_mac;
+  Ipv4Address src_ip;
+  Ipv4Address dst_ip;
+  std::uint8_t protocol = 0;
+  std::uint16_t ip_id = 0;
+  std::uint8_t ttl = 64;
+  bool dont_fragment = true;
+};
+MutableByteSpan emit_ipv4_headers(const Ipv4HeaderSpec& h, std::size_t payload_len,
+                                  MutableByteSpan out);
+
 std::size_t tcp_frame_size(const TcpFrameSpec& s);
 // Writes the frame into `out`, which must be exactly tcp_frame_size(s) bytes.
 void emit_tcp_frame(const TcpFrameSpec& s, MutableByteSpan out);
