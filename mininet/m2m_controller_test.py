@@ -130,15 +130,10 @@ def mac_bytes(mac):
     return bytes(int(x, 16) for x in mac.split(":"))
 
 
-def ofctl(*args):
-    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "--no-names"] + list(args),
-                          capture_output=True, text=True, check=True).stdout
-
-
 def groups(switch):
     """{group id: set of output ports} on a switch."""
     out = {}
-    for line in ofctl("dump-groups", switch).splitlines():
+    for line in procs.ofctl("dump-groups", switch).splitlines():
         m = re.search(r"group_id=(\d+)", line)
         if m:
             out[int(m.group(1))] = {int(p) for p in re.findall(r"output:(\d+)", line)}
@@ -146,7 +141,7 @@ def groups(switch):
 
 
 def flows(switch, needle=""):
-    return [line.strip() for line in ofctl("dump-flows", switch).splitlines()
+    return [line.strip() for line in procs.ofctl("dump-flows", switch).splitlines()
             if "priority=" in line and needle in line]
 
 
@@ -173,7 +168,7 @@ class Base(unittest.TestCase):
                                    % (cls.links_known(), 2 * (switches - 1)))
             cls.ofport = {}
             for s in cls.tb.net.switches:
-                for line in ofctl("show", s.name).splitlines():
+                for line in procs.ofctl("show", s.name).splitlines():
                     m = re.match(r"\s*(\d+)\(([^)]+)\):", line)
                     if m:
                         cls.ofport[m.group(2)] = int(m.group(1))
@@ -343,7 +338,7 @@ class Base(unittest.TestCase):
         # The first packet of a new flow is not lost: with the unicast flows gone, a single ping's
         # one echo request must still get its reply.
         for s in self.tb.net.switches:
-            ofctl("del-flows", s.name, "cookie=0x8000000000000000/0x8000000000000000")
+            procs.ofctl("del-flows", s.name, "cookie=0x8000000000000000/0x8000000000000000")
         rc, out, _ = self.tb.run(self.PEERING[2], ["ping", "-c", "1", "-W", "3",
                                                    self.ip(self.PEERING[3])])
         self.assertEqual(rc, 0, out)
@@ -375,7 +370,7 @@ class SharedShortestPath(Base):
                 self.assertTrue(any(re.search(r"priority=100,udp,%s=11883 "
                                               r"actions=CONTROLLER:65535" % field, l)
                                     for l in lines), (s.name, field, lines))
-            self.assertRegex(ofctl("dump-group-features", s.name), r"\ball\b")
+            self.assertRegex(procs.ofctl("dump-group-features", s.name), r"\ball\b")
 
     def test_02_request_reply_bytes(self):
         s2 = self.switch_of("h1")

@@ -18,7 +18,6 @@ Exit status 77 (ctest: skipped) when not root or when Mininet / Open vSwitch are
 import argparse
 import os
 import re
-import subprocess
 import sys
 import time
 import unittest
@@ -35,7 +34,7 @@ except ImportError:  # Mininet imports only in Debian's /usr/bin/python3: main()
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARGS = None
 SERVER = "192.168.1.100"
-M2M = ["-s", SERVER, "-S", "11883", "-C", "11882"]
+M2M = testbed.M2M_PROXY_ARGS if testbed else []
 CONTROLLER_ARGS = ["--observe-links"]
 
 
@@ -92,12 +91,10 @@ class M2mCase(unittest.TestCase):
             switch, group, "missing" if present else "still there", self.flows(switch)))
 
     def flows(self, switch):
-        return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
-                              capture_output=True, text=True).stdout
+        return procs.ofctl("dump-flows", switch)
 
     def groups(self, switch):
-        return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-groups", switch],
-                              capture_output=True, text=True).stdout
+        return procs.ofctl("dump-groups", switch)
 
     def group_flow_packets(self, switch, group):
         """n_packets of the switch's flow for `group` (the stats scripts' method), None without."""

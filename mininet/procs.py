@@ -19,6 +19,13 @@ import unittest
 import stats
 
 
+def ofctl(*args, check=True):
+    """`ovs-ofctl -O OpenFlow13 --no-names ARGS`'s output (ports as numbers, as OpenFlow has
+    them). `check`: a failure raises rather than reading as an empty table."""
+    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "--no-names"] + list(args),
+                          capture_output=True, text=True, check=check, timeout=10).stdout
+
+
 def wait_for(predicate, timeout, interval=0.05):
     """Polls `predicate` every `interval` seconds until it is true or `timeout` seconds passed;
     returns its last value. The deadline is on the monotonic clock: a clock step cannot stretch or

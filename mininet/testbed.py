@@ -30,6 +30,9 @@ from procs import Capture, Proxy, wait_for
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONTROLLER_APP = os.path.join(REPO, "mininet", "controller", "learning_switch.py")
 M2M_CONTROLLER_APP = os.path.join(REPO, "mininet", "controller", "mqtt2multicast.py")
+# A proxy's MQTT2MULTICAST options under that app: its virtual address and the ports of the
+# original's mqtt_proxy_m2m.sh.
+M2M_PROXY_ARGS = ["-s", "192.168.1.100", "-S", "11883", "-C", "11882"]
 DEFAULT_PROXY = os.path.join(REPO, "build", "mqtt_proxy")
 DEFAULT_DELAY = os.path.join(REPO, "build", "mqtt_proxy_delay")
 USER, PASSWORD = "jorge", "passwd"

@@ -73,7 +73,6 @@ def delay_ms(text):
 
 
 M2M = "m2m"
-M2M_PROXY_ARGS = ["-s", "192.168.1.100", "-S", "11883", "-C", "11882"]
 
 
 def controller_arg(text):
@@ -218,11 +217,11 @@ def main(argv=None):
             extra = shlex.split(args.proxy_args)
             if multicast:
                 # The proxies reach each other through the controller's trees, not -F.
-                peers, extra = [], M2M_PROXY_ARGS + extra
+                peers, extra = [], testbed.M2M_PROXY_ARGS + extra
             tb.start_proxy(host, peers=[tb.host(p).IP() for p in peers], extra=extra)
             print("*** %s: mqtt_proxy%s%s (log %s)" % (
                 host, "".join(" -F %s" % tb.host(p).IP() for p in peers),
-                " " + " ".join(M2M_PROXY_ARGS) if multicast else "",
+                " " + " ".join(testbed.M2M_PROXY_ARGS) if multicast else "",
                 os.path.join(logs, "proxy-%s.log" % host)))
         if clients:
             start_client_pairs(tb, clients, args.publish_count, logs)

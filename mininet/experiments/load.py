@@ -35,7 +35,6 @@ controller's REPLY, and the tree installed after it) is not part of the figures.
 """
 
 import re
-import subprocess
 import time
 
 import harness
@@ -52,9 +51,8 @@ RATE = 100  # msgs/s: a sensor-like pace, each message its own segment
 SECONDS, QUICK_SECONDS = 5.0, 2.0
 SETTLE_S = 1.0  # after the publisher disconnected: the last messages reach every subscriber
 
-# MQTT2MULTICAST: the controller's virtual address and ports, as mininet/m2m_test.py runs them.
-M2M_SERVER = "192.168.1.100"
-M2M_PROXY_OPTIONS = ["-s", M2M_SERVER, "-S", "11883", "-C", "11882"]
+# MQTT2MULTICAST: the controller's virtual address and ports, as the testbed's tests run them.
+M2M_PROXY_OPTIONS = testbed.M2M_PROXY_ARGS
 WARM_UP_S = 15  # the short message's way and the tree: a few 100 ms, a second at worst
 
 
@@ -115,8 +113,7 @@ class MulticastSystem:
 
 
 def dump_flows(switch):
-    return subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", switch],
-                          capture_output=True, text=True, timeout=10).stdout
+    return procs.ofctl("dump-flows", switch, check=False)
 
 
 def edge_switch(tb, host_name):
