@@ -13,6 +13,8 @@ PACKAGES=(
   mosquitto mosquitto-clients python3-paho-mqtt libpaho-mqtt-dev libmosquitto-dev
   # link delay without netem: the NFQUEUE delay element (docs/testbed-delay.md); plots
   libnetfilter-queue-dev python3-matplotlib
+  # behind HAProxy (PROXY protocol, TLS), scraped by Prometheus, pushed to InfluxDB (docs/deployment.md)
+  haproxy prometheus influxdb libcivetweb-dev openssl
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -61,6 +61,44 @@ namespace mqtt_proxy::metrics {
     "retained messages not stored: the retained-topic limit was reached")                          \
   X(mqtt_subscriptions, Counter, "topic filters subscribed")                                       \
   X(mqtt_unsubscriptions, Counter, "topic filters unsubscribed")                                   \
+  X(mqtt_clients_online, Gauge, "clients connected now (past CONNECT)")                            \
+  X(mqtt_sessions_offline, Gauge, "persistent sessions stored for clients not connected now")      \
+  X(mqtt_subscriptions_active, Gauge, "topic filters subscribed by local sessions now")            \
+  X(mqtt_retained_bytes, Gauge, "topic and payload bytes of the retained messages now")            \
+  X(mqtt_queued_bytes, Gauge, "bytes queued toward local clients and not yet acknowledged now")    \
+  X(mqtt_bytes_received, Counter, "bytes of MQTT packets read from local clients")                 \
+  X(mqtt_bytes_sent, Counter, "bytes of MQTT packets queued to local clients")                     \
+  X(mqtt_payload_bytes_received, Counter, "PUBLISH payload bytes from local clients")              \
+  X(mqtt_payload_bytes_sent, Counter, "PUBLISH payload bytes queued to local clients")             \
+  X(mqtt_connect_received, Counter, "CONNECT packets read (accepted or refused)")                  \
+  X(mqtt_connack_sent, Counter, "CONNACK packets sent")                                            \
+  X(mqtt_publish_sent, Counter, "PUBLISH packets queued to local clients (live and retained)")     \
+  X(mqtt_puback_received, Counter, "PUBACK packets read")                                          \
+  X(mqtt_puback_sent, Counter, "PUBACK packets sent")                                              \
+  X(mqtt_pubrec_received, Counter, "PUBREC packets read")                                          \
+  X(mqtt_pubrec_sent, Counter, "PUBREC packets sent")                                              \
+  X(mqtt_pubrel_received, Counter, "PUBREL packets read")                                          \
+  X(mqtt_pubrel_sent, Counter, "PUBREL packets sent")                                              \
+  X(mqtt_pubcomp_received, Counter, "PUBCOMP packets read")                                        \
+  X(mqtt_pubcomp_sent, Counter, "PUBCOMP packets sent")                                            \
+  X(mqtt_subscribe_received, Counter, "SUBSCRIBE packets read")                                    \
+  X(mqtt_suback_sent, Counter, "SUBACK packets sent")                                              \
+  X(mqtt_unsubscribe_received, Counter, "UNSUBSCRIBE packets read")                                \
+  X(mqtt_unsuback_sent, Counter, "UNSUBACK packets sent")                                          \
+  X(mqtt_pingreq_received, Counter, "PINGREQ packets read")                                        \
+  X(mqtt_pingresp_sent, Counter, "PINGRESP packets sent")                                          \
+  X(mqtt_disconnect_sent, Counter, "DISCONNECT packets sent (v5: the server ends a session)")      \
+  X(mqtt_auth_received, Counter, "AUTH packets read (enhanced authentication is refused)")         \
+  X(mqtt_auth_success, Counter, "CONNECTs whose username and password were accepted")              \
+  X(mqtt_auth_fail, Counter, "CONNECTs refused for their username or password")                    \
+  X(proxy_protocol_headers, Counter, "PROXY protocol headers accepted (PROXY command)")            \
+  X(proxy_protocol_local, Counter, "PROXY protocol LOCAL headers accepted (health checks)")        \
+  X(proxy_protocol_invalid, Counter, "connections closed for a malformed or missing PROXY header") \
+  X(proxy_protocol_timeouts, Counter, "connections closed: no complete PROXY header in time")      \
+  X(proxy_protocol_untrusted, Counter,                                                             \
+    "connections closed: not from a --proxy-protocol-from address")                                \
+  X(proxy_protocol_insecure, Counter,                                                              \
+    "connections closed: TLS or a verified client certificate required and not reported")          \
   X(peer_datagrams_in, Counter, "datagrams from configured peers")                                 \
   X(peer_datagrams_out, Counter, "datagrams sent to peers")                                        \
   X(peer_datagrams_unknown_source, Counter,                                                        \
