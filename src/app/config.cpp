@@ -96,6 +96,7 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.broker.password = opt.password;
   cfg.broker.password_file = pc.password_file;
   cfg.broker.allow_anonymous = opt.allow_anonymous;
+  cfg.broker.use_identity_as_username = opt.use_identity_as_username;
   cfg.broker.max_packet_size = opt.max_packet_size;
   cfg.broker.max_queued_bytes = opt.max_queued_bytes;
   cfg.broker.max_retained_messages = opt.max_retained;
@@ -145,6 +146,16 @@ Result<ProxyConfig> build_config(const Options& opt) {
       return Error{std::string("getrandom: ") + std::strerror(errno)};
     }
   } while (cfg.peering.epoch == 0);
+  if (opt.proxy_protocol) {
+    ingress::ProxyProtocolPolicy pp;
+    pp.mode = *opt.proxy_protocol;
+    pp.header_timeout = std::chrono::duration_cast<Duration>(
+        std::chrono::duration<double>(opt.proxy_protocol_timeout_seconds));
+    pp.trusted_sources = opt.proxy_protocol_from;
+    pp.require_tls = opt.proxy_protocol_require_tls || opt.require_certificate;
+    pp.require_certificate = opt.require_certificate;
+    cfg.proxy_protocol = pp;
+  }
   if (opt.m2m_server) {
     // The interface toward the controller: the first whose network holds its address.
     std::optional<std::size_t> chosen;
@@ -197,6 +208,18 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.broker.max_unread_frame =
       std::min<std::size_t>(cfg.broker.max_unread_frame, opt.tcp_rcv_buffer / 2);
   return pc;
+}
+
+std::string proxy_protocol_summary(const ingress::ProxyProtocolPolicy& p) {
+  const char* mode = p.mode == ingress::Mode::V1   ? "v1"
+                     : p.mode == ingress::Mode::V2 ? "v2"
+                                                   : "any";
+  std::string from;
+  for (const auto& a : p.trusted_sources) from += (from.empty() ? "" : ",") + a.to_string();
+  return fmt::format(" behind PROXY {} from {}{}", mode, from.empty() ? "anywhere" : from,
+                     p.require_certificate ? ", client certificate required"
+                     : p.require_tls       ? ", TLS required"
+                                           : "");
 }
 
 std::string auth_mode(const Options& opt, const auth::PasswordFile* file) {

@@ -39,6 +39,8 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   std::string m2m_server;
   std::string m2m_ethernet = d.m2m_ethernet_broadcast ? "broadcast" : "group";
   std::string overload = d.overload == flow::Policy::Backpressure ? "backpressure" : "drop";
+  std::string proxy_protocol = "off";
+  std::vector<std::string> proxy_protocol_from;
   po::options_description desc(
       "Usage: mqtt_proxy [options]\n"
       "MQTT edge proxy: terminates clients' TCP in user space from captured frames, acts as a QoS "
@@ -129,6 +131,26 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("m2m-ethernet", po::value<std::string>(&m2m_ethernet)->default_value(m2m_ethernet),
      "with -s: Ethernet destination of multicast PUBLISHes: broadcast (as the original) or "
      "group (01:00:5e:..., RFC 1112)")
+    ("proxy-protocol", po::value<std::string>(&proxy_protocol)->default_value(proxy_protocol),
+     "behind a load balancer (HAProxy send-proxy / send-proxy-v2): off, v1, v2 or any (either, "
+     "told apart by the first byte). When on, every connection must start with a PROXY header, "
+     "whose source then names the client in logs and checks (docs/deployment.md)")
+    ("proxy-protocol-timeout", po::value<double>(&out.proxy_protocol_timeout_seconds)
+         ->default_value(d.proxy_protocol_timeout_seconds),
+     "with --proxy-protocol: seconds a connection has to send its complete header")
+    ("proxy-protocol-from", po::value<std::vector<std::string>>(&proxy_protocol_from)->composing(),
+     "with --proxy-protocol: accept connections (and their headers) only from this address, the "
+     "load balancer's; repeatable. Without it any client that reaches the port can claim any "
+     "address")
+    ("proxy-protocol-require-tls", po::bool_switch(&out.proxy_protocol_require_tls),
+     "with --proxy-protocol: refuse connections whose header does not report TLS (v2 SSL TLV)")
+    ("require-certificate", po::bool_switch(&out.require_certificate),
+     "with --proxy-protocol: refuse connections whose header does not report a verified client "
+     "certificate (implies --proxy-protocol-require-tls)")
+    ("use-identity-as-username", po::bool_switch(&out.use_identity_as_username),
+     "with --proxy-protocol: the verified client certificate's CN (HAProxy send-proxy-v2-ssl-cn) "
+     "is the username, and no password is asked; with -u or --password-file it must be one of "
+     "their users")
     ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(d.stats_interval_seconds),
      "log all counters this often, in seconds (0: only at exit)");
   // clang-format on
@@ -276,6 +298,46 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     out.overload = flow::Policy::Drop;
   } else {
     message = "--overload must be backpressure or drop, not " + overload;
+    return ParseOutcome::Error;
+  }
+  if (proxy_protocol == "v1") {
+    out.proxy_protocol = ingress::Mode::V1;
+  } else if (proxy_protocol == "v2") {
+    out.proxy_protocol = ingress::Mode::V2;
+  } else if (proxy_protocol == "any") {
+    out.proxy_protocol = ingress::Mode::Any;
+  } else if (proxy_protocol != "off") {
+    message = "--proxy-protocol must be off, v1, v2 or any, not " + proxy_protocol;
+    return ParseOutcome::Error;
+  }
+  for (const auto& f : proxy_protocol_from) {
+    const auto a = wire::Ipv4Address::parse(f);
+    if (!a) {
+      message = "--proxy-protocol-from: not an IPv4 address: " + f;
+      return ParseOutcome::Error;
+    }
+    out.proxy_protocol_from.push_back(*a);
+  }
+  if (!out.proxy_protocol) {
+    for (const auto* name : {"proxy-protocol-from", "proxy-protocol-require-tls",
+                             "require-certificate", "use-identity-as-username"}) {
+      const auto it = vm.find(name);
+      if (it != vm.end() && !it->second.defaulted()) {
+        message = std::string("--") + name + " needs --proxy-protocol (v1, v2 or any)";
+        return ParseOutcome::Error;
+      }
+    }
+  }
+  if (out.proxy_protocol == ingress::Mode::V1 &&
+      (out.proxy_protocol_require_tls || out.require_certificate || out.use_identity_as_username)) {
+    message =
+        "--proxy-protocol v1 cannot report TLS or a certificate: use v2 (HAProxy send-proxy-v2-ssl "
+        "or send-proxy-v2-ssl-cn) with --proxy-protocol-require-tls, --require-certificate and "
+        "--use-identity-as-username";
+    return ParseOutcome::Error;
+  }
+  if (!(out.proxy_protocol_timeout_seconds >= 0.1 && out.proxy_protocol_timeout_seconds <= 3600)) {
+    message = "--proxy-protocol-timeout must be between 0.1 and 3600 seconds";
     return ParseOutcome::Error;
   }
   if (!(out.slow_grace_seconds >= 0.01 && out.slow_grace_seconds <= 3600)) {

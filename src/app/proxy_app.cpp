@@ -83,11 +83,19 @@ int run_proxy(const Options& opt) {
   for (const auto& i : cfg->interfaces) {
     ifs += (ifs.empty() ? "" : " ") + i.name + "(" + join_addresses(i.addresses) + ")";
   }
+  if (cfg->core.proxy_protocol && cfg->core.proxy_protocol->trusted_sources.empty()) {
+    log.warn(kLog,
+             "PROXY protocol on without --proxy-protocol-from: any client that reaches tcp/{} can "
+             "claim any address (and, with --use-identity-as-username, any identity)",
+             opt.tcp_port);
+  }
   // Scripts wait for this line, so it is written whatever the log level.
   stderr_sink(
       log::Level::Info, kLog,
       fmt::format(
-          "ready: tcp/{} on {}; peers {} on udp/{}{}; auth {}; firewall {}{}", opt.tcp_port, ifs,
+          "ready: tcp/{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}", opt.tcp_port, ifs,
+          cfg->core.proxy_protocol ? proxy_protocol_summary(*cfg->core.proxy_protocol)
+                                   : std::string(),
           join_addresses(opt.peers), opt.udp_port,
           cfg->core.peering.keys.empty()
               ? std::string()

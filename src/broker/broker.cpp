@@ -14,7 +14,9 @@ namespace property = mqtt::property;
 
 struct Broker::Session {
   ClientHandle handle = 0;
-  wire::SocketAddress peer;
+  wire::ClientAddress peer;    // the TCP peer, or the client a PROXY header named
+  bool tls = false;            // a load balancer in front terminated TLS for it
+  std::string certificate_cn;  // its verified client certificate's CN, if one was reported
   Phase phase = Phase::AwaitConnect;
   Bytes partial;                  // a frame over max_unread_frame, while it arrives
   std::size_t partial_total = 0;  // its size
@@ -50,7 +52,17 @@ Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, lo
 
 Broker::~Broker() = default;
 
+std::size_t Broker::subscription_count() const {
+  std::size_t n = 0;
+  for (const auto& [h, s] : sessions_) {
+    if (s->phase == Phase::Connected && !s->closing) n += s->filters.size();
+  }
+  for (const auto& [id, st] : stored_) n += st.filters.size();
+  return n;
+}
+
 void Broker::send(Session& s, const Bytes& b) {
+  count_sent(b);
   host_.send(s.handle, b);
 }
 
@@ -69,10 +81,12 @@ void Broker::touch(Session& s, TimePoint now) {
   schedule(s);
 }
 
-void Broker::on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now) {
+void Broker::on_open(ClientHandle c, const ingress::ClientOrigin& origin, TimePoint now) {
   auto s = std::make_unique<Session>();
   s->handle = c;
-  s->peer = peer;
+  s->peer = origin.address;
+  s->tls = origin.tls;
+  s->certificate_cn = origin.certificate_cn;
   s->deadline = now + cfg_.connect_timeout;
   schedule(*s);
   log_.debug(kLog, "connection opened client={}", s->peer);
@@ -149,7 +163,84 @@ void Broker::send_disconnect(Session& s, std::uint8_t reason) {
   send(s, scratch_);
 }
 
+void Broker::count_received(const mqtt::FrameView& f) {
+  counters_.mqtt_bytes_received += f.wire_size;
+  switch (f.type()) {
+    case mqtt::PacketType::Connect:
+      ++counters_.mqtt_connect_received;
+      break;
+    case mqtt::PacketType::Puback:
+      ++counters_.mqtt_puback_received;
+      break;
+    case mqtt::PacketType::Pubrec:
+      ++counters_.mqtt_pubrec_received;
+      break;
+    case mqtt::PacketType::Pubrel:
+      ++counters_.mqtt_pubrel_received;
+      break;
+    case mqtt::PacketType::Pubcomp:
+      ++counters_.mqtt_pubcomp_received;
+      break;
+    case mqtt::PacketType::Subscribe:
+      ++counters_.mqtt_subscribe_received;
+      break;
+    case mqtt::PacketType::Unsubscribe:
+      ++counters_.mqtt_unsubscribe_received;
+      break;
+    case mqtt::PacketType::Pingreq:
+      ++counters_.mqtt_pingreq_received;
+      break;
+    case mqtt::PacketType::Auth:
+      ++counters_.mqtt_auth_received;
+      break;
+    // PUBLISH and DISCONNECT are counted where they are handled (mqtt_publish_received,
+    // mqtt_disconnects), once they are valid; the server-to-client types are protocol errors.
+    default:
+      break;
+  }
+}
+
+void Broker::count_sent(ByteSpan packet) {
+  counters_.mqtt_bytes_sent += packet.size();
+  if (packet.empty()) return;
+  switch (static_cast<mqtt::PacketType>(packet[0] >> 4)) {
+    case mqtt::PacketType::Connack:
+      ++counters_.mqtt_connack_sent;
+      break;
+    case mqtt::PacketType::Publish:
+      ++counters_.mqtt_publish_sent;
+      break;
+    case mqtt::PacketType::Puback:
+      ++counters_.mqtt_puback_sent;
+      break;
+    case mqtt::PacketType::Pubrec:
+      ++counters_.mqtt_pubrec_sent;
+      break;
+    case mqtt::PacketType::Pubrel:
+      ++counters_.mqtt_pubrel_sent;
+      break;
+    case mqtt::PacketType::Pubcomp:
+      ++counters_.mqtt_pubcomp_sent;
+      break;
+    case mqtt::PacketType::Suback:
+      ++counters_.mqtt_suback_sent;
+      break;
+    case mqtt::PacketType::Unsuback:
+      ++counters_.mqtt_unsuback_sent;
+      break;
+    case mqtt::PacketType::Pingresp:
+      ++counters_.mqtt_pingresp_sent;
+      break;
+    case mqtt::PacketType::Disconnect:
+      ++counters_.mqtt_disconnect_sent;
+      break;
+    default:
+      break;
+  }
+}
+
 void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
+  count_received(f);
   if (s.v5 && !mqtt::minimal_length_encoding(f)) {
     // v5 [MQTT-1.5.5-1]; 3.1.1 does not forbid it, so there it is accepted.
     protocol_error(s, "remaining length not in its shortest form", now,
@@ -249,15 +340,32 @@ void Broker::handle_disconnect(Session& s, const mqtt::Disconnect& d, TimePoint 
   end_session(s, d.reason_code == mqtt::reason::kDisconnectWithWill, now);
 }
 
-bool Broker::authorized(const mqtt::Connect& c) const {
-  if (!cfg_.username && !cfg_.password_file) return true;
-  if (!c.username) return cfg_.allow_anonymous;
+std::optional<std::string> Broker::authorized(const Session& s, const mqtt::Connect& c) const {
+  const bool listed_users = cfg_.username || cfg_.password_file;
+  if (cfg_.use_identity_as_username) {
+    // The certificate is the credential: what the CONNECT says is not looked at.
+    const std::string& cn = s.certificate_cn;
+    if (cn.empty()) return std::nullopt;
+    if (!listed_users || (cfg_.username && cn == *cfg_.username) ||
+        (cfg_.password_file && cfg_.password_file->has_user(cn))) {
+      return cn;
+    }
+    return std::nullopt;
+  }
+  if (!listed_users) return std::string(c.username.value_or(""));
+  if (!c.username) {
+    if (cfg_.allow_anonymous) return std::string();
+    return std::nullopt;
+  }
   if (cfg_.username && *c.username == *cfg_.username &&
       (!cfg_.password ||
        (c.password && auth::equal_secrets(*c.password, as_bytes(*cfg_.password))))) {
-    return true;
+    return std::string(*c.username);
   }
-  return cfg_.password_file && c.password && cfg_.password_file->check(*c.username, *c.password);
+  if (cfg_.password_file && c.password && cfg_.password_file->check(*c.username, *c.password)) {
+    return std::string(*c.username);
+  }
+  return std::nullopt;
 }
 
 Duration Broker::session_keep_for(std::uint32_t expiry_seconds) const {
@@ -286,9 +394,20 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     return refuse(0, mqtt::reason::kBadAuthenticationMethod,
                   "enhanced authentication is not supported");
   }
-  if (!authorized(c)) {
+  const auto user = authorized(s, c);
+  if (!user) {
+    if (cfg_.use_identity_as_username) {
+      return refuse(mqtt::connack::kNotAuthorized, mqtt::reason::kNotAuthorized,
+                    s.certificate_cn.empty()
+                        ? "no verified client certificate to take the username from"
+                        : fmt::format("certificate CN {} is not a known user", s.certificate_cn));
+    }
+    if (c.username) ++counters_.mqtt_auth_fail;
     return refuse(mqtt::connack::kNotAuthorized, mqtt::reason::kBadUserNameOrPassword,
                   "wrong credentials");
+  }
+  if (c.username && (cfg_.username || cfg_.password_file) && !cfg_.use_identity_as_username) {
+    ++counters_.mqtt_auth_success;
   }
 
   std::string client_id(c.client_id);
@@ -369,9 +488,9 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   touch(s, now);
 
   ++counters_.mqtt_connects;
-  log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}{}", s.peer,
-            client_id, c.username.value_or(""), c.keepalive, c.clean_session,
-            static_cast<int>(c.version),
+  log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}{}{}", s.peer,
+            client_id, *user, c.keepalive, c.clean_session, static_cast<int>(c.version),
+            s.tls ? " tls" : "",
             session_present ? fmt::format(" resumed with {} filter(s)", s.filters.size()) : "");
   scratch_.clear();
   // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
@@ -416,6 +535,7 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
     }
   }
   ++counters_.mqtt_publish_received;
+  counters_.mqtt_payload_bytes_received += p.payload.size();
   log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.peer, s.client_id, topic,
              p.qos, p.payload.size());
   bool deliver = true;
@@ -494,7 +614,8 @@ void Broker::filter_removed(std::string_view filter, TimePoint now) {
   });
 }
 
-bool Broker::offer(Session& sub, const Bytes& packet, flow::Id source, TimePoint now) {
+bool Broker::offer(Session& sub, const Bytes& packet, std::size_t payload_size, flow::Id source,
+                   TimePoint now) {
   if (packet.size() > sub.max_packet_out) {
     // [MQTT-3.1.2-25] v5: never send a client more than its Maximum Packet Size.
     ++counters_.mqtt_publish_dropped_too_large;
@@ -518,6 +639,8 @@ bool Broker::offer(Session& sub, const Bytes& packet, flow::Id source, TimePoint
     sub.dropped_in_a_row = 0;
   }
   ++counters_.mqtt_publish_delivered;
+  counters_.mqtt_payload_bytes_sent += payload_size;
+  count_sent(packet);
   host_.send(sub.handle, packet);
   if (flow_) flow_->on_queued(source, sink, queued + packet.size(), now);
   return true;
@@ -559,7 +682,7 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
       }
       if (!wanted) return;
     }
-    offer(*sub, packet(sub->v5, retain), m.source, now);
+    offer(*sub, packet(sub->v5, retain), m.payload.size(), m.source, now);
   });
 }
 
@@ -626,7 +749,9 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
           } else {
             mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
           }
-          if (offer(s, scratch_, flow::kNone, now)) ++counters_.mqtt_retained_sent;
+          if (offer(s, scratch_, m.payload.size(), flow::kNone, now)) {
+            ++counters_.mqtt_retained_sent;
+          }
         });
   }
 }

@@ -22,10 +22,12 @@ struct ProxyCore::Connection {
   wire::MacAddress peer_mac;
   tcp::Endpoint ep;
   bool dirty = false;
-  bool broker_open = false;  // the broker has a session for it
-  bool half_open = false;    // counted in half_open_ until ESTABLISHED or freed
-  bool redeliver = false;    // unread bytes wait for the broker (it paused this client)
-  bool peer_fin = false;     // the client's FIN came; handled once the broker read what it sent
+  bool broker_open = false;      // the broker has a session for it
+  bool half_open = false;        // counted in half_open_ until ESTABLISHED or freed
+  bool redeliver = false;        // unread bytes wait for the broker (it paused this client)
+  bool peer_fin = false;         // the client's FIN came; handled once the broker read what it sent
+  bool awaiting_header = false;  // PROXY protocol: the header is not complete yet
+  bool health_check = false;     // PROXY LOCAL while TLS is required: may not speak MQTT
   std::optional<TimePoint> scheduled_at;
 
   explicit Connection(tcp::Endpoint e) : ep(std::move(e)) {}
@@ -359,6 +361,15 @@ void ProxyCore::on_timers(TimePoint now) {
     c->ep.on_timer(now, out);
     mark_dirty(*c);  // reschedules, and reports events, in flush()
   });
+  header_timers_.pop_due(now, [&](TimePoint, std::uint64_t id) {
+    Connection* c = find(id);
+    if (!c || !c->awaiting_header || c->ep.is_closed()) return;
+    refuse_connection(*c, counters_.proxy_protocol_timeouts,
+                      fmt::format("no complete PROXY header within {} ms",
+                                  std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      cfg_.proxy_protocol->header_timeout)
+                                      .count()));
+  });
   broker_.on_timers(now);
   peering_.on_timers(now);
   if (m2m_) m2m_->on_timers(now);
@@ -374,23 +385,31 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     }
     ++counters_.tcp_connections_accepted;
     log_.debug(kLog, "{}: ESTABLISHED", c.label());
-    c.broker_open = true;
-    broker_.on_open(c.id, c.key.remote(), now);
+    if (cfg_.proxy_protocol) {
+      await_proxy_header(c, now);
+    } else {
+      open_session(c, c.key.remote(), now);
+    }
   }
-  const bool offer = (ev & tcp::event::kData) || c.redeliver;
-  c.redeliver = false;
-  if (offer && c.broker_open) {
-    // What the broker does not take (backpressure, a small incomplete frame) stays in the
-    // receive buffer and narrows the window the client sees.
-    c.ep.consume(broker_.on_data(c.id, c.ep.received(), now));
-  } else if (offer) {
-    c.ep.consume(c.ep.received().size());  // the session is gone; nobody reads this any more
-  }
-  std::string_view lost;
   if (ev & tcp::event::kPeerFin) {
     log_.debug(kLog, "{}: FIN received", c.label());
     c.peer_fin = true;
   }
+  const bool offer = (ev & tcp::event::kData) || c.redeliver;
+  c.redeliver = false;
+  if ((offer || c.peer_fin) && c.awaiting_header) read_proxy_header(c, now);
+  if (offer && c.health_check && !c.ep.received().empty()) {
+    refuse_connection(c, counters_.proxy_protocol_insecure,
+                      "a LOCAL (health check) connection sent data, and TLS is required");
+  }
+  if (offer && c.broker_open) {
+    // What the broker does not take (backpressure, a small incomplete frame) stays in the
+    // receive buffer and narrows the window the client sees.
+    c.ep.consume(broker_.on_data(c.id, c.ep.received(), now));
+  } else if (offer && !c.awaiting_header) {
+    c.ep.consume(c.ep.received().size());  // the session is gone; nobody reads this any more
+  }
+  std::string_view lost;
   // A client that sent a burst and closed (mosquitto_pub -l) must not lose what waits unread
   // behind backpressure: its FIN counts once the broker has read everything before it.
   if (c.peer_fin && !(c.broker_open && flow_.is_paused(flow::client(c.id)))) {
@@ -422,6 +441,75 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     c.broker_open = false;
     broker_.on_lost(c.id, lost, now);
   }
+}
+
+void ProxyCore::open_session(Connection& c, const ingress::ClientOrigin& origin, TimePoint now) {
+  c.broker_open = true;
+  broker_.on_open(c.id, origin, now);
+}
+
+void ProxyCore::refuse_connection(Connection& c, std::uint64_t& counter, std::string_view why) {
+  ++counter;
+  log_.info(kLog, "{}: connection refused: {}", c.label(), why);
+  c.awaiting_header = false;
+  c.health_check = false;
+  c.ep.consume(c.ep.received().size());
+  c.ep.close();  // a FIN: the load balancer (or the client) sees an orderly close
+  mark_dirty(c);
+}
+
+void ProxyCore::await_proxy_header(Connection& c, TimePoint now) {
+  const auto& pp = *cfg_.proxy_protocol;
+  // Headers are believed only from the load balancer: from anyone else a header is a forged
+  // address, and a connection without one bypasses the balancer (and its TLS).
+  if (!ingress::is_trusted_source(pp, c.key.remote_ip)) {
+    refuse_connection(
+        c, counters_.proxy_protocol_untrusted,
+        "PROXY protocol is on and this address is not a --proxy-protocol-from source");
+    return;
+  }
+  c.awaiting_header = true;
+  header_timers_.push(now + pp.header_timeout, c.id);
+}
+
+void ProxyCore::read_proxy_header(Connection& c, TimePoint now) {
+  const auto& pp = *cfg_.proxy_protocol;
+  const auto r = ingress::parse(c.ep.received(), pp.mode, pp.parser);
+  if (std::holds_alternative<ingress::NeedMore>(r)) {
+    if (c.peer_fin) {
+      refuse_connection(c, counters_.proxy_protocol_invalid,
+                        c.ep.received().empty() ? "closed without sending a PROXY header"
+                                                : "closed before its PROXY header was complete");
+    }
+    return;
+  }
+  if (const auto* e = std::get_if<ingress::Error>(&r)) {
+    refuse_connection(c, counters_.proxy_protocol_invalid, "PROXY header: " + e->reason);
+    return;
+  }
+  const auto& done = std::get<ingress::Done>(r);
+  const auto verdict = ingress::admit(pp, done.header, c.key.remote());
+  if (const auto* no = std::get_if<ingress::Refused>(&verdict)) {
+    refuse_connection(c, counters_.proxy_protocol_insecure, no->reason);
+    return;
+  }
+  const auto& ok = std::get<ingress::Admitted>(verdict);
+  c.awaiting_header = false;
+  c.ep.consume(done.header_len);
+  if (ok.local) {
+    ++counters_.proxy_protocol_local;
+    log_.debug(kLog, "{}: PROXY LOCAL (health check)", c.label());
+    if (pp.require_tls || pp.require_certificate) {
+      c.health_check = true;  // it may open and close; MQTT would bypass the TLS requirement
+      return;
+    }
+  } else {
+    ++counters_.proxy_protocol_headers;
+    log_.debug(kLog, "{}: PROXY v{} for {}{}{}", c.label(), done.header.version, ok.origin.address,
+               ok.origin.tls ? " over TLS" : "",
+               ok.origin.certificate_cn.empty() ? "" : " cn=" + ok.origin.certificate_cn);
+  }
+  open_session(c, ok.origin, now);
 }
 
 void ProxyCore::update_flow(TimePoint now) {
@@ -519,8 +607,9 @@ void ProxyCore::flush(TimePoint now) {
 }
 
 std::optional<TimePoint> ProxyCore::next_deadline() const {
-  const auto d = earliest(earliest(timers_.earliest(), broker_.next_deadline()),
-                          earliest(peering_.next_deadline(), flow_.next_deadline()));
+  const auto d = earliest(
+      earliest(earliest(timers_.earliest(), header_timers_.earliest()), broker_.next_deadline()),
+      earliest(peering_.next_deadline(), flow_.next_deadline()));
   return m2m_ ? earliest(d, m2m_->next_deadline()) : d;
 }
 
@@ -528,7 +617,8 @@ void ProxyCore::shutdown(TimePoint now) {
   broker_.close_all("shutting down", now);
   // Connections the broker never saw (handshake not finished) are simply dropped.
   for (auto& [id, c] : conns_) {
-    if (!c->broker_open && c->ep.state() == tcp::State::SynReceived) {
+    if (!c->broker_open &&
+        (c->ep.state() == tcp::State::SynReceived || c->awaiting_header || c->health_check)) {
       c->ep.close();
       mark_dirty(*c);
     }
@@ -551,7 +641,13 @@ std::size_t ProxyCore::largest_send_queue() const {
 
 metrics::Counters ProxyCore::counters() const {
   metrics::Counters c = counters_;
-  c.mqtt_retained_topics = broker_.retained().size();  // a gauge, read when asked
+  // The gauges, read when asked.
+  c.mqtt_retained_topics = broker_.retained().size();
+  c.mqtt_retained_bytes = broker_.retained().payload_bytes();
+  c.mqtt_clients_online = broker_.connected_count();
+  c.mqtt_sessions_offline = broker_.stored_session_count();
+  c.mqtt_subscriptions_active = broker_.subscription_count();
+  for (const auto& [id, conn] : conns_) c.mqtt_queued_bytes += conn->ep.queued_bytes();
   return c;
 }
 

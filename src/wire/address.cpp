@@ -1,5 +1,6 @@
 #include "mqtt_proxy/wire/address.hpp"
 
+#include <arpa/inet.h>
 #include <fmt/format.h>
 
 #include <charconv>
@@ -35,6 +36,14 @@ std::optional<Ipv4Address> Ipv4Address::parse(std::string_view s) {
 
 std::string Ipv4Address::to_string() const {
   return fmt::format("{}", *this);
+}
+
+std::string format_ipv6(const Ipv6Address& a) {
+  // inet_ntop is a pure function of its input: RFC 5952's zero compression and the IPv4-mapped
+  // form.
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (inet_ntop(AF_INET6, a.data(), buf, sizeof buf) == nullptr) return "?";
+  return buf;
 }
 
 }  // namespace mqtt_proxy::wire

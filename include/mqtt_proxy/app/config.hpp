@@ -23,5 +23,7 @@ Result<ProxyConfig> build_config(const Options& opt);
 
 // How clients authenticate, for the ready line ("anonymous", "required (-u, 3 users in FILE)").
 std::string auth_mode(const Options& opt, const auth::PasswordFile* file);
+// The ready line's note on the PROXY protocol: versions, trusted sources, TLS requirement.
+std::string proxy_protocol_summary(const ingress::ProxyProtocolPolicy& p);
 
 }  // namespace mqtt_proxy::app

@@ -14,6 +14,7 @@
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/capture/pcap_capture.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/ingress/admission.hpp"
 #include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/tcp/endpoint.hpp"
@@ -30,6 +31,7 @@ inline const peering::PeeringConfig kPeering{};
 inline const capture::CaptureConfig kCapture{};
 inline const flow::FlowConfig kFlow{};
 inline const m2m::ClientConfig kM2m{};
+inline const ingress::ProxyProtocolPolicy kProxyProtocol{};
 }  // namespace defaults
 
 inline unsigned whole_seconds(Duration d) {
@@ -73,6 +75,14 @@ struct Options {
   std::uint16_t m2m_client_port = defaults::kM2m.client_port;
   unsigned m2m_refresh_seconds = whole_seconds(defaults::kM2m.refresh);
   bool m2m_ethernet_broadcast = defaults::kM2m.ethernet_broadcast;
+  // The PROXY protocol (docs/deployment.md): off unless --proxy-protocol is given.
+  std::optional<ingress::Mode> proxy_protocol;
+  double proxy_protocol_timeout_seconds =
+      std::chrono::duration<double>(defaults::kProxyProtocol.header_timeout).count();
+  std::vector<wire::Ipv4Address> proxy_protocol_from;
+  bool proxy_protocol_require_tls = false;
+  bool require_certificate = false;
+  bool use_identity_as_username = false;
   unsigned stats_interval_seconds = 0;  // 0: counters are logged at exit only
   unsigned shutdown_grace_ms = 2000;    // for clients to take their FIN after SIGTERM
 };

@@ -25,6 +25,8 @@ class PasswordFile {
 
   // Whether `user` is listed and `password` matches its hash (compared in constant time).
   bool check(std::string_view user, ByteSpan password) const;
+  // Whether `user` is listed (for identities that need no password: a verified certificate's CN).
+  bool has_user(std::string_view user) const { return entries_.contains(std::string(user)); }
   std::size_t size() const { return entries_.size(); }
 
  private:

@@ -14,6 +14,7 @@
 #include "mqtt_proxy/auth/password_file.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/flow/flow_control.hpp"
+#include "mqtt_proxy/ingress/admission.hpp"
 #include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/mqtt/codec.hpp"
@@ -47,6 +48,11 @@ struct BrokerConfig {
   std::optional<std::string> password;  // with `username` only
   std::shared_ptr<const auth::PasswordFile> password_file;
   bool allow_anonymous = false;
+  // The verified client certificate's CN that a PROXY header reported (ClientOrigin) is the
+  // username, whatever the CONNECT says, and no password is asked: Mosquitto's
+  // use_identity_as_username. It must be `username` or a password-file user when either is set.
+  // A client without one is refused.
+  bool use_identity_as_username = false;
   std::size_t max_packet_size = 16 * 1024 * 1024;
   // A subscriber with this much queued toward it loses further QoS 0 messages (counted).
   std::size_t max_queued_bytes = 4 * 1024 * 1024;
@@ -72,8 +78,9 @@ class Broker {
   Broker(const Broker&) = delete;
   Broker& operator=(const Broker&) = delete;
 
-  // A transport connection was established with the client at `peer`.
-  void on_open(ClientHandle c, wire::SocketAddress peer, TimePoint now);
+  // A transport connection was established with a client (its TCP peer, or what a PROXY header
+  // said about it).
+  void on_open(ClientHandle c, const ingress::ClientOrigin& origin, TimePoint now);
   // In-order bytes from the client. Returns how many it took: fewer when the client is paused
   // (backpressure) or the last frame is incomplete and small; the caller keeps the rest in the TCP
   // receive buffer (its window closes as it fills) and offers it again, with what came since.
@@ -103,6 +110,9 @@ class Broker {
   std::size_t stored_session_count() const { return stored_.size(); }
   std::size_t connected_count() const { return by_client_id_.size(); }
   std::size_t local_filter_count() const { return subscriptions_.filter_count(); }
+  // Subscriptions of every session, connected or stored (one per session and filter), as
+  // Mosquitto counts them. Walks the sessions: for metrics, not for the message path.
+  std::size_t subscription_count() const;
   const RetainedStore& retained() const { return retained_; }
 
  private:
@@ -130,7 +140,8 @@ class Broker {
 
   void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
   void handle_connect(Session& s, const mqtt::Connect& c, TimePoint now);
-  bool authorized(const mqtt::Connect& c) const;
+  // The user the client connects as (empty: anonymous), or nullopt: it may not connect.
+  std::optional<std::string> authorized(const Session& s, const mqtt::Connect& c) const;
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now);
   // Adds or replaces one subscription (false: the session had the filter already, and only its
@@ -163,7 +174,11 @@ class Broker {
   Duration session_keep_for(std::uint32_t expiry_seconds) const;
   // Queues a PUBLISH for a subscriber unless it is stuck or its queue is full (then drops and
   // counts it); a congested subscriber pauses `source`.
-  bool offer(Session& sub, const Bytes& packet, flow::Id source, TimePoint now);
+  bool offer(Session& sub, const Bytes& packet, std::size_t payload_size, flow::Id source,
+             TimePoint now);
+  // Mosquitto's per-type packet and byte counters.
+  void count_received(const mqtt::FrameView& f);
+  void count_sent(ByteSpan packet);
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
               ByteSpan properties = {}, std::optional<TimePoint> expires_at = {});
   // The last local subscription to `filter` is gone.

@@ -13,6 +13,7 @@
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/core/frame_batch.hpp"
 #include "mqtt_proxy/flow/flow_control.hpp"
+#include "mqtt_proxy/ingress/admission.hpp"
 #include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
@@ -49,6 +50,9 @@ struct CoreConfig {
   broker::BrokerConfig broker;
   peering::PeeringConfig peering;
   flow::FlowConfig flow;
+  // The PROXY protocol (--proxy-protocol): on when set. Every connection's first bytes are then a
+  // header from a load balancer, read before the broker hears of the connection.
+  std::optional<ingress::ProxyProtocolPolicy> proxy_protocol;
   // MQTT2MULTICAST (-s): on when set, on interface `m2m_iface` (the one toward the controller).
   std::optional<m2m::ClientConfig> m2m;
   std::size_t m2m_iface = 0;
@@ -134,6 +138,12 @@ class ProxyCore final : private broker::BrokerHost {
   // A frame MQTT2MULTICAST takes (an ARP reply or REPLY from the controller, a multicast
   // datagram on the data port); false leaves it to the TCP path.
   bool on_m2m_frame(const wire::EthernetView& eth, TimePoint now);
+  // The PROXY protocol: a new connection waits for its header (or is refused at once), and the
+  // header, once complete, says whom the broker is serving.
+  void await_proxy_header(Connection& c, TimePoint now);
+  void read_proxy_header(Connection& c, TimePoint now);
+  void refuse_connection(Connection& c, std::uint64_t& counter, std::string_view why);
+  void open_session(Connection& c, const ingress::ClientOrigin& origin, TimePoint now);
 
   CoreConfig cfg_;
   log::Logger& log_;
@@ -155,6 +165,7 @@ class ProxyCore final : private broker::BrokerHost {
   std::vector<flow::Id> watched_;  // scratch of update_flow()
   std::vector<flow::Id> resumed_;  // scratch of resume_sources()
   DeadlineQueue<std::uint64_t> timers_;
+  DeadlineQueue<std::uint64_t> header_timers_;  // PROXY headers due, by connection id
   FrameBatch frames_;
   std::uint64_t next_id_ = 1;
   std::uint16_t ip_id_ = 0;

@@ -78,7 +78,7 @@ std::string_view family_name(Family f);
 std::string_view transport_name(Transport t);
 
 // Network byte order, as on the wire.
-using Ipv6Address = std::array<std::uint8_t, 16>;
+using wire::Ipv6Address;
 
 // One end of the proxied connection; the field of the header's family is set.
 struct Address {

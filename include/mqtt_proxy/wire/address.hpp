@@ -53,6 +53,35 @@ struct SocketAddress {
   friend bool operator==(const SocketAddress&, const SocketAddress&) = default;
 };
 
+// An IPv6 address in network byte order, as on the wire.
+using Ipv6Address = std::array<std::uint8_t, 16>;
+
+// RFC 5952's text form ("2001:db8::1"): what log lines and labels show.
+std::string format_ipv6(const Ipv6Address& a);
+
+// A client as the broker names it in logs, events and hooks: the TCP peer, or the source a PROXY
+// protocol header reported for it, which may be an IPv6 address although the proxy's own TCP runs
+// over IPv4.
+struct ClientAddress {
+  bool is_ipv6 = false;
+  Ipv4Address ipv4;  // !is_ipv6
+  Ipv6Address ipv6{};
+  std::uint16_t port = 0;
+
+  ClientAddress() = default;
+  // Implicit: the TCP peer is what a client is called unless a PROXY header says otherwise.
+  ClientAddress(SocketAddress a)
+      : ipv4(a.ip), port(a.port) {}  // NOLINT(google-explicit-constructor)
+  static ClientAddress v6(const Ipv6Address& a, std::uint16_t port) {
+    ClientAddress c;
+    c.is_ipv6 = true;
+    c.ipv6 = a;
+    c.port = port;
+    return c;
+  }
+  friend bool operator==(const ClientAddress&, const ClientAddress&) = default;
+};
+
 }  // namespace mqtt_proxy::wire
 
 template <>
@@ -80,5 +109,15 @@ struct fmt::formatter<mqtt_proxy::wire::SocketAddress> {
   template <typename Context>
   auto format(const mqtt_proxy::wire::SocketAddress& a, Context& ctx) const {
     return fmt::format_to(ctx.out(), "{}:{}", a.ip, a.port);
+  }
+};
+
+template <>
+struct fmt::formatter<mqtt_proxy::wire::ClientAddress> {
+  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+  template <typename Context>
+  auto format(const mqtt_proxy::wire::ClientAddress& a, Context& ctx) const {
+    if (!a.is_ipv6) return fmt::format_to(ctx.out(), "{}:{}", a.ipv4, a.port);
+    return fmt::format_to(ctx.out(), "[{}]:{}", mqtt_proxy::wire::format_ipv6(a.ipv6), a.port);
   }
 };

@@ -145,6 +145,59 @@ TEST(Options, PeerKeysUnsignedPeersAndCleanup) {
   EXPECT_EQ(Options{}.peer_expiry_refreshes, 3u);
 }
 
+TEST(Options, ProxyProtocol) {
+  {
+    Options o;
+    std::string msg;
+    ASSERT_EQ(parse({}, o, msg), ParseOutcome::Run);
+    EXPECT_FALSE(o.proxy_protocol) << "off by default";
+  }
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({"--proxy-protocol", "v2", "--proxy-protocol-from", "10.0.0.1",
+                   "--proxy-protocol-from", "10.0.0.2", "--require-certificate",
+                   "--use-identity-as-username", "--proxy-protocol-timeout", "2.5"},
+                  o, msg),
+            ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(o.proxy_protocol, ingress::Mode::V2);
+  ASSERT_EQ(o.proxy_protocol_from.size(), 2u);
+  EXPECT_EQ(o.proxy_protocol_from[1].to_string(), "10.0.0.2");
+  EXPECT_TRUE(o.require_certificate);
+  EXPECT_TRUE(o.use_identity_as_username);
+  EXPECT_DOUBLE_EQ(o.proxy_protocol_timeout_seconds, 2.5);
+  for (const auto& [mode, want] :
+       {std::pair{"v1", ingress::Mode::V1}, {"any", ingress::Mode::Any}}) {
+    Options m;
+    ASSERT_EQ(parse({"--proxy-protocol", mode}, m, msg), ParseOutcome::Run) << msg;
+    EXPECT_EQ(m.proxy_protocol, want);
+  }
+}
+
+TEST(Options, ProxyProtocolMistakesAreOneLineErrors) {
+  const std::vector<std::pair<std::vector<const char*>, std::string>> cases = {
+      {{"--proxy-protocol", "v3"}, "--proxy-protocol must be off, v1, v2 or any, not v3"},
+      {{"--proxy-protocol", "any", "--proxy-protocol-from", "haproxy"},
+       "--proxy-protocol-from: not an IPv4 address: haproxy"},
+      {{"--proxy-protocol-from", "10.0.0.1"}, "--proxy-protocol-from needs --proxy-protocol"},
+      {{"--require-certificate"}, "--require-certificate needs --proxy-protocol"},
+      {{"--use-identity-as-username"}, "--use-identity-as-username needs --proxy-protocol"},
+      {{"--proxy-protocol", "off", "--proxy-protocol-require-tls"},
+       "--proxy-protocol-require-tls needs --proxy-protocol"},
+      {{"--proxy-protocol", "v1", "--proxy-protocol-require-tls"},
+       "--proxy-protocol v1 cannot report TLS"},
+      {{"--proxy-protocol", "v2", "--proxy-protocol-timeout", "0"},
+       "--proxy-protocol-timeout must be between 0.1 and 3600 seconds"},
+  };
+  for (const auto& [args, want] : cases) {
+    Options o;
+    std::string msg;
+    EXPECT_EQ(parse(args, o, msg), ParseOutcome::Error) << want;
+    EXPECT_TRUE(msg.starts_with(want)) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
 TEST(Options, HelpAndVersionExitZero) {
   Options o;
   std::string msg;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <set>
 #include <utility>
 
 #include "broker_fixture.hpp"
@@ -43,7 +44,7 @@ class ProxyCoreTest : public ::testing::Test {
     cfg.max_connections = 1000;
     cfg.verify_checksums = true;
     if (tweak) tweak(cfg);
-    core_ = std::make_unique<core::ProxyCore>(cfg, log::null_logger());
+    core_ = std::make_unique<core::ProxyCore>(cfg, logger_ ? *logger_ : log::null_logger());
     core_->start(now_);
   }
 
@@ -168,6 +169,7 @@ class ProxyCoreTest : public ::testing::Test {
   }
 
   TimePoint now_ = t0();
+  log::Logger* logger_ = nullptr;  // null: nothing is logged
   std::unique_ptr<core::ProxyCore> core_;
   std::vector<OutSegment> pending_;
 };
@@ -189,6 +191,45 @@ TEST_F(ProxyCoreTest, SubscriberReceivesAnotherClientsPublish) {
   EXPECT_EQ(to_hex(to_sub.payload), to_hex(publish_packet("topic1", "message1")));
   EXPECT_EQ(to_sub.seq, sub.rcv_nxt);
   EXPECT_TRUE(datagram_types().empty());  // the peer never subscribed to topic1
+}
+
+TEST_F(ProxyCoreTest, MosquittosPacketAndByteCountersCountEachPacketOnce) {
+  Client sub = client(2, 40001);
+  Client pub = client(3, 40002);
+  connect(sub, "sub");
+  send_mqtt(sub, subscribe_packet("topic1"));
+  take_mqtt(sub);
+  connect(pub, "pub");
+  const Bytes publish = publish_packet("topic1", "message1");
+  const Bytes qos1 = publish_packet("topic1", "m2", 1, 7);
+  send_mqtt(pub, publish);
+  send_mqtt(pub, qos1);
+  receive(sub);
+  Bytes ping;
+  mqtt::encode_pingreq(ping);
+  send_mqtt(pub, ping);
+  send_mqtt(sub, unsubscribe_packet("topic1"));
+  const auto c = core_->counters();
+  EXPECT_EQ(c.mqtt_connect_received, 2u);
+  EXPECT_EQ(c.mqtt_connack_sent, 2u);
+  EXPECT_EQ(c.mqtt_subscribe_received, 1u);
+  EXPECT_EQ(c.mqtt_suback_sent, 1u);
+  EXPECT_EQ(c.mqtt_publish_received, 2u);
+  EXPECT_EQ(c.mqtt_publish_sent, 2u);
+  EXPECT_EQ(c.mqtt_puback_sent, 1u);
+  EXPECT_EQ(c.mqtt_pingreq_received, 1u);
+  EXPECT_EQ(c.mqtt_pingresp_sent, 1u);
+  EXPECT_EQ(c.mqtt_unsubscribe_received, 1u);
+  EXPECT_EQ(c.mqtt_unsuback_sent, 1u);
+  EXPECT_EQ(c.mqtt_payload_bytes_received, 10u);  // "message1" and "m2"
+  EXPECT_EQ(c.mqtt_payload_bytes_sent, 10u);
+  const std::size_t in = connect_packet("sub").size() + connect_packet("pub").size() +
+                         subscribe_packet("topic1").size() + publish.size() + qos1.size() +
+                         ping.size() + unsubscribe_packet("topic1").size();
+  EXPECT_EQ(c.mqtt_bytes_received, in);
+  EXPECT_EQ(c.mqtt_clients_online, 2u);
+  EXPECT_EQ(c.mqtt_subscriptions_active, 0u);
+  EXPECT_EQ(c.mqtt_auth_success, 2u);
 }
 
 TEST_F(ProxyCoreTest, ManyMqttPacketsInOneSegmentAndOneSplitOverThree) {
@@ -638,6 +679,279 @@ TEST_F(ProxyCoreM2m, LocalPublishGoesOnceToTheGroupAfterTheReply) {
   EXPECT_EQ(out[0].dport, 1883);
   EXPECT_EQ(to_hex(out[0].payload), "30 10 00 06 74 6f 70 69 63 31 6d 65 73 73 61 67 65 31");
   EXPECT_TRUE(datagram_types().empty());  // no unicast: the -F peer never subscribed
+}
+
+// ---- The PROXY protocol on the TCP path ----
+
+// A v2 header for a TCP over IPv4 client, with TLVs after the addresses.
+Bytes pp2_inet(Ipv4Address src, std::uint16_t sport, const Bytes& tlvs = {}) {
+  Bytes body;
+  for (int shift = 24; shift >= 0; shift -= 8) body.push_back(std::byte(src.value >> shift));
+  for (int shift = 24; shift >= 0; shift -= 8) body.push_back(std::byte(kProxyIp.value >> shift));
+  body.push_back(std::byte(sport >> 8));
+  body.push_back(std::byte(sport & 0xff));
+  body.push_back(std::byte{0x07});
+  body.push_back(std::byte{0x5b});
+  append(body, tlvs);
+  Bytes h = bytes("0d 0a 0d 0a 00 0d 0a 51 55 49 54 0a 21 11");
+  h.push_back(std::byte(body.size() >> 8));
+  h.push_back(std::byte(body.size() & 0xff));
+  append(h, body);
+  return h;
+}
+
+Bytes pp2_tlv(std::uint8_t type, const Bytes& value) {
+  Bytes t{std::byte{type}, std::byte(value.size() >> 8), std::byte(value.size() & 0xff)};
+  append(t, value);
+  return t;
+}
+
+// PP2_TYPE_SSL: the client bits, the verify result, a CN when given.
+Bytes pp2_ssl(std::uint8_t client, std::uint32_t verify, std::string_view cn = {}) {
+  Bytes v{std::byte{client}, std::byte(verify >> 24), std::byte(verify >> 16),
+          std::byte(verify >> 8), std::byte(verify)};
+  append(v, pp2_tlv(ingress::pp2_type::kSslVersion, text("TLSv1.3")));
+  if (!cn.empty()) append(v, pp2_tlv(ingress::pp2_type::kSslCn, text(cn)));
+  return pp2_tlv(ingress::pp2_type::kSsl, v);
+}
+
+class ProxyCorePp : public ProxyCoreTest {
+ protected:
+  void SetUp() override { start({}); }
+
+  void start(const std::function<void(core::CoreConfig&)>& tweak) {
+    logger_ = &recorder_;
+    make_core([&](core::CoreConfig& c) {
+      c.proxy_protocol = ingress::ProxyProtocolPolicy{};
+      if (tweak) tweak(c);
+    });
+  }
+
+  // The handshake; the proxy may close at once (an untrusted source).
+  void open(Client& c) {
+    inject(c.frame(kSyn));
+    const auto synack = drain();
+    ASSERT_EQ(synack.size(), 1u);
+    ASSERT_EQ(synack[0].flags, kSyn | kAck);
+    c.snd_nxt = c.snd_nxt + 1;
+    c.rcv_nxt = synack[0].seq + 1;
+    inject(c.frame(kAck));
+    receive_noting_fin(c);
+  }
+
+  // Sends `bytes` as one segment and lets the proxy answer.
+  void send_raw(Client& c, const Bytes& b) {
+    inject(c.frame(kAck | kPsh, b));
+    c.snd_nxt = c.snd_nxt + static_cast<std::uint32_t>(b.size());
+    receive_noting_fin(c);
+  }
+
+  // The MQTT answer to `first` (a header and whatever follows it); empty if there was none.
+  std::vector<OwnedFrame> exchange(Client& c, const Bytes& first) {
+    open(c);
+    send_raw(c, first);
+    return take_mqtt(c);
+  }
+
+  bool closed_by_proxy(const Client& c) const { return fin_seen_.contains(c.port); }
+
+  // Receives everything for `c`, noting a FIN.
+  void receive_noting_fin(Client& c) {
+    collect();
+    for (const auto& s : pending_) {
+      if (s.dst_port == c.port && (s.flags & kFin)) fin_seen_.insert(c.port);
+    }
+    receive(c);
+  }
+
+  bool logged(std::string_view needle) const {
+    for (const auto& l : lines_) {
+      if (l.find(needle) != std::string::npos) return true;
+    }
+    return false;
+  }
+
+  std::vector<std::string> lines_;
+  log::Logger recorder_{log::Level::Debug, [this](log::Level, std::string_view,
+                                                  std::string_view m) { lines_.emplace_back(m); }};
+  std::set<std::uint16_t> fin_seen_;
+};
+
+Bytes with(Bytes a, const Bytes& b) {
+  append(a, b);
+  return a;
+}
+
+TEST_F(ProxyCorePp, AV2HeadersSourceNamesTheClientAndTheBytesAfterItAreMqtt) {
+  Client c = client(2, 40001);
+  const auto f = exchange(c, with(pp2_inet(Ipv4Address{0x0a010203}, 5555), connect_packet("c")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Connack);
+  EXPECT_EQ(to_hex(f[0].body), "00 00");
+  EXPECT_TRUE(logged("CONNECT client=10.1.2.3:5555 id=c")) << testing::PrintToString(lines_);
+  EXPECT_EQ(core_->counters().proxy_protocol_headers, 1u);
+}
+
+TEST_F(ProxyCorePp, AV1HeaderSplitOverSegmentsThenConnectInALaterOne) {
+  Client c = client(2, 40001);
+  open(c);
+  const auto line = text("PROXY TCP4 10.9.8.7 192.168.1.1 4242 1883\r\n");
+  send_raw(c, Bytes(line.begin(), line.begin() + 10));
+  send_raw(c, Bytes(line.begin() + 10, line.end()));
+  EXPECT_TRUE(take_mqtt(c).empty());
+  send_raw(c, connect_packet("c"));
+  const auto f = take_mqtt(c);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Connack);
+  EXPECT_TRUE(logged("CONNECT client=10.9.8.7:4242")) << testing::PrintToString(lines_);
+}
+
+TEST_F(ProxyCorePp, AnIpv6SourceIsLoggedInBrackets) {
+  Client c = client(2, 40001);
+  open(c);
+  Bytes h = bytes("0d 0a 0d 0a 00 0d 0a 51 55 49 54 0a 21 21 00 24");
+  append(h, bytes("20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 01"));  // 2001:db8::1
+  append(h, bytes("20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 02"));
+  append(h, bytes("0f a0 07 5b"));  // 4000 -> 1883
+  send_raw(c, with(h, connect_packet("c")));
+  ASSERT_EQ(take_mqtt(c).size(), 1u);
+  EXPECT_TRUE(logged("CONNECT client=[2001:db8::1]:4000")) << testing::PrintToString(lines_);
+}
+
+TEST_F(ProxyCorePp, AConnectionWithoutAHeaderIsClosedAndAnotherWithOneIsServed) {
+  Client bypass = client(2, 40001);
+  open(bypass);
+  send_raw(bypass, connect_packet("direct"));
+  EXPECT_TRUE(take_mqtt(bypass).empty()) << "no CONNACK without a header";
+  EXPECT_TRUE(closed_by_proxy(bypass));
+  EXPECT_EQ(core_->counters().proxy_protocol_invalid, 1u);
+  EXPECT_TRUE(logged("connection refused: PROXY header: ")) << testing::PrintToString(lines_);
+
+  Client good = client(3, 40002);
+  const auto f = exchange(good, with(pp2_inet(Ipv4Address{0x0a000001}, 1000), connect_packet("g")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Connack);
+}
+
+TEST_F(ProxyCorePp, AHeaderThatDoesNotComeInTimeClosesTheConnection) {
+  Client c = client(2, 40001);
+  open(c);
+  send_raw(c, bytes("0d 0a 0d 0a"));  // the start of a v2 signature, then nothing
+  now_ += 4900ms;
+  core_->on_timers(now_);
+  core_->flush(now_);
+  receive_noting_fin(c);
+  EXPECT_FALSE(closed_by_proxy(c));
+  now_ += 200ms;
+  core_->on_timers(now_);
+  core_->flush(now_);
+  receive_noting_fin(c);
+  EXPECT_TRUE(closed_by_proxy(c));
+  EXPECT_EQ(core_->counters().proxy_protocol_timeouts, 1u);
+  EXPECT_TRUE(logged("no complete PROXY header within 5000 ms")) << testing::PrintToString(lines_);
+}
+
+TEST_F(ProxyCorePp, OnlyTrustedSourcesMaySendHeaders) {
+  start([](core::CoreConfig& c) { c.proxy_protocol->trusted_sources = {Ipv4Address{0xc0a80103}}; });
+  Client stranger = client(2, 40001);  // 192.168.1.2
+  open(stranger);
+  receive_noting_fin(stranger);
+  EXPECT_TRUE(closed_by_proxy(stranger)) << "refused at once, before any header";
+  EXPECT_EQ(core_->counters().proxy_protocol_untrusted, 1u);
+
+  Client balancer = client(3, 40002);  // 192.168.1.3
+  const auto f =
+      exchange(balancer, with(pp2_inet(Ipv4Address{0x0a000001}, 1000), connect_packet("b")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Connack);
+}
+
+TEST_F(ProxyCorePp, RequiredTlsRefusesAPlainHeaderAndAcceptsOneReportingTls) {
+  start([](core::CoreConfig& c) { c.proxy_protocol->require_tls = true; });
+  Client plain = client(2, 40001);
+  open(plain);
+  send_raw(plain, with(pp2_inet(Ipv4Address{0x0a000001}, 1000), connect_packet("p")));
+  receive_noting_fin(plain);
+  EXPECT_TRUE(take_mqtt(plain).empty());
+  EXPECT_TRUE(closed_by_proxy(plain));
+  EXPECT_EQ(core_->counters().proxy_protocol_insecure, 1u);
+  EXPECT_TRUE(logged("TLS required")) << testing::PrintToString(lines_);
+
+  Client tls = client(3, 40002);
+  const auto f = exchange(
+      tls, with(pp2_inet(Ipv4Address{0x0a000002}, 1000, pp2_ssl(0x01, 0)), connect_packet("t")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(to_hex(f[0].body), "00 00");
+  EXPECT_TRUE(logged("CONNECT client=10.0.0.2:1000 id=t user=jorge"))
+      << testing::PrintToString(lines_);
+}
+
+TEST_F(ProxyCorePp, TheCertificatesCnIsTheUsernameWhenItIsAKnownUser) {
+  start([](core::CoreConfig& c) {
+    c.proxy_protocol->require_tls = true;
+    c.proxy_protocol->require_certificate = true;
+    c.broker.use_identity_as_username = true;
+    c.broker.username = "alice";
+    c.broker.password.reset();
+  });
+  const Ipv4Address src{0x0a000001};
+  Client alice = client(2, 40001);  // no username in the CONNECT: the certificate speaks
+  auto f = exchange(
+      alice, with(pp2_inet(src, 1000, pp2_ssl(0x03, 0, "alice")), connect_packet("a", 60, "", "")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(to_hex(f[0].body), "00 00");
+  EXPECT_TRUE(logged("id=a user=alice")) << testing::PrintToString(lines_);
+
+  Client mallory = client(3, 40002);  // a verified certificate, but not a user; its CONNECT lies
+  f = exchange(mallory, with(pp2_inet(src, 1001, pp2_ssl(0x03, 0, "mallory")),
+                             connect_packet("m", 60, "alice", "x")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(to_hex(f[0].body), "00 05");  // not authorized
+  EXPECT_TRUE(logged("certificate CN mallory is not a known user"));
+
+  Client nocert = client(4, 40003);  // TLS, but no certificate: refused before MQTT
+  open(nocert);
+  send_raw(nocert, with(pp2_inet(src, 1002, pp2_ssl(0x01, 0)), connect_packet("n", 60, "alice")));
+  receive_noting_fin(nocert);
+  EXPECT_TRUE(take_mqtt(nocert).empty());
+  EXPECT_TRUE(closed_by_proxy(nocert));
+  EXPECT_TRUE(logged("a client certificate is required, and the client presented none"));
+
+  Client failed = client(5, 40004);  // presented, did not verify
+  open(failed);
+  send_raw(failed, with(pp2_inet(src, 1003, pp2_ssl(0x03, 20, "alice")), connect_packet("f")));
+  receive_noting_fin(failed);
+  EXPECT_TRUE(closed_by_proxy(failed));
+  EXPECT_TRUE(logged("it did not verify"));
+  EXPECT_EQ(core_->counters().proxy_protocol_insecure, 2u);
+}
+
+TEST_F(ProxyCorePp, LocalIsTheBalancerItselfAndMayNotSpeakMqttWhenTlsIsRequired) {
+  const Bytes local = bytes("0d 0a 0d 0a 00 0d 0a 51 55 49 54 0a 20 00 00 00");
+  Client check = client(2, 40001);
+  auto f = exchange(check, with(local, connect_packet("hc")));
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(to_hex(f[0].body), "00 00");
+  EXPECT_TRUE(logged("CONNECT client=192.168.1.2:40001 id=hc")) << testing::PrintToString(lines_);
+  EXPECT_EQ(core_->counters().proxy_protocol_local, 1u);
+
+  start([](core::CoreConfig& c) { c.proxy_protocol->require_tls = true; });
+  Client probe = client(3, 40002);  // a health check: header, then close
+  open(probe);
+  send_raw(probe, local);
+  inject(probe.frame(kAck | kFin));
+  probe.snd_nxt = probe.snd_nxt + 1;
+  receive_noting_fin(probe);
+  EXPECT_TRUE(closed_by_proxy(probe));
+  EXPECT_EQ(core_->counters().proxy_protocol_insecure, 0u);
+  EXPECT_EQ(core_->counters().proxy_protocol_local, 1u);
+
+  Client sneaky = client(4, 40003);
+  f = exchange(sneaky, with(local, connect_packet("s")));
+  EXPECT_TRUE(f.empty());
+  receive_noting_fin(sneaky);
+  EXPECT_TRUE(closed_by_proxy(sneaky));
+  EXPECT_EQ(core_->counters().proxy_protocol_insecure, 1u);
 }
 
 }  // namespace
