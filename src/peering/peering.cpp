@@ -167,6 +167,7 @@ Datagram& Peering::new_datagram(std::size_t i) {
   }
   outbox_.push_back(Datagram{cfg_.peers[i], std::move(bytes)});
   ++counters_.peer_datagrams_out;
+  ++peers_[i].traffic.datagrams_out;
   return outbox_.back();
 }
 
@@ -205,6 +206,7 @@ void Peering::send_data(std::size_t i, ByteSpan packet, TimePoint now) {
   ++o.mseq;
   o.offset += packet.size();
   ++counters_.peer_publish_out;
+  ++p.traffic.publish_out;
   o.next_mark = now + cfg_.tail_mark;
   o.mark_backoff = cfg_.tail_mark;
 }
@@ -443,6 +445,7 @@ std::vector<Peering::PeerStatus> Peering::peer_status() const {
     s.state = !capable(p) ? PeerState::Plain : p.up ? PeerState::Up : PeerState::Down;
     s.filters = p.filters.size();
     s.last_heard = p.last_heard;
+    s.traffic = p.traffic;
     out.push_back(s);
   }
   return out;
@@ -488,6 +491,7 @@ void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view 
   if (!capable(p)) {
     enqueue(i, packet, batches(p));
     ++counters_.peer_publish_out;
+    ++p.traffic.publish_out;
     log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", p.addr, topic, payload_size);
     return;
   }
@@ -642,6 +646,7 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
   const std::size_t i = it->second;
   if (!authenticate(i, data)) return {};
   ++counters_.peer_datagrams_in;
+  ++peers_[i].traffic.datagrams_in;
   DataContext ctx;
   bool deliver = true;
   bool whole = true;
@@ -670,12 +675,13 @@ std::span<const mqtt::Publish> Peering::on_datagram(wire::Ipv4Address src, ByteS
   return inbound_;
 }
 
-bool Peering::account(Inbound& in, const ext::Data& d) {
+bool Peering::account(Inbound& in, PeerTraffic& traffic, const ext::Data& d) {
   const std::int32_t ahead = serial_diff(d.dseq, in.next_dseq);
   if (ahead >= 0) {
     if (ahead > 0) {
       // Datagrams that never came, and the PUBLISHes they carried.
       counters_.peer_datagrams_lost += static_cast<std::uint32_t>(ahead);
+      traffic.datagrams_lost += static_cast<std::uint32_t>(ahead);
       counters_.peer_publish_lost +=
           static_cast<std::uint32_t>(std::max<std::int32_t>(serial_diff(d.mseq, in.next_mseq), 0));
     }
@@ -751,6 +757,7 @@ bool Peering::on_packet(std::size_t i, ByteSpan& data, DataContext& ctx, bool& d
     }
     if (!deliver) return true;  // part of a late or repeated datagram
     ++counters_.peer_publish_in;
+    ++peers_[i].traffic.publish_in;
     log_.debug(kLog, "peer {} PUBLISH topic={} bytes={}", src, p->topic, p->payload.size());
     inbound_.push_back(*p);
     return true;
@@ -870,7 +877,7 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
       in.epoch = d->epoch;
       in.limit_sent = cfg_.credit_window;  // what our HELLO granted at the start
     }
-    if (!account(in, *d)) {
+    if (!account(in, p.traffic, *d)) {
       deliver = false;
       return;
     }

@@ -245,3 +245,8 @@ crc_at = 16 + len(inet) + 7 + 3
 crc_hdr[crc_at:crc_at + 4] = struct.pack(">I", crc32c(bytes(crc_hdr)))
 write("proxy_header", "v2_crc32c", bytes(crc_hdr))
 write("proxy_header", "v2_tlv_past_end", pp2(0x21, 0x11, inet + b"\x01\x00\x05mq"))
+
+# --influxdb URLs (telemetry/influx)
+write("influx_url", "host_port_db", b"http://influx.example.com:8086/edge_data")
+write("influx_url", "credentials", b"http://me:p%40ss@10.0.0.5/my%20db")
+write("influx_url", "https", b"https://h/db")

@@ -171,11 +171,21 @@ class Peering {
     Up,     // capable, heard within liveness_timeout
     Down,   // capable, silent since
   };
+  // The global peer_datagrams_* and peer_publish_* counters, split by peer (for the per-peer
+  // metrics); counted where those are.
+  struct PeerTraffic {
+    std::uint64_t datagrams_in = 0;
+    std::uint64_t datagrams_out = 0;
+    std::uint64_t datagrams_lost = 0;
+    std::uint64_t publish_in = 0;
+    std::uint64_t publish_out = 0;
+  };
   struct PeerStatus {
     wire::Ipv4Address addr;
     PeerState state = PeerState::Plain;
     std::size_t filters = 0;  // the filters it subscribed to, that we hold
     std::optional<TimePoint> last_heard;
+    PeerTraffic traffic;
   };
   std::vector<PeerStatus> peer_status() const;
 
@@ -253,6 +263,7 @@ class Peering {
     auth::ReplayWindow replay;
     Mending mending;
     std::optional<TimePoint> last_answer;  // our last FILTERS answer to its RESYNC
+    PeerTraffic traffic;
   };
   // The DATA header of the datagram being read, and whether its PUBLISHes are delivered.
   struct DataContext {
@@ -320,7 +331,7 @@ class Peering {
   void on_extension(std::size_t i, const ext::Message& m, DataContext& ctx, bool& deliver,
                     TimePoint now);
   // Sequence accounting of a DATA header of the stream; false: a late or repeated datagram.
-  bool account(Inbound& in, const ext::Data& d);
+  bool account(Inbound& in, PeerTraffic& traffic, const ext::Data& d);
   void grant(std::size_t i, bool answer);
   void grant_credit();  // what end_turn() owes the peers
   // Signs the datagrams of this turn toward peers that sign.

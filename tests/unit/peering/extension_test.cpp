@@ -214,6 +214,7 @@ TEST_F(Pair, TheReceiverCountsWhatTheNetworkLostAndNeverDeliversLateOnes) {
   EXPECT_EQ(deliver(sent[0]).size(), 2u);
   EXPECT_EQ(deliver(sent[2]).size(), 2u);  // sent[1] is missing
   EXPECT_EQ(cb_.peer_datagrams_lost, 1u);
+  EXPECT_EQ(b_->peer_status()[0].traffic.datagrams_lost, 1u);  // per peer too (the metrics)
   EXPECT_EQ(cb_.peer_publish_lost, 2u);
   EXPECT_TRUE(deliver(sent[1]).empty());  // late: already counted lost
   EXPECT_TRUE(deliver(sent[2]).empty());  // twice

@@ -93,6 +93,28 @@ TEST_F(Peering, PeerPublishIsReturnedForLocalDelivery) {
   EXPECT_TRUE(p_.outbox().empty());  // no acknowledgement on the peer channel
 }
 
+TEST_F(Peering, TrafficIsCountedPerPeerAsWellAsInTotal) {
+  p_.on_datagram(kPeerA, subscribe_packet("sensors/#"));
+  p_.on_datagram(kPeerB, publish_packet("x/y", "data", 0, 0));
+  p_.on_datagram(kPeerB, publish_packet("x/z", "data", 0, 0));
+  p_.forward_publish("sensors/t", as_bytes("21"), false);
+  p_.on_datagram(kStranger, publish_packet("x/y", "data", 0, 0));  // not a peer's: not counted
+  const auto status = p_.peer_status();
+  ASSERT_EQ(status.size(), 2u);
+  EXPECT_EQ(status[0].addr, kPeerA);
+  EXPECT_EQ(status[0].traffic.datagrams_in, 1u);
+  EXPECT_EQ(status[0].traffic.datagrams_out, 1u);
+  EXPECT_EQ(status[0].traffic.publish_in, 0u);
+  EXPECT_EQ(status[0].traffic.publish_out, 1u);
+  EXPECT_EQ(status[1].traffic.datagrams_in, 2u);
+  EXPECT_EQ(status[1].traffic.datagrams_out, 0u);
+  EXPECT_EQ(status[1].traffic.publish_in, 2u);
+  EXPECT_EQ(status[1].traffic.publish_out, 0u);
+  EXPECT_EQ(c_.peer_datagrams_in, status[0].traffic.datagrams_in + status[1].traffic.datagrams_in);
+  EXPECT_EQ(c_.peer_publish_in, 2u);
+  EXPECT_EQ(c_.peer_publish_out, 1u);
+}
+
 TEST_F(Peering, DatagramsFromStrangersAreIgnoredAndCounted) {
   EXPECT_TRUE(p_.on_datagram(kStranger, publish_packet("t", "spoof")).empty());
   EXPECT_TRUE(p_.on_datagram(kStranger, subscribe_packet("#")).empty());
