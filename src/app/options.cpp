@@ -12,6 +12,21 @@ namespace po = boost::program_options;
 namespace {
 constexpr const char* kVersion = "mqtt_proxy " MQTT_PROXY_VERSION;
 
+// Each of `names` as an IPv4 address, appended to `out`; false, with the one-line error, at the
+// first that is not one.
+bool parse_addresses(const std::vector<std::string>& names, std::string_view option,
+                     std::vector<wire::Ipv4Address>& out, std::string& message) {
+  for (const auto& f : names) {
+    const auto a = wire::Ipv4Address::parse(f);
+    if (!a) {
+      message = std::string(option) + ": not an IPv4 address: " + f;
+      return false;
+    }
+    out.push_back(*a);
+  }
+  return true;
+}
+
 bool to_port(unsigned v, std::uint16_t& out) {
   if (v == 0 || v > 65535) return false;
   out = static_cast<std::uint16_t>(v);
@@ -218,14 +233,7 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     message = "--password needs --username";
     return ParseOutcome::Error;
   }
-  for (const auto& f : forwarders) {
-    const auto a = wire::Ipv4Address::parse(f);
-    if (!a) {
-      message = "--forwarder: not an IPv4 address: " + f;
-      return ParseOutcome::Error;
-    }
-    out.peers.push_back(*a);
-  }
+  if (!parse_addresses(forwarders, "--forwarder", out.peers, message)) return ParseOutcome::Error;
   for (const auto& f : unsigned_names) {
     const auto a = wire::Ipv4Address::parse(f);
     if (!a) {
@@ -310,13 +318,9 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     message = "--proxy-protocol must be off, v1, v2 or any, not " + proxy_protocol;
     return ParseOutcome::Error;
   }
-  for (const auto& f : proxy_protocol_from) {
-    const auto a = wire::Ipv4Address::parse(f);
-    if (!a) {
-      message = "--proxy-protocol-from: not an IPv4 address: " + f;
-      return ParseOutcome::Error;
-    }
-    out.proxy_protocol_from.push_back(*a);
+  if (!parse_addresses(proxy_protocol_from, "--proxy-protocol-from", out.proxy_protocol_from,
+                       message)) {
+    return ParseOutcome::Error;
   }
   if (!out.proxy_protocol) {
     for (const auto* name : {"proxy-protocol-from", "proxy-protocol-require-tls",
