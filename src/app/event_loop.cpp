@@ -10,13 +10,15 @@
 #include <ctime>
 
 #include "mqtt_proxy/auth/peer_key_file.hpp"
+#include "mqtt_proxy/telemetry/influx.hpp"
+#include "mqtt_proxy/telemetry/process_stats.hpp"
 
 namespace mqtt_proxy::app {
 
 namespace {
 constexpr std::string_view kLog = "app";
 
-enum Tag : std::uint32_t { kCapture = 1, kUdp = 2, kTimer = 3, kSignal = 4 };
+enum Tag : std::uint32_t { kCapture = 1, kUdp = 2, kTimer = 3, kSignal = 4, kMetrics = 5 };
 std::uint64_t tag(Tag t, std::uint32_t index = 0) {
   return (std::uint64_t{t} << 32) | index;
 }
@@ -49,6 +51,7 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(Io& io, core::ProxyCore& co
   for (std::uint32_t k = 0; k < io.captures.size(); ++k) {
     watched = watched && watch(io.captures[k]->fd(), tag(kCapture, k));
   }
+  if (cfg.metrics) watched = watched && watch(cfg.metrics->wake_fd(), tag(kMetrics));
   if (!watched) return Error{std::string("epoll_ctl: ") + std::strerror(errno)};
   return l;
 }
@@ -57,6 +60,37 @@ metrics::Counters EventLoop::counters() const {
   metrics::Counters c = core_.counters();
   c += io_.snapshot();
   return c;
+}
+
+telemetry::Snapshot EventLoop::snapshot() const {
+  telemetry::Snapshot s;
+  s.counters = counters();
+  s.peers = telemetry::peer_figures(core_.peering().peer_status());
+  for (const auto& cap : io_.captures) {
+    metrics::Counters own;
+    cap->add_counters(own);
+    s.interfaces.push_back(
+        {cap->iface(), own.capture_dropped, own.capture_if_dropped, own.capture_truncated});
+  }
+  for (const Duration rtt : core_.connection_rtts()) {
+    s.rtt_seconds.push_back(std::chrono::duration<double>(rtt).count());
+  }
+  if (auto p = telemetry::read_process_stats()) s.process = *p;
+  s.version = cfg_.version;
+  return s;
+}
+
+void EventLoop::publish_sys() {
+  for (const auto& m : sys_->update(counters(), now_)) {
+    core_.publish_sys(m.topic, as_bytes(m.payload), now_);
+  }
+}
+
+void EventLoop::push_influx() {
+  const auto wall = std::chrono::system_clock::now().time_since_epoch();
+  cfg_.influx->push(
+      telemetry::render_influx(snapshot(), *cfg_.influx_target,
+                               std::chrono::duration_cast<std::chrono::nanoseconds>(wall).count()));
 }
 
 void EventLoop::log_counters(std::string_view what) const {
@@ -82,7 +116,9 @@ void EventLoop::log_counters(std::string_view what) const {
 
 void EventLoop::arm_timer() {
   // The timer is set only when the deadline moved: most turns leave it where it was.
-  const auto deadline = earliest(earliest(core_.next_deadline(), shutdown_by_), next_stats_);
+  const auto deadline =
+      earliest(earliest(earliest(core_.next_deadline(), shutdown_by_), next_stats_),
+               earliest(next_sys_, next_influx_));
   if (timer_armed_ && deadline == armed_deadline_) return;
   itimerspec its{};
   if (deadline) {
@@ -170,6 +206,11 @@ void EventLoop::send_output() {
 int EventLoop::run() {
   now_ = monotonic_now();
   if (cfg_.stats_interval.count() > 0) next_stats_ = now_ + cfg_.stats_interval;
+  if (cfg_.sys_interval.count() > 0) {
+    sys_.emplace(cfg_.version, now_);
+    next_sys_ = now_;  // the first figures at once, as Mosquitto does
+  }
+  if (cfg_.influx) next_influx_ = now_ + cfg_.metrics_interval;
   for (;;) {
     // Sleep until I/O or the next deadline. A capture that libpcap wants polled shortens the wait
     // so its error surfaces.
@@ -204,12 +245,24 @@ int EventLoop::run() {
         case kSignal:
           read_signals();
           break;
+        case kMetrics:
+          // Scrapes wait on civetweb's threads: answered from one snapshot of this turn.
+          cfg_.metrics->serve([&] { return telemetry::render_prometheus(snapshot()); });
+          break;
       }
     }
     if (poll_captures) {
       for (std::uint32_t k = 0; k < io_.captures.size(); ++k) {
         if (io_.captures[k]->needs_polling()) drain_capture(k);
       }
+    }
+    if (next_sys_ && now_ >= *next_sys_) {
+      publish_sys();  // sent by the flush below
+      next_sys_ = now_ + cfg_.sys_interval;
+    }
+    if (next_influx_ && now_ >= *next_influx_) {
+      push_influx();
+      next_influx_ = now_ + cfg_.metrics_interval;
     }
     core_.on_timers(now_);
     core_.flush(now_);

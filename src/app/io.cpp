@@ -83,6 +83,11 @@ Result<std::unique_ptr<Io>> open_io(const Options& opt, const std::vector<System
     }
     io->groups = std::make_unique<udp::GroupMemberships>(ifaces[core.m2m_iface].ifindex);
   }
+  if (std::any_of(ifaces.begin(), ifaces.end(), [](const auto& i) { return i.loopback; })) {
+    auto lo = firewall::LoopbackSysctls::apply(log);
+    if (!lo) return Error{"-i lo: " + lo.error()};
+    io->loopback = std::move(*lo);
+  }
   if (opt.firewall) {
     std::vector<std::string> names;
     for (const auto& i : ifaces) names.push_back(i.name);

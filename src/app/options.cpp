@@ -27,6 +27,19 @@ bool parse_addresses(const std::vector<std::string>& names, std::string_view opt
   return true;
 }
 
+// `ADDR:PORT` with an IPv4 address and a port 1..65535, as civetweb's listening_ports takes it.
+bool valid_listen_address(const std::string& v) {
+  const auto colon = v.rfind(':');
+  if (colon == std::string::npos || !wire::Ipv4Address::parse(v.substr(0, colon))) return false;
+  const std::string port = v.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return false;
+  }
+  const unsigned p = static_cast<unsigned>(std::stoul(port));
+  return p >= 1 && p <= 65535;
+}
+
 bool to_port(unsigned v, std::uint16_t& out) {
   if (v == 0 || v > 65535) return false;
   out = static_cast<std::uint16_t>(v);
@@ -56,6 +69,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   std::string overload = d.overload == flow::Policy::Backpressure ? "backpressure" : "drop";
   std::string proxy_protocol = "off";
   std::vector<std::string> proxy_protocol_from;
+  std::string influx_url;
+  std::string influx_database;
+  std::string influx_username;
+  std::string influx_password;
   po::options_description desc(
       "Usage: mqtt_proxy [options]\n"
       "MQTT edge proxy: terminates clients' TCP in user space from captured frames, acts as a QoS "
@@ -85,7 +102,8 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("no-firewall", po::bool_switch(), "do not install the iptables rule that keeps the kernel "
      "from answering the MQTT port (install an equivalent yourself)")
     ("cleanup", po::bool_switch(&out.cleanup), "remove the iptables rules that proxies which no "
-     "longer run left for port -t (on the -i interfaces; default: any), then exit")
+     "longer run left for port -t (on the -i interfaces; default: any) and lo's sysctls they "
+     "changed, then exit")
     ("verify-checksums", po::value<std::string>(&verify)->default_value(verify),
      "on: drop segments whose TCP checksum is wrong; off: count them only (pcap cannot tell an "
      "offloaded checksum from a corrupt one)")
@@ -166,6 +184,23 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "with --proxy-protocol: the verified client certificate's CN (HAProxy send-proxy-v2-ssl-cn) "
      "is the username, and no password is asked; with -u or --password-file it must be one of "
      "their users")
+    ("metrics", po::value<std::string>(&out.metrics_listen),
+     "serve GET /metrics (Prometheus text format, Mosquitto's metric names; docs/metrics.md) on "
+     "this IPv4 ADDR:PORT, e.g. 10.0.0.1:9234 (a kernel socket: not the captured MQTT port)")
+    ("influxdb", po::value<std::string>(&influx_url),
+     "push the same figures to InfluxDB 1.x every --metrics-interval: "
+     "http://[USER[:PASSWORD]@]HOST[:PORT]/DATABASE (line protocol, measurement mqtt_proxy)")
+    ("influxdb-database", po::value<std::string>(&influx_database),
+     "with --influxdb: the database (instead of the URL's path)")
+    ("influxdb-username", po::value<std::string>(&influx_username),
+     "with --influxdb: the user (instead of the URL's)")
+    ("influxdb-password", po::value<std::string>(&influx_password),
+     "with --influxdb: the password (instead of the URL's)")
+    ("metrics-interval", po::value<unsigned>(&out.metrics_interval_seconds)->default_value(d.metrics_interval_seconds),
+     "with --influxdb: push this often, in seconds")
+    ("sys-interval", po::value<unsigned>(&out.sys_interval_seconds)->default_value(d.sys_interval_seconds),
+     "publish the $SYS/broker/... topics (Mosquitto's) to local subscribers this often, in "
+     "seconds (0: never)")
     ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(d.stats_interval_seconds),
      "log all counters this often, in seconds (0: only at exit)");
   // clang-format on
@@ -342,6 +377,40 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   }
   if (!(out.proxy_protocol_timeout_seconds >= 0.1 && out.proxy_protocol_timeout_seconds <= 3600)) {
     message = "--proxy-protocol-timeout must be between 0.1 and 3600 seconds";
+    return ParseOutcome::Error;
+  }
+  if (!out.metrics_listen.empty() && !valid_listen_address(out.metrics_listen)) {
+    message = "--metrics must be IPv4ADDR:PORT (port 1..65535), not " + out.metrics_listen;
+    return ParseOutcome::Error;
+  }
+  if (!influx_url.empty()) {
+    auto target = telemetry::parse_influx_url(influx_url);
+    if (!target) {
+      message = "--influxdb: " + target.error();
+      return ParseOutcome::Error;
+    }
+    if (!influx_database.empty()) target->database = influx_database;
+    if (!influx_username.empty()) target->username = influx_username;
+    if (!influx_password.empty()) target->password = influx_password;
+    if (auto ok = telemetry::check_target(*target); !ok) {
+      message = "--influxdb: " + ok.error();
+      return ParseOutcome::Error;
+    }
+    out.influx = std::move(*target);
+  } else {
+    for (const auto* name : {"influxdb-database", "influxdb-username", "influxdb-password"}) {
+      if (vm.count(name)) {
+        message = std::string("--") + name + " needs --influxdb";
+        return ParseOutcome::Error;
+      }
+    }
+  }
+  if (out.metrics_interval_seconds < 1 || out.metrics_interval_seconds > 86400) {
+    message = "--metrics-interval must be 1..86400 seconds";
+    return ParseOutcome::Error;
+  }
+  if (out.sys_interval_seconds > 86400) {
+    message = "--sys-interval must be 0..86400 seconds";
     return ParseOutcome::Error;
   }
   if (!(out.slow_grace_seconds >= 0.01 && out.slow_grace_seconds <= 3600)) {

@@ -36,6 +36,21 @@ std::string join_addresses(const std::vector<wire::Ipv4Address>& v) {
   return s.empty() ? "none" : s;
 }
 
+// "; metrics http://ADDR:PORT/metrics; influxdb http://HOST:PORT db D every N s; $SYS every N s"
+// (no password: the line goes to logs).
+std::string exporters_summary(const Options& opt,
+                              const std::optional<telemetry::InfluxTarget>& influx) {
+  std::string s;
+  if (!opt.metrics_listen.empty())
+    s += fmt::format("; metrics http://{}/metrics", opt.metrics_listen);
+  if (influx) {
+    s += fmt::format("; influxdb http://{}:{} db {} every {} s", influx->host, influx->port,
+                     influx->database, opt.metrics_interval_seconds);
+  }
+  if (opt.sys_interval_seconds > 0) s += fmt::format("; $SYS every {} s", opt.sys_interval_seconds);
+  return s;
+}
+
 int fail(const std::string& msg) {
   std::fprintf(stderr, "mqtt_proxy: %s\n", msg.c_str());
   return 1;
@@ -49,6 +64,9 @@ int run_cleanup(const Options& opt) {
   std::printf("mqtt_proxy: removed %zu leftover rule(s) for tcp/%u\n", removed->removed,
               static_cast<unsigned>(opt.tcp_port));
   if (removed->failed > 0) return fail(std::to_string(removed->failed) + " could not be removed");
+  auto lo = firewall::restore_loopback_leftovers(log);
+  if (!lo) return fail(lo.error());
+  if (*lo) std::printf("mqtt_proxy: restored lo's route_localnet and accept_local\n");
   return 0;
 }
 
@@ -69,8 +87,30 @@ int run_proxy(const Options& opt) {
   auto io = open_io(opt, cfg->interfaces, cfg->core, log);
   if (!io) return fail(io.error());
 
+  // The exporters start before the loop, so that a port in use is one line and exit 1.
+  std::unique_ptr<telemetry::MetricsServer> metrics;
+  if (!opt.metrics_listen.empty()) {
+    auto m = telemetry::MetricsServer::start(opt.metrics_listen, log);
+    if (!m) return fail(m.error());
+    metrics = std::move(*m);
+  }
+  std::unique_ptr<telemetry::InfluxPusher> influx;
+  std::optional<telemetry::InfluxTarget> influx_target = opt.influx;
+  if (influx_target) {
+    influx_target->hostlabel = telemetry::local_hostname();
+    auto p = telemetry::InfluxPusher::start(*influx_target, log);
+    if (!p) return fail("--influxdb: " + p.error());
+    influx = std::move(*p);
+  }
+
   core::ProxyCore core(cfg->core, log);
   LoopConfig lc;
+  lc.version = MQTT_PROXY_VERSION;
+  lc.metrics = metrics.get();
+  lc.influx = influx.get();
+  lc.influx_target = influx_target;
+  lc.metrics_interval = std::chrono::seconds(opt.metrics_interval_seconds);
+  lc.sys_interval = std::chrono::seconds(opt.sys_interval_seconds);
   lc.udp_port = opt.udp_port;
   lc.stats_interval = std::chrono::seconds(opt.stats_interval_seconds);
   lc.shutdown_grace = std::chrono::milliseconds(opt.shutdown_grace_ms);
@@ -93,7 +133,8 @@ int run_proxy(const Options& opt) {
   stderr_sink(
       log::Level::Info, kLog,
       fmt::format(
-          "ready: tcp/{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}", opt.tcp_port, ifs,
+          "ready: tcp/{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}{}", opt.tcp_port,
+          ifs,
           cfg->core.proxy_protocol ? proxy_protocol_summary(*cfg->core.proxy_protocol)
                                    : std::string(),
           join_addresses(opt.peers), opt.udp_port,
@@ -106,7 +147,8 @@ int run_proxy(const Options& opt) {
               ? fmt::format("; multicast via {}:{} from {}:{} on {}", cfg->core.m2m->server,
                             cfg->core.m2m->server_port, cfg->core.m2m->address,
                             cfg->core.m2m->client_port, cfg->interfaces[cfg->core.m2m_iface].name)
-              : std::string()));
+              : std::string(),
+          exporters_summary(opt, influx_target)));
 
   int exit_code = (*loop)->run();
 
@@ -121,6 +163,7 @@ int run_proxy(const Options& opt) {
   }
   (*loop)->log_counters("final counters");
   if ((*io)->firewall && !(*io)->firewall->remove_all()) exit_code = 1;
+  if ((*io)->loopback && !(*io)->loopback->release()) exit_code = 1;
   log.info(kLog, "exit {}", exit_code);
   return exit_code;
 }

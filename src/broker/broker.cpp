@@ -575,6 +575,11 @@ void Broker::on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint 
   deliver_local(Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}, source}, now);
 }
 
+void Broker::publish_sys(std::string_view topic, ByteSpan payload, TimePoint now) {
+  retain(topic, payload, RetainedStore::Origin::System);
+  deliver_local(Outgoing{topic, payload, false, true, nullptr, {}, flow::kNone}, now);
+}
+
 void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now) {
   retained_.drop_expired(now);
   // Only what local clients retained: a replica goes back to where it came from, not onward.

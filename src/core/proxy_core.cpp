@@ -639,6 +639,15 @@ std::size_t ProxyCore::largest_send_queue() const {
   return n;
 }
 
+std::vector<Duration> ProxyCore::connection_rtts() const {
+  std::vector<Duration> out;
+  out.reserve(conns_.size());
+  for (const auto& [id, c] : conns_) {
+    if (auto rtt = c->ep.srtt()) out.push_back(*rtt);
+  }
+  return out;
+}
+
 metrics::Counters ProxyCore::counters() const {
   metrics::Counters c = counters_;
   // The gauges, read when asked.

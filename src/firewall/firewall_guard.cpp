@@ -124,10 +124,11 @@ std::string read_comm(const std::string& path) {
   return name;
 }
 
-// Whether the process that installed a rule still runs: it exists and has our program name. A pid
-// reused by another program, or our own pid (a previous life in another PID namespace), does not
-// count. When in doubt (no /proc), it does: leaving a leftover is better than removing a live rule.
-bool owner_runs(std::int64_t pid) {
+}  // namespace
+
+// A pid reused by another program does not count. When in doubt, leaving a leftover is better than
+// removing a live rule.
+bool proxy_runs(std::int64_t pid) {
   if (pid == ::getpid()) return false;
   if (::kill(static_cast<pid_t>(pid), 0) < 0 && errno == ESRCH) return false;
   const std::string ours = read_comm("/proc/self/comm");
@@ -135,6 +136,8 @@ bool owner_runs(std::int64_t pid) {
   if (ours.empty() || theirs.empty()) return true;
   return theirs == ours;
 }
+
+namespace {
 
 Result<std::vector<TaggedRule>> list_ours() {
   std::string out;
@@ -158,7 +161,7 @@ LeftoverCount delete_leftovers(const std::vector<TaggedRule>& rules,
   LeftoverCount n;
   for (const auto& r : rules) {
     if (!guards(r, ifaces, port)) continue;
-    if (r.owner && owner_runs(*r.owner)) {
+    if (r.owner && proxy_runs(*r.owner)) {
       log.info(kLog, "another mqtt_proxy (pid {}) guards {} port {}; its rule stays", *r.owner,
                r.iface, r.port);
       continue;

@@ -177,4 +177,18 @@ std::span<const DerivedFamily> derived_families() {
   return kDerived;
 }
 
+const DerivedFamily* find_derived(std::string_view family) {
+  const auto* it = std::find_if(kDerived.begin(), kDerived.end(),
+                                [&](const DerivedFamily& d) { return d.family == family; });
+  return it == kDerived.end() ? nullptr : it;
+}
+
+std::uint64_t derived_value(const DerivedFamily& d, const metrics::Counters& c) {
+  std::uint64_t sum = 0;
+  c.for_each([&](std::string_view name, metrics::Kind, std::string_view, std::uint64_t v) {
+    if (std::find(d.parts.begin(), d.parts.end(), name) != d.parts.end()) sum += v;
+  });
+  return sum;
+}
+
 }  // namespace mqtt_proxy::telemetry

@@ -2,10 +2,13 @@
 
 #include <civetweb.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <climits>
@@ -86,6 +89,7 @@ Result<std::unique_ptr<MetricsServer>> MetricsServer::start(std::string_view add
   const int n = mg_get_server_ports(s->ctx_, static_cast<int>(bound.size()), bound.data());
   if (n < 1) return Error{fmt::format("--metrics {}: civetweb reports no port", addr_port)};
   s->port_ = static_cast<std::uint16_t>(bound[0].port);
+  s->address_ = *addr;
   mg_set_request_handler(s->ctx_, "/", &MetricsServer::handle, s.get());
   return s;
 }
@@ -96,8 +100,34 @@ MetricsServer::~MetricsServer() {
     stopping_ = true;
   }
   answered_cv_.notify_all();
-  if (ctx_ != nullptr) mg_stop(ctx_);  // joins the workers
+  if (ctx_ != nullptr) {
+    // mg_stop joins the workers and civetweb's listening thread, which polls its socket with a 2 s
+    // timeout before it looks at the stop flag again; a connection of our own wakes it, so that a
+    // proxy with --metrics exits as quickly as one without. Bounded: 50 pokes, 1 s.
+    std::atomic<bool> stopped{false};
+    std::thread stopper([&] {
+      mg_stop(ctx_);
+      stopped = true;
+    });
+    for (int k = 0; k < 50 && !stopped; ++k) {
+      poke_listener();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    stopper.join();
+  }
   if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void MetricsServer::poke_listener() const {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(port_);
+  // A wildcard listener is reached through loopback.
+  to.sin_addr.s_addr = htonl(address_.value != 0 ? address_.value : INADDR_LOOPBACK);
+  (void)connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to);
+  close(fd);
 }
 
 int MetricsServer::log_message(const mg_connection* conn, const char* message) {

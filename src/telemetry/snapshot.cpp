@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <unordered_map>
 
 namespace mqtt_proxy::telemetry {
 
@@ -36,21 +35,17 @@ std::string_view state_name(PeerFigures::State s) {
 
 void add_counters(const metrics::Counters& c, std::vector<Sample>& out) {
   const auto cat = catalogue();
-  std::unordered_map<std::string_view, std::uint64_t> values;
   std::size_t i = 0;
-  c.for_each([&](std::string_view name, metrics::Kind, std::string_view, std::uint64_t v) {
+  c.for_each([&](std::string_view, metrics::Kind, std::string_view, std::uint64_t v) {
     // catalogue() is built by the same for_each, so entry i is field i.
     const CatalogueEntry& e = cat[i++];
     std::vector<Label> labels;
     if (!e.label_name.empty())
       labels.push_back({std::string(e.label_name), std::string(e.label_value)});
     out.push_back(make(e.family, e.type, e.help, v, std::move(labels)));
-    values.emplace(name, v);
   });
   for (const DerivedFamily& d : derived_families()) {
-    std::uint64_t sum = 0;
-    for (const std::string_view part : d.parts) sum += values[part];
-    out.push_back(make(d.family, d.type, d.help, sum));
+    out.push_back(make(d.family, d.type, d.help, derived_value(d, c)));
   }
 }
 

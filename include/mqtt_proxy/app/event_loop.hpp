@@ -1,6 +1,8 @@
 // The one event loop: it owns the clock and every descriptor (captures, the peer socket, a
-// timerfd armed for the core's next deadline, a signalfd for SIGINT/SIGTERM), drains what is ready
-// into the core, lets it react, and sends what it produced.
+// timerfd armed for the core's next deadline, a signalfd for SIGINT/SIGTERM, the metrics server's
+// wake-up fd), drains what is ready into the core, lets it react, and sends what it produced. It is
+// also the only thread that reads the figures: scrapes, InfluxDB pushes and $SYS topics are made
+// here, from one snapshot each.
 #pragma once
 
 #include <signal.h>
@@ -11,6 +13,9 @@
 #include "mqtt_proxy/app/io.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
 #include "mqtt_proxy/os/fd.hpp"
+#include "mqtt_proxy/telemetry/http_exporter.hpp"
+#include "mqtt_proxy/telemetry/snapshot.hpp"
+#include "mqtt_proxy/telemetry/sys_topics.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/util/result.hpp"
 #include "mqtt_proxy/util/time.hpp"
@@ -23,6 +28,13 @@ struct LoopConfig {
   Duration stats_interval{0};  // log every counter this often; 0: never
   Duration shutdown_grace{0};  // after a signal, for clients to take their FIN
   std::string peer_key_file;   // read again at SIGHUP (a new key rolled out); empty: none
+  std::string version;         // for $SYS/broker/version and mqtt_proxy_build_info
+  // Exporters, owned by the caller; null when off.
+  telemetry::MetricsServer* metrics = nullptr;
+  telemetry::InfluxPusher* influx = nullptr;
+  std::optional<telemetry::InfluxTarget> influx_target;
+  Duration metrics_interval{0};  // InfluxDB pushes
+  Duration sys_interval{0};      // $SYS topics; 0: none
 };
 
 class EventLoop {
@@ -39,6 +51,8 @@ class EventLoop {
   metrics::Counters counters() const;
   // One log line with every counter that is not zero.
   void log_counters(std::string_view what) const;
+  // Everything the exporters export, read now.
+  telemetry::Snapshot snapshot() const;
 
  private:
   EventLoop(Io& io, core::ProxyCore& core, LoopConfig cfg, log::Logger& log)
@@ -48,6 +62,8 @@ class EventLoop {
   void read_signals();
   void reload_peer_keys();
   void send_output();
+  void publish_sys();
+  void push_influx();
 
   Io& io_;
   core::ProxyCore& core_;
@@ -56,6 +72,9 @@ class EventLoop {
   os::Fd epoll_, timer_, signals_;
   TimePoint now_{};
   std::optional<TimePoint> next_stats_;
+  std::optional<TimePoint> next_sys_;
+  std::optional<TimePoint> next_influx_;
+  std::optional<telemetry::SysTopics> sys_;
   std::optional<TimePoint> shutdown_by_;
   std::optional<TimePoint> armed_deadline_;
   bool timer_armed_ = false;

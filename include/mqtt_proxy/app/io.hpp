@@ -1,5 +1,6 @@
 // The I/O the event loop owns: per interface a capture and a send socket, the peer protocol's UDP
-// socket, and the firewall rules that keep the kernel out of the MQTT port. Opened in that order,
+// socket, the firewall rules that keep the kernel out of the MQTT port, and lo's sysctls when it is
+// captured. Opened in that order,
 // capture first, since it is what needs privileges.
 #pragma once
 
@@ -10,6 +11,7 @@
 #include "mqtt_proxy/app/options.hpp"
 #include "mqtt_proxy/capture/pcap_capture.hpp"
 #include "mqtt_proxy/firewall/firewall_guard.hpp"
+#include "mqtt_proxy/firewall/loopback.hpp"
 #include "mqtt_proxy/inject/packet_injector.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
 #include "mqtt_proxy/udp/udp_socket.hpp"
@@ -29,7 +31,8 @@ struct Io {
   // interface toward the controller.
   udp::UdpSocket m2m;
   std::unique_ptr<udp::GroupMemberships> groups;
-  std::unique_ptr<firewall::FirewallGuard> firewall;  // null with --no-firewall
+  std::unique_ptr<firewall::FirewallGuard> firewall;    // null with --no-firewall
+  std::unique_ptr<firewall::LoopbackSysctls> loopback;  // set while lo is captured
 
   // `counters` plus the captures' figures, read now.
   metrics::Counters snapshot() const;

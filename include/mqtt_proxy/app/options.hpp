@@ -18,6 +18,7 @@
 #include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
 #include "mqtt_proxy/tcp/endpoint.hpp"
+#include "mqtt_proxy/telemetry/influx.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/wire/address.hpp"
 
@@ -83,6 +84,12 @@ struct Options {
   bool proxy_protocol_require_tls = false;
   bool require_certificate = false;
   bool use_identity_as_username = false;
+  // Metrics (docs/metrics.md): the Prometheus endpoint, the InfluxDB target and how often it is
+  // pushed to, and the $SYS topics' interval.
+  std::string metrics_listen;  // --metrics ADDR:PORT; empty: no endpoint
+  std::optional<telemetry::InfluxTarget> influx;
+  unsigned metrics_interval_seconds = 10;
+  unsigned sys_interval_seconds = 10;   // 0: no $SYS topics
   unsigned stats_interval_seconds = 0;  // 0: counters are logged at exit only
   unsigned shutdown_grace_ms = 2000;    // for clients to take their FIN after SIGTERM
 };

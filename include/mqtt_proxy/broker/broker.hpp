@@ -92,6 +92,9 @@ class Broker {
   void on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint now);
   // A peer subscribed to a filter it did not have: it gets our clients' retained messages for it.
   void on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now);
+  // A message of the broker's own (`$SYS/broker/...`): retained, and delivered to local
+  // subscribers only, never to peers or multicast (every proxy publishes its own figures).
+  void publish_sys(std::string_view topic, ByteSpan payload, TimePoint now);
 
   // MQTT2MULTICAST (may be null: off; outlives the broker): it hears of every filter that gains
   // its first local subscriber or loses its last, and of every local PUBLISH, as peering does.

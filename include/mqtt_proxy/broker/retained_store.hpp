@@ -1,7 +1,8 @@
 // Retained messages (MQTT 3.1.1 section 3.3.1.3): the last PUBLISH with RETAIN set, per topic. An
 // entry remembers whether it came from a local client or from a peer proxy: local ones are what
 // this proxy offers to peers that subscribe; peer ones are a replica that serves later local
-// subscribers, dropped when no local subscription wants the topic any more.
+// subscribers, dropped when no local subscription wants the topic any more; system ones are the
+// broker's own `$SYS` figures, for local subscribers only.
 #pragma once
 
 #include <cstddef>
@@ -18,7 +19,7 @@ namespace mqtt_proxy::broker {
 
 class RetainedStore {
  public:
-  enum class Origin { Local, Peer };
+  enum class Origin { Local, Peer, System };
   enum class SetResult { Stored, Deleted, Full };
   struct Message {
     Bytes payload;

@@ -89,6 +89,12 @@ class ProxyCore final : private broker::BrokerHost {
   // The most bytes any connection has queued toward its client now (a gauge of memory held).
   std::size_t largest_send_queue() const;
   const broker::Broker& broker() const { return broker_; }
+  // The broker's `$SYS` messages (Broker::publish_sys), sent on the next flush().
+  void publish_sys(std::string_view topic, ByteSpan payload, TimePoint now) {
+    broker_.publish_sys(topic, payload, now);
+  }
+  // The smoothed RTT of every established connection (for the metrics' RTT summary).
+  std::vector<Duration> connection_rtts() const;
   const peering::Peering& peering() const { return peering_; }
   // Peer keys read again (SIGHUP): see Peering::set_keys.
   void set_peer_keys(std::vector<Bytes> keys) { peering_.set_keys(std::move(keys)); }

@@ -51,6 +51,11 @@ struct LeftoverCount {
 Result<LeftoverCount> remove_leftovers(const std::vector<std::string>& ifaces, std::uint16_t port,
                                        log::Logger& log);
 
+// Whether the process `pid` runs and is a proxy (has our program name): what the owner of a rule
+// or of lo's sysctls must be for them to stay. Our own pid is not (a previous life in another PID
+// namespace); when in doubt (no /proc), it is.
+bool proxy_runs(std::int64_t pid);
+
 // Runs a program with arguments (no shell), stdin from /dev/null. Returns its exit status, or -1 if
 // it could not be started; its stderr (up to 4 KiB) is returned in `err_output`, its stdout in
 // `std_output` if given (else it goes to /dev/null).

@@ -40,4 +40,9 @@ struct DerivedFamily {
 };
 std::span<const DerivedFamily> derived_families();
 
+// The family named so (bare name), or nullptr.
+const DerivedFamily* find_derived(std::string_view family);
+// Its value: the sum of its parts in `c`.
+std::uint64_t derived_value(const DerivedFamily& d, const metrics::Counters& c);
+
 }  // namespace mqtt_proxy::telemetry

@@ -23,6 +23,7 @@
 #include "mqtt_proxy/telemetry/influx.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/util/result.hpp"
+#include "mqtt_proxy/wire/address.hpp"
 
 struct mg_context;
 struct mg_connection;
@@ -67,6 +68,7 @@ class MetricsServer {
   MetricsServer(log::Logger log, Options opt);
   static int handle(mg_connection* conn, void* self);
   static int log_message(const mg_connection* conn, const char* message);
+  void poke_listener() const;
   // The body for a scrape, or null when the loop did not answer in time (or we stop).
   std::shared_ptr<const std::string> wait_for_body();
 
@@ -75,6 +77,7 @@ class MetricsServer {
   mg_context* ctx_ = nullptr;
   int wake_fd_ = -1;
   std::uint16_t port_ = 0;
+  wire::Ipv4Address address_{};
 
   mutable std::mutex mu_;
   std::condition_variable answered_cv_;

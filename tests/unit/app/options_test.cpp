@@ -198,6 +198,63 @@ TEST(Options, ProxyProtocolMistakesAreOneLineErrors) {
   }
 }
 
+TEST(Options, MetricsInfluxAndSysTopics) {
+  {
+    Options o;
+    std::string msg;
+    ASSERT_EQ(parse({}, o, msg), ParseOutcome::Run);
+    EXPECT_TRUE(o.metrics_listen.empty()) << "no endpoint by default";
+    EXPECT_FALSE(o.influx);
+    EXPECT_EQ(o.sys_interval_seconds, 10u) << "Mosquitto's sys_interval";
+    EXPECT_EQ(o.metrics_interval_seconds, 10u);
+  }
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({"--metrics", "10.0.0.1:9234", "--influxdb",
+                   "http://writer:secret@10.0.0.2:8087/telemetry", "--influxdb-password", "p@ss",
+                   "--metrics-interval", "5", "--sys-interval", "0"},
+                  o, msg),
+            ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(o.metrics_listen, "10.0.0.1:9234");
+  ASSERT_TRUE(o.influx);
+  EXPECT_EQ(o.influx->host, "10.0.0.2");
+  EXPECT_EQ(o.influx->port, 8087);
+  EXPECT_EQ(o.influx->database, "telemetry");
+  EXPECT_EQ(o.influx->username, "writer");
+  EXPECT_EQ(o.influx->password, "p@ss") << "the option replaces the URL's password";
+  EXPECT_EQ(o.metrics_interval_seconds, 5u);
+  EXPECT_EQ(o.sys_interval_seconds, 0u);
+  Options db;
+  ASSERT_EQ(parse({"--influxdb", "http://10.0.0.2", "--influxdb-database", "m"}, db, msg),
+            ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(db.influx->database, "m");
+}
+
+TEST(Options, MetricsMistakesAreOneLineErrors) {
+  const std::vector<std::pair<std::vector<const char*>, std::string>> cases = {
+      {{"--metrics", "9234"}, "--metrics must be IPv4ADDR:PORT"},
+      {{"--metrics", "localhost:9234"}, "--metrics must be IPv4ADDR:PORT"},
+      {{"--metrics", "10.0.0.1:0"}, "--metrics must be IPv4ADDR:PORT"},
+      {{"--metrics", "10.0.0.1:65536"}, "--metrics must be IPv4ADDR:PORT"},
+      {{"--metrics", "10.0.0.1:9x"}, "--metrics must be IPv4ADDR:PORT"},
+      {{"--influxdb", "https://10.0.0.2/db"}, "--influxdb: "},
+      {{"--influxdb", "http://10.0.0.2"}, "--influxdb: "},  // no database anywhere
+      {{"--influxdb-database", "m"}, "--influxdb-database needs --influxdb"},
+      {{"--influxdb-password", "p"}, "--influxdb-password needs --influxdb"},
+      {{"--metrics-interval", "0"}, "--metrics-interval must be 1..86400 seconds"},
+      {{"--sys-interval", "86401"}, "--sys-interval must be 0..86400 seconds"},
+  };
+  for (const auto& [args, want] : cases) {
+    Options o;
+    std::string msg;
+    EXPECT_EQ(parse(args, o, msg), ParseOutcome::Error) << want;
+    EXPECT_TRUE(msg.starts_with(want)) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
 TEST(Options, HelpAndVersionExitZero) {
   Options o;
   std::string msg;

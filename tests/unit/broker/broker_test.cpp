@@ -1073,6 +1073,31 @@ TEST_F(BrokerWithPeers, PeerSubscriptionGetsTheLocalRetainedMessagesOnce) {
   EXPECT_TRUE(peering_.new_interest().empty());
 }
 
+TEST_F(BrokerWithPeers, SysMessagesAreRetainedForLocalSubscribersAndNeverReachPeers) {
+  const auto peer = *wire::Ipv4Address::parse("192.168.1.104");
+  peering_.on_datagram(peer, subscribe_packet("$SYS/#"));  // even a peer that asks
+  for (const auto& i : peering_.new_interest()) broker_.on_peer_interest(i.peer, i.filter, now_);
+  peering_.new_interest().clear();
+  connect(1, "live");
+  subscribe(1, "$SYS/broker/#");
+  host_.take(1);
+  datagram_types();
+  broker_.publish_sys("$SYS/broker/uptime", as_bytes("5 seconds"), now_);
+  EXPECT_EQ(received(1), (std::vector<std::string>{"$SYS/broker/uptime=5 seconds"}));
+  EXPECT_TRUE(datagram_types().empty());
+  // Retained: a later subscriber gets the last figure at once.
+  broker_.publish_sys("$SYS/broker/uptime", as_bytes("15 seconds"), now_);
+  connect(2, "late");
+  subscribe(2, "$SYS/broker/uptime");
+  EXPECT_EQ(received(2), (std::vector<std::string>{"$SYS/broker/uptime=15 seconds (retained)"}));
+  datagram_types();  // the SUBSCRIBE for the new local filter
+  // A peer's later SUBSCRIBE is not answered with it either: it is not a local client's message.
+  peering_.on_datagram(peer, subscribe_packet("$SYS/broker/+"));
+  for (const auto& i : peering_.new_interest()) broker_.on_peer_interest(i.peer, i.filter, now_);
+  peering_.new_interest().clear();
+  EXPECT_TRUE(datagram_types().empty());
+}
+
 TEST_F(BrokerWithPeers, RetainedMessageFromAPeerServesLaterLocalSubscribersUntilInterestEnds) {
   connect(1, "first");
   subscribe(1, "r/+");
