@@ -24,6 +24,16 @@ std::variant<Admitted, Refused> admit(const ProxyProtocolPolicy& p, const ProxyH
       a.origin.address = wire::SocketAddress{h.source.ipv4, h.source.port};
     } else if (h.family == Family::Inet6) {
       a.origin.address = wire::ClientAddress::v6(h.source.ipv6, h.source.port);
+      // A dual-stack listener (HAProxy `bind :::1883 v4v6`) names IPv4 clients by their mapped
+      // addresses, ::ffff:a.b.c.d (RFC 4291 2.5.5.2): they are IPv4 clients, and are named so.
+      const auto& v6 = h.source.ipv6;
+      if (std::all_of(v6.begin(), v6.begin() + 10, [](std::uint8_t b) { return b == 0; }) &&
+          v6[10] == 0xff && v6[11] == 0xff) {
+        a.origin.address = wire::SocketAddress{
+            wire::Ipv4Address{(std::uint32_t{v6[12]} << 24) | (std::uint32_t{v6[13]} << 16) |
+                              (std::uint32_t{v6[14]} << 8) | v6[15]},
+            h.source.port};
+      }
     }
     // AF_UNIX: a path names no remote host; the TCP peer (the load balancer) stays the name.
   }

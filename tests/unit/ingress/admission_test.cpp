@@ -66,11 +66,17 @@ TEST(ProxyAdmission, TheHeadersSourceNamesTheClient) {
   EXPECT_FALSE(a.local);
 }
 
-TEST(ProxyAdmission, AnIpv6SourceIsKept) {
+TEST(ProxyAdmission, AnIpv6SourceIsKeptAndAMappedIpv4OneIsIpv4) {
   ProxyHeader h = tcp4();
   h.family = Family::Inet6;
   h.source.ipv6 = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42};
   EXPECT_EQ(fmt::format("{}", admitted({}, h).origin.address), "[2001:db8::42]:5555");
+  // An IPv4-mapped address (a dual-stack listener's name for an IPv4 client) is the IPv4 client.
+  h.source.ipv6 = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 51, 100, 7};
+  EXPECT_EQ(fmt::format("{}", admitted({}, h).origin.address), "198.51.100.7:5555");
+  // Only ::ffff:0:0/96: the deprecated IPv4-compatible form ::a.b.c.d stays IPv6.
+  h.source.ipv6 = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 198, 51, 100, 7};
+  EXPECT_EQ(fmt::format("{}", admitted({}, h).origin.address), "[::198.51.100.7]:5555");
 }
 
 TEST(ProxyAdmission, LocalUnknownUnspecAndUnixKeepTheTcpPeer) {
