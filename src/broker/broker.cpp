@@ -503,7 +503,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
         .u16(property::kTopicAliasMaximum, cfg_.topic_alias_maximum)
         .u8(property::kRetainAvailable, 1)
         .u8(property::kWildcardSubscriptionAvailable, 1)
-        .u8(property::kSubscriptionIdentifierAvailable, 0)
+        .u8(property::kSubscriptionIdentifierAvailable, 1)
         .u8(property::kSharedSubscriptionAvailable, 0);
     if (assigned) props.string(property::kAssignedClientIdentifier, client_id);
     mqtt::encode_connack_v5(scratch_, session_present, mqtt::reason::kSuccess, props.bytes());
@@ -676,6 +676,7 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     if (sub->delivery_mark == mark) return;  // several matching filters: one copy
     sub->delivery_mark = mark;
     bool retain = m.retain;
+    ids_.clear();
     if (sub->filters_with_options > 0) {
       // v5 options: a copy unless every matching filter has No Local and this is the publisher.
       bool wanted = false;
@@ -684,20 +685,31 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
         if (o.no_local && sub == m.origin) continue;
         wanted = true;
         retain = retain || (o.retain_as_published && m.published_retain);
+        if (o.subscription_id != 0) ids_.push_back(o.subscription_id);
       }
       if (!wanted) return;
     }
-    offer(*sub, packet(sub->v5, retain), m.payload.size(), m.source, now);
+    if (ids_.empty() || !sub->v5) {
+      offer(*sub, packet(sub->v5, retain), m.payload.size(), m.source, now);
+      return;
+    }
+    // [MQTT-3.3.4-4/5]: one copy for overlapping subscriptions, carrying the identifier of every
+    // one that matched (sorted; the spec asks for no order). This
+    // copy is the subscriber's own, so it is encoded here, not kept.
+    std::sort(ids_.begin(), ids_.end());
+    mqtt::PropertyWriter with_ids;
+    for (const std::uint32_t id : ids_) with_ids.varint(property::kSubscriptionIdentifier, id);
+    Bytes props(m.v5_properties.begin(), m.v5_properties.end());
+    append(props, with_ids.bytes());
+    own_.clear();
+    mqtt::encode_publish_v5(own_, m.topic, m.payload, 0, retain, false, 0, props);
+    offer(*sub, own_, m.payload.size(), m.source, now);
   });
 }
 
 void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now) {
-  if (sub.properties.subscription_id) {
-    // CONNACK said Subscription Identifiers Available = 0 (v5 3.2.2.3.12), so this is refused.
-    protocol_error(s, "subscription identifiers are not supported", now,
-                   mqtt::reason::kSubscriptionIdentifiersNotSupported);
-    return;
-  }
+  // v5: one identifier for every filter of this SUBSCRIBE (3.8.2.1.2); the decoder refused 0.
+  const std::uint32_t subscription_id = sub.properties.subscription_id.value_or(0);
   std::vector<std::uint8_t> codes;
   codes.reserve(sub.topics.size());
   std::vector<bool> send_retained(sub.topics.size(), false);
@@ -719,8 +731,9 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
     log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.peer, s.client_id, t.filter,
               t.requested_qos);
     codes.push_back(0x00);  // granted QoS 0
-    const bool is_new = add_subscription(s, std::string(t.filter),
-                                         FilterOptions{t.no_local, t.retain_as_published}, now);
+    const bool is_new =
+        add_subscription(s, std::string(t.filter),
+                         FilterOptions{t.no_local, t.retain_as_published, subscription_id}, now);
     // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1).
     send_retained[i] = t.retain_handling == 0 || (t.retain_handling == 1 && is_new);
   }
@@ -748,6 +761,12 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
               append(props, mqtt::PropertyWriter()
                                 .u32(property::kMessageExpiryInterval,
                                      static_cast<std::uint32_t>(left.count()))
+                                .bytes());
+            }
+            // The subscription it answers (3.3.4): this SUBSCRIBE's identifier.
+            if (subscription_id != 0) {
+              append(props, mqtt::PropertyWriter()
+                                .varint(property::kSubscriptionIdentifier, subscription_id)
                                 .bytes());
             }
             mqtt::encode_publish_v5(scratch_, topic, m.payload, 0, true, false, 0, props);

@@ -135,7 +135,8 @@ class Broker {
   struct FilterOptions {
     bool no_local = false;
     bool retain_as_published = false;
-    bool is_default() const { return !no_local && !retain_as_published; }
+    std::uint32_t subscription_id = 0;  // v5 Subscription Identifier (3.8.2.1.2); 0: none
+    bool is_default() const { return !no_local && !retain_as_published && subscription_id == 0; }
   };
   // A session's subscriptions, connected or stored: filter -> options.
   using Filters = std::unordered_map<std::string, FilterOptions>;
@@ -231,6 +232,8 @@ class Broker {
     std::uint8_t valid = 0;
   };
   PublishEncodings encodings_;
+  std::vector<std::uint32_t> ids_;  // deliver_local(): the matching subscription identifiers
+  Bytes own_;                       // deliver_local(): a copy that carries them
   std::uint64_t auto_id_ = 0;
   Bytes scratch_;
 };
