@@ -101,6 +101,7 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.broker.max_queued_bytes = opt.max_queued_bytes;
   cfg.broker.max_retained_messages = opt.max_retained;
   cfg.broker.session_expiry = std::chrono::seconds(opt.session_expiry_seconds);
+  cfg.broker.max_keepalive = static_cast<std::uint16_t>(opt.max_keepalive);
   cfg.peering.peers = opt.peers;
   if (!opt.peer_key_file.empty()) {
     auto keys = auth::read_peer_key_file(opt.peer_key_file);

@@ -122,6 +122,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "bytes queued toward one client beyond which further messages to it are dropped")
     ("session-expiry", po::value<unsigned>(&out.session_expiry_seconds)->default_value(d.session_expiry_seconds),
      "keep a clean-session-0 client's subscriptions this long after it goes, in seconds (0: never)")
+    ("max-keepalive", po::value<unsigned>(&out.max_keepalive)->default_value(d.max_keepalive),
+     "longest keepalive a client may ask for, in seconds (Mosquitto's max_keepalive): an MQTT 5 "
+     "client asking for more, or for none while this is under 65535, is told this value (Server "
+     "Keep Alive); a 3.1.1 client is refused")
     ("max-retained", po::value<std::size_t>(&out.max_retained)->default_value(d.max_retained),
      "topics with a retained message at once; beyond, new retained topics are refused")
     ("capture-buffer", po::value<std::size_t>(&capture_mib)->default_value(capture_mib),
@@ -404,6 +408,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
         return ParseOutcome::Error;
       }
     }
+  }
+  if (out.max_keepalive < 1 || out.max_keepalive > 65535) {
+    message = "--max-keepalive must be 1..65535 seconds";
+    return ParseOutcome::Error;
   }
   if (out.metrics_interval_seconds < 1 || out.metrics_interval_seconds > 86400) {
     message = "--metrics-interval must be 1..86400 seconds";

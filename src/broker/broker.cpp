@@ -10,6 +10,21 @@ namespace mqtt_proxy::broker {
 namespace {
 constexpr std::string_view kLog = "broker";
 namespace property = mqtt::property;
+
+constexpr std::string_view kSharePrefix = "$share/";
+
+// `$share/NAME/FILTER` -> FILTER; nothing for a filter that is not shared. `valid` says whether a
+// shared one is well formed: a NAME without wildcards and a FILTER (v5 4.8.2).
+std::optional<std::string_view> shared_filter(std::string_view f, bool& valid) {
+  valid = true;
+  if (!f.starts_with(kSharePrefix)) return std::nullopt;
+  const std::string_view rest = f.substr(kSharePrefix.size());
+  const auto slash = rest.find('/');
+  const std::string_view name = rest.substr(0, slash);
+  valid = slash != std::string_view::npos && !name.empty() &&
+          name.find_first_of("+#") == std::string_view::npos && slash + 1 < rest.size();
+  return valid ? std::optional(rest.substr(slash + 1)) : std::nullopt;
+}
 }  // namespace
 
 struct Broker::Session {
@@ -410,6 +425,20 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     ++counters_.mqtt_auth_success;
   }
 
+  // Mosquitto's max_keepalive. 0 asks for no keepalive at all, which only the default allows.
+  std::uint16_t keepalive = c.keepalive;
+  const bool keepalive_too_long =
+      keepalive > cfg_.max_keepalive || (keepalive == 0 && cfg_.max_keepalive < 65535);
+  if (keepalive_too_long) {
+    if (!v5) {
+      return refuse(mqtt::connack::kIdentifierRejected, 0,
+                    fmt::format("keepalive {} s is over the limit of {} s (3.1.1 cannot be told "
+                                "a Server Keep Alive)",
+                                keepalive, cfg_.max_keepalive));
+    }
+    keepalive = cfg_.max_keepalive;  // [MQTT-3.2.2-21]: the client must use it
+  }
+
   std::string client_id(c.client_id);
   bool assigned = false;
   if (client_id.empty()) {
@@ -483,13 +512,13 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     s.will = std::move(w);
   }
   // [MQTT-3.1.2-24]: one and a half keepalive periods without a packet ends the session.
-  s.keepalive_grace = std::chrono::milliseconds(std::int64_t{c.keepalive} * 1500);
+  s.keepalive_grace = std::chrono::milliseconds(std::int64_t{keepalive} * 1500);
   s.deadline = TimePoint::max();
   touch(s, now);
 
   ++counters_.mqtt_connects;
   log_.info(kLog, "CONNECT client={} id={} user={} keepalive={} clean={} version={}{}{}", s.peer,
-            client_id, *user, c.keepalive, c.clean_session, static_cast<int>(c.version),
+            client_id, *user, keepalive, c.clean_session, static_cast<int>(c.version),
             s.tls ? " tls" : "",
             session_present ? fmt::format(" resumed with {} filter(s)", s.filters.size()) : "");
   scratch_.clear();
@@ -504,8 +533,9 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
         .u8(property::kRetainAvailable, 1)
         .u8(property::kWildcardSubscriptionAvailable, 1)
         .u8(property::kSubscriptionIdentifierAvailable, 1)
-        .u8(property::kSharedSubscriptionAvailable, 0);
+        .u8(property::kSharedSubscriptionAvailable, 1);
     if (assigned) props.string(property::kAssignedClientIdentifier, client_id);
+    if (keepalive_too_long) props.u16(property::kServerKeepAlive, keepalive);
     mqtt::encode_connack_v5(scratch_, session_present, mqtt::reason::kSuccess, props.bytes());
   } else {
     mqtt::encode_connack(scratch_, session_present, mqtt::connack::kAccepted);
@@ -614,7 +644,7 @@ void Broker::filter_removed(std::string_view filter, TimePoint now) {
   // A replica nobody here subscribes to would go stale: the peer stops telling us about it.
   retained_.drop_peer_entries(filter, [&](std::string_view topic) {
     bool wanted = false;
-    subscriptions_.match(topic, [&](Session*) { wanted = true; });
+    subscriptions_.match(topic, [&](const Subscriber&) { wanted = true; });
     return wanted;
   });
 }
@@ -672,7 +702,12 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     return e;
   };
   const std::uint64_t mark = ++delivery_mark_;
-  subscriptions_.match(m.topic, [&](Session* sub) {
+  subscriptions_.match(m.topic, [&](const Subscriber& match) {
+    if (match.group) {
+      deliver_shared(*match.group, m, now);
+      return;
+    }
+    Session* sub = match.session;
     if (sub->delivery_mark == mark) return;  // several matching filters: one copy
     sub->delivery_mark = mark;
     bool retain = m.retain;
@@ -707,6 +742,28 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
   });
 }
 
+void Broker::deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now) {
+  // One member per message, in turn (Mosquitto's round robin). It gets its own copy beside any of
+  // its non-shared subscriptions (v5 4.8.2 allows both), with this subscription's options.
+  Session& sub = *g.members[g.next++ % g.members.size()];
+  const auto o = sub.filters.find(g.key);
+  const FilterOptions options = o == sub.filters.end() ? FilterOptions{} : o->second;
+  const bool retain = m.retain || (options.retain_as_published && m.published_retain);
+  own_.clear();
+  if (sub.v5) {
+    Bytes props(m.v5_properties.begin(), m.v5_properties.end());
+    if (options.subscription_id != 0) {
+      append(props, mqtt::PropertyWriter()
+                        .varint(property::kSubscriptionIdentifier, options.subscription_id)
+                        .bytes());
+    }
+    mqtt::encode_publish_v5(own_, m.topic, m.payload, 0, retain, false, 0, props);
+  } else {
+    mqtt::encode_publish(own_, m.topic, m.payload, 0, retain, false, 0);
+  }
+  offer(sub, own_, m.payload.size(), m.source, now);
+}
+
 void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now) {
   // v5: one identifier for every filter of this SUBSCRIBE (3.8.2.1.2); the decoder refused 0.
   const std::uint32_t subscription_id = sub.properties.subscription_id.value_or(0);
@@ -721,11 +778,19 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
       codes.push_back(s.v5 ? mqtt::reason::kTopicFilterInvalid : mqtt::kSubackFailure);
       continue;
     }
-    if (s.v5 && t.filter.starts_with("$share/")) {
-      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: shared subscriptions", s.peer,
-                s.client_id, t.filter);
-      codes.push_back(mqtt::reason::kSharedSubscriptionsNotSupported);
+    bool share_valid = true;
+    const bool shared = shared_filter(t.filter, share_valid).has_value();
+    if (!share_valid) {
+      log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: invalid shared subscription",
+                s.peer, s.client_id, t.filter);
+      codes.push_back(s.v5 ? mqtt::reason::kTopicFilterInvalid : mqtt::kSubackFailure);
       continue;
+    }
+    if (shared && t.no_local) {
+      // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
+      protocol_error(s, fmt::format("No Local on the shared subscription {}", t.filter), now,
+                     mqtt::reason::kProtocolError);
+      return;
     }
     ++counters_.mqtt_subscriptions;
     log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.peer, s.client_id, t.filter,
@@ -734,8 +799,9 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
     const bool is_new =
         add_subscription(s, std::string(t.filter),
                          FilterOptions{t.no_local, t.retain_as_published, subscription_id}, now);
-    // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1).
-    send_retained[i] = t.retain_handling == 0 || (t.retain_handling == 1 && is_new);
+    // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1). A shared
+    // subscription gets none (v5 4.8.2: they would go to every member).
+    send_retained[i] = !shared && (t.retain_handling == 0 || (t.retain_handling == 1 && is_new));
   }
   scratch_.clear();
   if (s.v5) {
@@ -789,11 +855,48 @@ bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptio
     it->second = options;
   }
   if (!options.is_default()) ++s.filters_with_options;
-  if (is_new && subscriptions_.add(filter, &s)) {
-    peering_.local_filter_added(filter, now);
-    if (m2m_) m2m_->subscribed(filter, now);
-  }
+  if (is_new) index_add(s, filter, now);
   return is_new;
+}
+
+void Broker::index_add(Session& s, const std::string& filter, TimePoint now) {
+  bool valid = true;
+  const auto inner = shared_filter(filter, valid);
+  Subscriber sub{&s, nullptr};
+  std::string_view indexed = filter;
+  if (inner) {
+    auto& g = shared_[filter];
+    if (!g) {
+      g = std::make_unique<SharedGroup>();
+      g->key = filter;
+      g->filter = std::string(*inner);
+    }
+    g->members.push_back(&s);
+    if (g->members.size() > 1) return;  // the group is indexed already
+    sub = Subscriber{nullptr, g.get()};
+    indexed = g->filter;
+  }
+  if (subscriptions_.add(indexed, sub)) {
+    peering_.local_filter_added(indexed, now);
+    if (m2m_) m2m_->subscribed(indexed, now);
+  }
+}
+
+void Broker::index_remove(Session& s, const std::string& filter, TimePoint now) {
+  bool valid = true;
+  if (!shared_filter(filter, valid)) {
+    if (subscriptions_.remove(filter, Subscriber{&s, nullptr})) filter_removed(filter, now);
+    return;
+  }
+  auto it = shared_.find(filter);
+  if (it == shared_.end()) return;
+  SharedGroup& g = *it->second;
+  std::erase(g.members, &s);
+  if (!g.members.empty()) return;
+  const std::string inner = g.filter;
+  const bool last = subscriptions_.remove(inner, Subscriber{nullptr, &g});
+  shared_.erase(it);
+  if (last) filter_removed(inner, now);
 }
 
 void Broker::store_session(const Session& s, TimePoint now) {
@@ -837,7 +940,7 @@ void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u, TimePoin
     codes.push_back(mqtt::reason::kSuccess);
     if (!it->second.is_default()) --s.filters_with_options;
     s.filters.erase(it);
-    if (subscriptions_.remove(f, &s)) filter_removed(f, now);
+    index_remove(s, std::string(f), now);
   }
   scratch_.clear();
   if (s.v5) {
@@ -883,9 +986,7 @@ void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
   s.closing = true;
   closing_.push_back(s.handle);
   if (s.phase == Phase::Connected) store_session(s, now);
-  for (const auto& [f, options] : s.filters) {
-    if (subscriptions_.remove(f, &s)) filter_removed(f, now);
-  }
+  for (const auto& [f, options] : s.filters) index_remove(s, f, now);
   s.filters.clear();
   s.filters_with_options = 0;
   if (s.phase == Phase::Connected) {

@@ -60,6 +60,7 @@ struct Options {
   std::size_t max_queued_bytes = defaults::kBroker.max_queued_bytes;
   std::size_t max_retained = defaults::kBroker.max_retained_messages;
   unsigned session_expiry_seconds = whole_seconds(defaults::kBroker.session_expiry);
+  unsigned max_keepalive = defaults::kBroker.max_keepalive;
   std::size_t capture_buffer_bytes = static_cast<std::size_t>(defaults::kCapture.buffer_bytes);
   unsigned peer_refresh_seconds = whole_seconds(defaults::kPeering.refresh_interval);
   unsigned peer_expiry_refreshes = defaults::kPeering.expiry_refreshes;

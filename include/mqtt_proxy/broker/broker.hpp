@@ -63,6 +63,10 @@ struct BrokerConfig {
   Duration session_expiry = std::chrono::hours(1);
   std::size_t max_stored_sessions = 100000;  // beyond, further sessions are not kept (counted)
   std::uint16_t topic_alias_maximum = 10;    // v5 aliases a client may set per connection
+  // The longest keepalive a client may ask for, in seconds (Mosquitto's max_keepalive): a v5
+  // client asking for more, or for none (0) while this is below 65535, is told this value as the
+  // Server Keep Alive; a 3.1/3.1.1 client, which cannot be told, is refused (identifier rejected).
+  std::uint16_t max_keepalive = 65535;
   // A frame larger than this is moved out of the TCP receive buffer while it arrives, so that it
   // cannot wait for a window it does not fit in; smaller ones are read where they are, and wait
   // there while their publisher is paused (backpressure). At most half the receive buffer.
@@ -138,8 +142,24 @@ class Broker {
     std::uint32_t subscription_id = 0;  // v5 Subscription Identifier (3.8.2.1.2); 0: none
     bool is_default() const { return !no_local && !retain_as_published && subscription_id == 0; }
   };
-  // A session's subscriptions, connected or stored: filter -> options.
+  // A session's subscriptions, connected or stored: filter (as subscribed, `$share/...` included)
+  // -> options.
   using Filters = std::unordered_map<std::string, FilterOptions>;
+  // A shared subscription (`$share/NAME/FILTER`, v5 4.8.2; Mosquitto accepts it from 3.1.1 clients
+  // too): its connected members, each message going to one of them in turn.
+  struct SharedGroup {
+    std::string key;     // `$share/NAME/FILTER`, as the members subscribed
+    std::string filter;  // FILTER, what is matched and what peers are told
+    std::vector<Session*> members;
+    std::size_t next = 0;  // round robin
+  };
+  // What the subscription index holds for a filter: a session, or a shared group (once, however
+  // many members it has).
+  struct Subscriber {
+    Session* session = nullptr;
+    SharedGroup* group = nullptr;
+    bool operator==(const Subscriber&) const = default;
+  };
   enum class Phase { AwaitConnect, Connected };
 
   void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
@@ -185,8 +205,14 @@ class Broker {
   void count_sent(ByteSpan packet);
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
               ByteSpan properties = {}, std::optional<TimePoint> expires_at = {});
+  // The subscription index: a session's filter in and out, shared ones by their group; the peers
+  // (and MQTT2MULTICAST) hear of a filter when its first subscriber comes and its last goes.
+  void index_add(Session& s, const std::string& filter, TimePoint now);
+  void index_remove(Session& s, const std::string& filter, TimePoint now);
   // The last local subscription to `filter` is gone.
   void filter_removed(std::string_view filter, TimePoint now);
+  // A shared group's member for the next message, with the options it subscribed with.
+  void deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now);
   // The session's will, now or after its v5 Will Delay.
   void publish_will(Session& s, TimePoint now);
   void publish_will_message(const WillMessage& will, const std::string& client_id,
@@ -210,7 +236,8 @@ class Broker {
   flow::FlowControl* flow_;
   std::unordered_map<ClientHandle, std::unique_ptr<Session>> sessions_;
   std::unordered_map<std::string, Session*> by_client_id_;
-  mqtt::TopicTree<Session*> subscriptions_;
+  mqtt::TopicTree<Subscriber> subscriptions_;
+  std::unordered_map<std::string, std::unique_ptr<SharedGroup>> shared_;  // by key
   std::vector<ClientHandle> closing_;  // ended sessions, for reap()
   // Sessions of clean-session-0 clients that are not connected: client id -> filters.
   struct StoredSession {

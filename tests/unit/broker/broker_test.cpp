@@ -535,10 +535,10 @@ class BrokerV5 : public BrokerFixture {
 TEST_F(BrokerV5, ConnackTellsTheLimitsAndAssignsAnEmptyId) {
   const std::string connack = connect5(1, "");
   // Session present 0, success, then Receive Maximum, Maximum Packet Size (16 MiB), Topic Alias
-  // Maximum 10, Retain Available, Wildcards, Subscription Identifiers, no shared subscriptions,
-  // and the Assigned Client Identifier "auto-1".
+  // Maximum 10, Retain Available, Wildcards, Subscription Identifiers, shared subscriptions, and
+  // the Assigned Client Identifier "auto-1".
   EXPECT_EQ(connack,
-            "00 00 1c 21 ff ff 27 01 00 00 00 22 00 0a 25 01 28 01 29 01 2a 00 12 00 06 61 75 74 "
+            "00 00 1c 21 ff ff 27 01 00 00 00 22 00 0a 25 01 28 01 29 01 2a 01 12 00 06 61 75 74 "
             "6f 2d 31");
 }
 
@@ -615,13 +615,14 @@ TEST_F(BrokerV5, ASubscribeAgainReplacesTheOptionsAndAStoredSessionKeepsThem) {
 TEST_F(BrokerV5, SubackAndUnsubackReasonCodes) {
   connect5(1, "s");
   subscribe5(1, "a/#/b", 0);
-  subscribe5(1, "$share/g/t", 0);
+  subscribe5(1, "$share/+/t", 0);                      // a wildcard in the share name
+  subscribe5(1, "$share/g", 0);                        // no filter
   feed(1, bytes("a2 09 00 02 00 00 01 78 00 01 79"));  // UNSUBSCRIBE x y (none subscribed)
   subscribe5(1, "x", 0);
   feed(1, bytes("a2 09 00 02 00 00 01 78 00 01 79"));
-  EXPECT_EQ(sent5(1), (std::vector<std::string>{"SUBACK 00 01 00 8f", "SUBACK 00 01 00 9e",
-                                                "UNSUBACK 00 02 00 11 11", "SUBACK 00 01 00 00",
-                                                "UNSUBACK 00 02 00 00 11"}));
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"SUBACK 00 01 00 8f", "SUBACK 00 01 00 8f",
+                                                "SUBACK 00 01 00 8f", "UNSUBACK 00 02 00 11 11",
+                                                "SUBACK 00 01 00 00", "UNSUBACK 00 02 00 00 11"}));
 }
 
 TEST_F(BrokerV5, SubscriptionIdentifiersNameEveryMatchingSubscriptionOnOneCopy) {
@@ -658,6 +659,58 @@ TEST_F(BrokerV5, RetainedMessagesCarryTheIdentifierOfTheSubscribeTheyAnswer) {
   sent5(2);
   publish5(1, "r", "live");
   EXPECT_EQ(sent5(2), (std::vector<std::string>{"PUBLISH r=live"}));
+}
+
+TEST_F(BrokerV5, ASharedSubscriptionDeliversEachMessageToOneMemberInTurn) {
+  connect5(1, "a");
+  connect5(2, "b");
+  connect(3, "c311");  // Mosquitto takes $share from 3.1.1 clients too
+  subscribe5(1, "$share/g/t/+", 0, mqtt::PropertyWriter().varint(0x0b, 9).bytes());
+  subscribe5(2, "$share/g/t/+", 0);
+  subscribe(3, "$share/g/t/+");
+  subscribe5(2, "t/x", 0);  // and a subscription of its own
+  sent5(1);
+  sent5(2);
+  host_.take(3);
+  connect5(4, "pub");
+  for (const char* m : {"1", "2", "3", "4"}) publish5(4, "t/x", m);
+  EXPECT_EQ(sent5(1),
+            (std::vector<std::string>{"PUBLISH t/x=1 props=0b 09", "PUBLISH t/x=4 props=0b 09"}));
+  // b: every message for its own subscription, and the second for the group.
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"PUBLISH t/x=1", "PUBLISH t/x=2", "PUBLISH t/x=2",
+                                                "PUBLISH t/x=3", "PUBLISH t/x=4"}));
+  EXPECT_EQ(received(3), (std::vector<std::string>{"t/x=3"}));
+}
+
+TEST_F(BrokerV5, SharedGroupsAreAnnouncedOnceAndLeaveWithTheirLastMember) {
+  connect5(1, "a");
+  connect5(2, "b");
+  subscribe5(1, "$share/g/t", 0);
+  subscribe5(2, "$share/g/t", 0);
+  subscribe5(2, "$share/h/t", 0);  // another group, same filter
+  EXPECT_EQ(broker_.local_filter_count(), 1u);
+  EXPECT_EQ(peering_.local_filters().size(), 1u);  // "t": what the peers must send us
+  feed(1, bytes("a2 0f 00 02 00 00 0a 24 73 68 61 72 65 2f 67 2f 74"));  // UNSUBSCRIBE $share/g/t
+  sent5(1);
+  connect5(3, "pub");
+  publish5(3, "t", "m");
+  // Group g has only b now; group h has b: b gets one copy per group.
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"SUBACK 00 01 00 00", "SUBACK 00 01 00 00",
+                                                "PUBLISH t=m", "PUBLISH t=m"}));
+  EXPECT_TRUE(sent5(1).empty());
+  broker_.on_lost(2, "reset", now_);
+  EXPECT_EQ(broker_.local_filter_count(), 0u);
+  EXPECT_TRUE(peering_.local_filters().empty());
+}
+
+TEST_F(BrokerV5, SharedSubscriptionsGetNoRetainedMessagesAndRefuseNoLocal) {
+  connect5(1, "pub");
+  publish5(1, "r", "kept", {}, true);
+  connect5(2, "s");
+  subscribe5(2, "$share/g/r", 0);
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"SUBACK 00 01 00 00"}));  // v5 4.8.2
+  subscribe5(2, "$share/g/n", 0x04);                                      // No Local [MQTT-3.8.3-4]
+  EXPECT_EQ(sent5(2), (std::vector<std::string>{"DISCONNECT 82 00"}));
 }
 
 TEST_F(BrokerV5, ViolationsAreToldInADisconnect) {
@@ -739,6 +792,64 @@ TEST_F(BrokerV5, TakenOverSessionIsToldWhy) {
   connect5(2, "same");
   EXPECT_EQ(sent5(1), (std::vector<std::string>{"DISCONNECT 8e 00"}));
   EXPECT_TRUE(host_.closed.contains(1));
+}
+
+// Mosquitto's max_keepalive, here 60 s.
+class BrokerMaxKeepalive : public BrokerFixture {
+ protected:
+  BrokerMaxKeepalive() : BrokerFixture({}, config()) {}
+  static broker::BrokerConfig config() {
+    broker::BrokerConfig c = default_config();
+    c.max_keepalive = 60;
+    return c;
+  }
+  // The CONNACK body for a CONNECT of `version` asking for `keepalive` seconds.
+  std::string connack(broker::ClientHandle c, mqtt::ProtocolVersion version,
+                      std::uint16_t keepalive) {
+    open(c);
+    mqtt::Connect k;
+    k.version = version;
+    k.client_id = "k" + std::to_string(c);
+    k.keepalive = keepalive;
+    k.username = "jorge";
+    k.password = as_bytes("passwd");
+    Bytes b;
+    mqtt::encode_connect(b, k);
+    feed(c, b);
+    const auto f = host_.take(c);
+    return f.empty() ? "no CONNACK" : to_hex(f[0].body);
+  }
+};
+
+TEST_F(BrokerMaxKeepalive, AV5ClientIsToldTheServerKeepAliveAndHeldToIt) {
+  // Asked for 100 s: told 60 (13 00 3c) and expired after 1.5 x 60 s, not 150 s.
+  const std::string body = connack(1, mqtt::ProtocolVersion::V5, 100);
+  EXPECT_TRUE(body.starts_with("00 00 ")) << body;
+  EXPECT_NE(body.find("13 00 3c"), std::string::npos) << body;
+  broker_.on_timers(now_ + 89s);
+  EXPECT_FALSE(host_.closed.contains(1));
+  broker_.on_timers(now_ + 91s);
+  EXPECT_TRUE(host_.closed.contains(1));
+  // No keepalive at all is over a limit too; within it, nothing is said.
+  EXPECT_NE(connack(2, mqtt::ProtocolVersion::V5, 0).find("13 00 3c"), std::string::npos);
+  const std::string within = connack(3, mqtt::ProtocolVersion::V5, 30);
+  EXPECT_EQ(within.find("13 00 3c"), std::string::npos) << within;
+  EXPECT_EQ(within.find("13 00 1e"), std::string::npos) << within;
+}
+
+TEST_F(BrokerMaxKeepalive, A311ClientOverTheLimitIsRefusedAsMosquittoDoes) {
+  EXPECT_EQ(connack(1, mqtt::ProtocolVersion::V311, 61), "00 02");  // identifier rejected
+  EXPECT_TRUE(host_.closed.contains(1));
+  EXPECT_EQ(connack(2, mqtt::ProtocolVersion::V311, 0), "00 02");
+  EXPECT_EQ(connack(3, mqtt::ProtocolVersion::V311, 60), "00 00");
+  EXPECT_EQ(counters_.mqtt_connects_refused, 2u);
+}
+
+TEST_F(Broker, TheDefaultLimitLetsEveryKeepaliveThroughUntold) {
+  connect(1, "none", 0);
+  connect(2, "longest", 65535);
+  broker_.on_timers(now_ + std::chrono::hours(24));
+  EXPECT_FALSE(host_.closed.contains(1));  // keepalive 0: never expired
 }
 
 class BrokerV5Will : public BrokerV5 {
