@@ -16,6 +16,18 @@ ParseOutcome parse(std::vector<const char*> args, Options& o, std::string& msg) 
   return parse_options(static_cast<int>(args.size()), args.data(), o, msg);
 }
 
+// Each command line is refused with one line that starts as given.
+void expect_one_line_errors(
+    const std::vector<std::pair<std::vector<const char*>, std::string>>& cases) {
+  for (const auto& [args, want] : cases) {
+    Options o;
+    std::string msg;
+    EXPECT_EQ(parse(args, o, msg), ParseOutcome::Error) << want;
+    EXPECT_TRUE(msg.starts_with(want)) << msg;
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  }
+}
+
 TEST(Options, PrototypeLaunchLine) {
   Options o;
   std::string msg;
@@ -189,13 +201,7 @@ TEST(Options, ProxyProtocolMistakesAreOneLineErrors) {
       {{"--proxy-protocol", "v2", "--proxy-protocol-timeout", "0"},
        "--proxy-protocol-timeout must be between 0.1 and 3600 seconds"},
   };
-  for (const auto& [args, want] : cases) {
-    Options o;
-    std::string msg;
-    EXPECT_EQ(parse(args, o, msg), ParseOutcome::Error) << want;
-    EXPECT_TRUE(msg.starts_with(want)) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  }
+  expect_one_line_errors(cases);
 }
 
 TEST(Options, MetricsInfluxAndSysTopics) {
@@ -246,13 +252,7 @@ TEST(Options, MetricsMistakesAreOneLineErrors) {
       {{"--metrics-interval", "0"}, "--metrics-interval must be 1..86400 seconds"},
       {{"--sys-interval", "86401"}, "--sys-interval must be 0..86400 seconds"},
   };
-  for (const auto& [args, want] : cases) {
-    Options o;
-    std::string msg;
-    EXPECT_EQ(parse(args, o, msg), ParseOutcome::Error) << want;
-    EXPECT_TRUE(msg.starts_with(want)) << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
-  }
+  expect_one_line_errors(cases);
 }
 
 TEST(Options, HelpAndVersionExitZero) {
