@@ -589,6 +589,35 @@ class EndToEnd(unittest.TestCase):
         self.assertIn("removed 0 leftover rule(s)", out)
         self.assertEqual(self.tb.raw_prerouting_rules("h1"), h1_rules)
 
+    def test_22_qos_1_and_2_and_persistent_sessions_on_one_proxy(self):
+        # Between clients of one proxy: delivery at min(publisher's, subscription's QoS), and a
+        # persistent session (-c) that gets, in order and at QoS 1, what came while it was away.
+        for version in ("311", "5"):
+            topic = "e2e/qos/local/%s" % version
+            sub = self.tb.popen("h2", ["mosquitto_sub", "-V", version, "-h", H1, "-t", topic,
+                                       "-q", "2", "-C", "3", "-W", "30", "-F", "%q %p"] +
+                                self.auth())
+            lines = Lines(sub.stdout)
+            self.assertTrue(self.h1.wait_log("topic=%s qos=2" % topic))
+            for qos in (0, 1, 2):
+                self.publish("h2", H1, topic, "m%d" % qos, qos=qos, timeout=10)
+            self.assertEqual(self.received(lines, 3), ["0 m0", "1 m1", "2 m2"])
+            self.assertEqual(sub.wait(10), 0)
+
+            persistent = ["mosquitto_sub", "-V", version, "-h", H1, "-t", topic + "/p", "-q", "1",
+                          "-c", "-i", "e2e-persistent-%s" % version] + self.auth()
+            if version == "5":
+                persistent += ["-x", "600"]  # a v5 session outlives its connection only so
+            rc, out, err = self.tb.run("h2", persistent + ["-E"], 15)  # subscribe, then leave
+            self.assertEqual(rc, 0, out + err)
+            for i in range(3):
+                self.publish("h2", H1, topic + "/p", "away-%d" % i, qos=1, timeout=10)
+            self.publish("h2", H1, topic + "/p", "qos0-not-queued", qos=0, timeout=10)
+            rc, out, err = self.tb.run("h2", persistent + ["-C", "3", "-W", "15", "-F", "%q %p"],
+                                       20)
+            self.assertEqual(rc, 0, out + err)
+            self.assertEqual(out.splitlines(), ["1 away-0", "1 away-1", "1 away-2"])
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

@@ -102,6 +102,9 @@ Result<ProxyConfig> build_config(const Options& opt) {
   cfg.broker.max_retained_messages = opt.max_retained;
   cfg.broker.session_expiry = std::chrono::seconds(opt.session_expiry_seconds);
   cfg.broker.max_keepalive = static_cast<std::uint16_t>(opt.max_keepalive);
+  cfg.broker.max_inflight = static_cast<std::uint16_t>(opt.max_inflight);
+  cfg.broker.max_queued_messages = opt.max_queued_messages;
+  cfg.broker.queue_qos0 = opt.queue_qos0;
   cfg.peering.peers = opt.peers;
   if (!opt.peer_key_file.empty()) {
     auto keys = auth::read_peer_key_file(opt.peer_key_file);

@@ -122,6 +122,15 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "bytes queued toward one client beyond which further messages to it are dropped")
     ("session-expiry", po::value<unsigned>(&out.session_expiry_seconds)->default_value(d.session_expiry_seconds),
      "keep a clean-session-0 client's subscriptions this long after it goes, in seconds (0: never)")
+    ("max-inflight", po::value<unsigned>(&out.max_inflight)->default_value(d.max_inflight),
+     "QoS 1 and 2 messages sent to a 3.1/3.1.1 client and not yet acknowledged, at most (a v5 "
+     "client's Receive Maximum sets its own; Mosquitto's max_inflight_messages; 0: no limit)")
+    ("max-queued-messages", po::value<std::size_t>(&out.max_queued_messages)->default_value(d.max_queued_messages),
+     "messages a session holds while its client is away or its in-flight window is full; beyond, "
+     "new ones are dropped and counted (Mosquitto's max_queued_messages; 0: no limit)")
+    ("queue-qos0", po::bool_switch(&out.queue_qos0),
+     "queue QoS 0 messages for persistent sessions whose client is away, too (Mosquitto's "
+     "queue_qos0_messages)")
     ("max-keepalive", po::value<unsigned>(&out.max_keepalive)->default_value(d.max_keepalive),
      "longest keepalive a client may ask for, in seconds (Mosquitto's max_keepalive): an MQTT 5 "
      "client asking for more, or for none while this is under 65535, is told this value (Server "
@@ -408,6 +417,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
         return ParseOutcome::Error;
       }
     }
+  }
+  if (out.max_inflight > 65535) {
+    message = "--max-inflight must be 0..65535";
+    return ParseOutcome::Error;
   }
   if (out.max_keepalive < 1 || out.max_keepalive > 65535) {
     message = "--max-keepalive must be 1..65535 seconds";

@@ -1,5 +1,5 @@
-// The broker side of MQTT 3.1, 3.1.1 and 5.0. Delivery to subscribers is QoS 0; inbound QoS 1 and 2
-// are acknowledged by the book so clients never stall (3.1.1 section 4.3).
+// The broker side of MQTT 3.1, 3.1.1 and 5.0: sessions, subscriptions (shared ones too), retained
+// messages, wills, and delivery at QoS 0, 1 and 2 (Outbound keeps each session's flows and queue).
 
 #include "mqtt_proxy/broker/broker.hpp"
 
@@ -25,6 +25,29 @@ std::optional<std::string_view> shared_filter(std::string_view f, bool& valid) {
           name.find_first_of("+#") == std::string_view::npos && slash + 1 < rest.size();
   return valid ? std::optional(rest.substr(slash + 1)) : std::nullopt;
 }
+// Adds to the counters what an Outbound dropped during one call (a full queue, an expiry), as it
+// counts per session and sessions come and go.
+class DropTally {
+ public:
+  DropTally(const Outbound& o, metrics::Counters& c)
+      : o_(o),
+        c_(c),
+        full_(o.dropped(DropReason::QueueFull) + o.dropped(DropReason::QueueBytes)),
+        expired_(o.dropped(DropReason::Expired)) {}
+  ~DropTally() {
+    c_.mqtt_publish_dropped_queue_full +=
+        o_.dropped(DropReason::QueueFull) + o_.dropped(DropReason::QueueBytes) - full_;
+    c_.mqtt_publish_dropped_expired += o_.dropped(DropReason::Expired) - expired_;
+  }
+  DropTally(const DropTally&) = delete;
+  DropTally& operator=(const DropTally&) = delete;
+
+ private:
+  const Outbound& o_;
+  metrics::Counters& c_;
+  std::uint64_t full_;
+  std::uint64_t expired_;
+};
 }  // namespace
 
 struct Broker::Session {
@@ -50,6 +73,7 @@ struct Broker::Session {
   std::size_t filters_with_options = 0;  // filters whose options are not the defaults
   std::optional<WillMessage> will;
   std::unordered_set<std::uint16_t> qos2_awaiting_pubrel;
+  std::unique_ptr<Outbound> out;  // set at CONNECT: the QoS 1/2 flows and the queue toward it
   std::uint64_t delivery_mark = 0;
   std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
   bool closing = false;                // ended; takes no input, destroyed by reap()
@@ -74,6 +98,29 @@ std::size_t Broker::subscription_count() const {
   }
   for (const auto& [id, st] : stored_) n += st.filters.size();
   return n;
+}
+
+std::size_t Broker::inflight_count() const {
+  std::size_t n = 0;
+  for (const auto& [h, s] : sessions_) n += s->out ? s->out->inflight_count() : 0;
+  for (const auto& [id, st] : stored_) n += st.out ? st.out->inflight_count() : 0;
+  return n;
+}
+
+std::size_t Broker::queued_message_count() const {
+  std::size_t n = 0;
+  for (const auto& [h, s] : sessions_) n += s->out ? s->out->queued_count() : 0;
+  for (const auto& [id, st] : stored_) n += st.out ? st.out->queued_count() : 0;
+  return n;
+}
+
+OutboundConfig Broker::outbound_config() const {
+  OutboundConfig c;
+  c.max_inflight = cfg_.max_inflight;
+  c.max_queued_messages = cfg_.max_queued_messages;
+  c.max_queued_bytes = cfg_.max_queued_bytes;
+  c.queue_qos0 = cfg_.queue_qos0;
+  return c;
 }
 
 void Broker::send(Session& s, const Bytes& b) {
@@ -304,7 +351,7 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
         } else if constexpr (std::is_same_v<T, mqtt::Unsubscribe>) {
           handle_unsubscribe(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::PacketIdAck>) {
-          handle_ack(s, p);
+          handle_ack(s, p, now);
         } else if constexpr (std::is_same_v<T, mqtt::Pingreq>) {
           handle_pingreq(s);
         } else if constexpr (std::is_same_v<T, mqtt::Disconnect>) {
@@ -318,7 +365,7 @@ void Broker::handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now) {
       packet);
 }
 
-void Broker::handle_ack(Session& s, const mqtt::PacketIdAck& a) {
+void Broker::handle_ack(Session& s, const mqtt::PacketIdAck& a, TimePoint now) {
   if (a.type == mqtt::PacketType::Pubrel) {
     // QoS 2, step 3: release the packet id and complete (4.3.3). PUBCOMP also for unknown ids, so
     // a client that lost our earlier PUBCOMP can finish.
@@ -328,9 +375,100 @@ void Broker::handle_ack(Session& s, const mqtt::PacketIdAck& a) {
     send(s, scratch_);
     return;
   }
-  // We only ever send QoS 0, so PUBACK/PUBREC/PUBCOMP from a client acknowledge nothing.
-  log_.debug(kLog, "client={} sent {} for id {}; ignored", s.peer, mqtt::packet_type_name(a.type),
-             a.packet_id);
+  if (!s.out) return;
+  const DropTally tally(*s.out, counters_);
+  AckResult r = AckResult::Unknown;
+  if (a.type == mqtt::PacketType::Puback) {
+    r = s.out->on_puback(a.packet_id, now, sends_);
+  } else if (a.type == mqtt::PacketType::Pubrec) {
+    r = s.out->on_pubrec(a.packet_id, a.reason_code, now, sends_);
+    if (r == AckResult::Unknown) {
+      // 4.3.3: PUBREL anyway, so that the client can finish; v5 says the id is unknown.
+      scratch_.clear();
+      mqtt::encode_packet_id_ack_v5(scratch_, mqtt::PacketType::Pubrel, a.packet_id,
+                                    s.v5 ? mqtt::reason::kPacketIdentifierNotFound : 0);
+      send(s, scratch_);
+    }
+  } else if (a.type == mqtt::PacketType::Pubcomp) {
+    r = s.out->on_pubcomp(a.packet_id, now, sends_);
+  }
+  if (r == AckResult::Unknown || r == AckResult::WrongState) {
+    log_.debug(kLog, "client={} id={} sent {} for packet id {}, which {}; ignored", s.peer,
+               s.client_id, mqtt::packet_type_name(a.type), a.packet_id,
+               r == AckResult::Unknown ? "is not in flight" : "is at another step");
+  }
+  emit(s, flow::kNone, now);
+}
+
+std::shared_ptr<const StoredMessage> Broker::stored_message(const Outgoing& m) const {
+  if (!m.stored) {
+    auto msg = std::make_shared<StoredMessage>();
+    msg->topic = std::string(m.topic);
+    msg->payload.assign(m.payload.begin(), m.payload.end());
+    // The expiry is written per send from expires_at (what is left of it then).
+    msg->properties = mqtt::without_properties(m.v5_properties, {property::kMessageExpiryInterval});
+    msg->qos = m.qos;
+    msg->retain = m.published_retain;
+    msg->expires_at = m.expires_at;
+    m.stored = std::move(msg);
+  }
+  return m.stored;
+}
+
+void Broker::deliver_outbound(Session& sub, const Outgoing& m, std::uint8_t qos, bool retain,
+                              std::vector<std::uint32_t> ids, TimePoint now) {
+  {
+    const DropTally tally(*sub.out, counters_);
+    sub.out->offer(Delivery{stored_message(m), qos, retain, std::move(ids)}, now, sends_);
+  }
+  emit(sub, m.source, now);
+}
+
+void Broker::emit(Session& s, flow::Id source, TimePoint now) {
+  for (const Send& out : sends_) {
+    emitted_.clear();
+    if (out.kind == Send::Kind::Pubrel) {
+      mqtt::encode_packet_id_ack(emitted_, mqtt::PacketType::Pubrel, out.packet_id);
+      send(s, emitted_);
+      continue;
+    }
+    const StoredMessage& msg = *out.message;
+    if (s.v5) {
+      Bytes props = msg.properties;
+      mqtt::PropertyWriter extra;
+      // [MQTT-3.3.2-6]: what is left of the Message Expiry Interval.
+      if (out.message_expiry) extra.u32(property::kMessageExpiryInterval, *out.message_expiry);
+      for (const std::uint32_t id : out.subscription_ids) {
+        extra.varint(property::kSubscriptionIdentifier, id);
+      }
+      append(props, extra.bytes());
+      mqtt::encode_publish_v5(emitted_, msg.topic, msg.payload, out.qos, out.retain, out.dup,
+                              out.packet_id, props);
+    } else {
+      mqtt::encode_publish(emitted_, msg.topic, msg.payload, out.qos, out.retain, out.dup,
+                           out.packet_id);
+    }
+    if (out.qos == 0) {
+      offer(s, emitted_, msg.payload.size(), source, now);
+      continue;
+    }
+    // QoS 1 and 2 are bounded by the window, not dropped for a full send queue: Outbound holds
+    // them open until the client acknowledges them.
+    if (emitted_.size() > s.max_packet_out) {
+      // [MQTT-3.1.2-25]: never sent. Its flow stays open (Outbound has no way to abandon one), so
+      // it takes a window slot until the client reconnects.
+      ++counters_.mqtt_publish_dropped_too_large;
+      continue;
+    }
+    const std::size_t queued = host_.queued_bytes(s.handle);
+    ++counters_.mqtt_publish_delivered;
+    counters_.mqtt_payload_bytes_sent += msg.payload.size();
+    send(s, emitted_);
+    if (flow_ && source != flow::kNone) {
+      flow_->on_queued(source, flow::client(s.handle), queued + emitted_.size(), now);
+    }
+  }
+  sends_.clear();
 }
 
 void Broker::handle_pingreq(Session& s) {
@@ -495,7 +633,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   // [MQTT-3.1.2-4/6], v5 [MQTT-3.1.2-4/5]: a clean start discards a stored session; else resume.
   bool session_present = false;
   if (s.clean) {
-    stored_.erase(client_id);
+    if (auto it = stored_.find(client_id); it != stored_.end()) drop_stored(it);
   } else {
     session_present = restore_session(s, now);
   }
@@ -504,6 +642,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     w.topic = std::string(c.will->topic);
     w.payload.assign(c.will->payload.begin(), c.will->payload.end());
     w.retain = c.will->retain;
+    w.qos = c.will->qos;
     if (v5) {
       w.properties =
           mqtt::without_properties(c.will->properties.raw, {property::kWillDelayInterval});
@@ -524,8 +663,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   scratch_.clear();
   // [MQTT-3.2.2-1/2]: session present only when a stored session was resumed.
   if (v5) {
-    // 3.2.2.3: what this server offers. Maximum QoS is left out: QoS 1 and 2 PUBLISHes are
-    // acknowledged by the book (delivery onward is QoS 0, as SUBACK says).
+    // 3.2.2.3: what this server offers. Maximum QoS is left out: 2, every QoS.
     mqtt::PropertyWriter props;
     props.u16(property::kReceiveMaximum, 65535)
         .u32(property::kMaximumPacketSize, static_cast<std::uint32_t>(cfg_.max_packet_size))
@@ -541,6 +679,17 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     mqtt::encode_connack(scratch_, session_present, mqtt::connack::kAccepted);
   }
   send(s, scratch_);
+  // After the CONNACK: a resumed session's open flows again (DUP), then what waited for it.
+  const std::uint16_t window = inflight_window(outbound_config(), v5, c.properties.receive_maximum);
+  if (s.out) {
+    {
+      const DropTally tally(*s.out, counters_);
+      s.out->reconnected(window, now, sends_);
+    }
+    emit(s, flow::kNone, now);
+  } else {
+    s.out = std::make_unique<Outbound>(outbound_config(), window);
+  }
 }
 
 void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
@@ -585,14 +734,14 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   // v5 properties go on to v5 subscribers, less the alias, which belongs to this connection.
   const Bytes props =
       s.v5 ? mqtt::without_properties(p.properties.raw, {property::kTopicAlias}) : Bytes{};
-  if (p.retain) {
-    std::optional<TimePoint> expires;
-    if (p.properties.message_expiry)
-      expires = now + std::chrono::seconds(*p.properties.message_expiry);
-    retain(topic, p.payload, RetainedStore::Origin::Local, props, expires);
+  std::optional<TimePoint> expires;
+  if (p.properties.message_expiry) {
+    expires = now + std::chrono::seconds(*p.properties.message_expiry);
   }
+  if (p.retain) retain(topic, p.payload, RetainedStore::Origin::Local, props, expires, p.qos);
   const flow::Id source = flow::client(s.handle);
-  deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props, source}, now);
+  deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props, source, p.qos, expires, {}},
+                now);
   peering_.forward_publish(topic, p.payload, p.retain, source, now);
   if (m2m_) m2m_->publish(topic, p.payload, p.retain, now);
 }
@@ -602,12 +751,16 @@ void Broker::on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint 
   // answers our SUBSCRIBE with; the two cannot be told apart, so local subscribers see the flag
   // either way (as behind a Mosquitto bridge).
   if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Peer);
-  deliver_local(Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}, source}, now);
+  // Peers carry QoS 0 (docs/peering.md): a remote publisher's message is delivered here at QoS 0.
+  deliver_local(
+      Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}, source, 0, std::nullopt, {}},
+      now);
 }
 
 void Broker::publish_sys(std::string_view topic, ByteSpan payload, TimePoint now) {
   retain(topic, payload, RetainedStore::Origin::System);
-  deliver_local(Outgoing{topic, payload, false, true, nullptr, {}, flow::kNone}, now);
+  deliver_local(
+      Outgoing{topic, payload, false, true, nullptr, {}, flow::kNone, 0, std::nullopt, {}}, now);
 }
 
 void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, TimePoint now) {
@@ -621,8 +774,8 @@ void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, T
 }
 
 void Broker::retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
-                    ByteSpan properties, std::optional<TimePoint> expires_at) {
-  switch (retained_.set(topic, payload, origin, properties, expires_at)) {
+                    ByteSpan properties, std::optional<TimePoint> expires_at, std::uint8_t qos) {
+  switch (retained_.set(topic, payload, origin, properties, expires_at, qos)) {
     case RetainedStore::SetResult::Stored:
       log_.debug(kLog, "retained message stored topic={} bytes={}", topic, payload.size());
       break;
@@ -712,6 +865,7 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     sub->delivery_mark = mark;
     bool retain = m.retain;
     ids_.clear();
+    std::uint8_t qos = 0;  // the highest of the matching subscriptions' (3.3.4, one copy)
     if (sub->filters_with_options > 0) {
       // v5 options: a copy unless every matching filter has No Local and this is the publisher.
       bool wanted = false;
@@ -721,8 +875,15 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
         wanted = true;
         retain = retain || (o.retain_as_published && m.published_retain);
         if (o.subscription_id != 0) ids_.push_back(o.subscription_id);
+        qos = std::max(qos, o.qos);
       }
       if (!wanted) return;
+    }
+    if (sub->out && (std::min(qos, m.qos) > 0 || sub->out->queued_count() > 0)) {
+      // QoS 1 or 2, or a QoS 0 message that must not pass what waits before it.
+      std::sort(ids_.begin(), ids_.end());
+      deliver_outbound(*sub, m, qos, retain, ids_, now);
+      return;
     }
     if (ids_.empty() || !sub->v5) {
       offer(*sub, packet(sub->v5, retain), m.payload.size(), m.source, now);
@@ -740,6 +901,26 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     mqtt::encode_publish_v5(own_, m.topic, m.payload, 0, retain, false, 0, props);
     offer(*sub, own_, m.payload.size(), m.source, now);
   });
+  if (offline_.filter_count() == 0) return;
+  // Persistent sessions whose clients are away queue it (Outbound drops QoS 0 there unless
+  // --queue-qos0).
+  offline_.match(m.topic, [&](StoredSession* st) {
+    if (st->delivery_mark == mark || !st->out) return;
+    st->delivery_mark = mark;
+    std::uint8_t qos = 0;
+    bool retain = m.retain;
+    std::vector<std::uint32_t> ids;
+    for (const auto& [f, o] : st->filters) {
+      if (!mqtt::topic_matches(f, m.topic)) continue;
+      qos = std::max(qos, o.qos);
+      retain = retain || (o.retain_as_published && m.published_retain);
+      if (o.subscription_id != 0) ids.push_back(o.subscription_id);
+    }
+    std::sort(ids.begin(), ids.end());
+    const DropTally tally(*st->out, counters_);
+    st->out->offer(Delivery{stored_message(m), qos, retain, std::move(ids)}, now, sends_);
+    sends_.clear();  // nothing is sent to a client that is away
+  });
 }
 
 void Broker::deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now) {
@@ -749,6 +930,12 @@ void Broker::deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now) {
   const auto o = sub.filters.find(g.key);
   const FilterOptions options = o == sub.filters.end() ? FilterOptions{} : o->second;
   const bool retain = m.retain || (options.retain_as_published && m.published_retain);
+  if (sub.out && (std::min(options.qos, m.qos) > 0 || sub.out->queued_count() > 0)) {
+    std::vector<std::uint32_t> ids;
+    if (options.subscription_id != 0) ids.push_back(options.subscription_id);
+    deliver_outbound(sub, m, options.qos, retain, std::move(ids), now);
+    return;
+  }
   own_.clear();
   if (sub.v5) {
     Bytes props(m.v5_properties.begin(), m.v5_properties.end());
@@ -770,6 +957,7 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   std::vector<std::uint8_t> codes;
   codes.reserve(sub.topics.size());
   std::vector<bool> send_retained(sub.topics.size(), false);
+  granted_.assign(sub.topics.size(), 0);
   for (std::size_t i = 0; i < sub.topics.size(); ++i) {
     const auto& t = sub.topics[i];
     if (!t.filter_valid) {
@@ -795,10 +983,12 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
     ++counters_.mqtt_subscriptions;
     log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.peer, s.client_id, t.filter,
               t.requested_qos);
-    codes.push_back(0x00);  // granted QoS 0
-    const bool is_new =
-        add_subscription(s, std::string(t.filter),
-                         FilterOptions{t.no_local, t.retain_as_published, subscription_id}, now);
+    const std::uint8_t granted = std::min<std::uint8_t>(t.requested_qos, 2);
+    granted_[i] = granted;
+    codes.push_back(granted);
+    const bool is_new = add_subscription(
+        s, std::string(t.filter),
+        FilterOptions{t.no_local, t.retain_as_published, subscription_id, granted}, now);
     // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1). A shared
     // subscription gets none (v5 4.8.2: they would go to every member).
     send_retained[i] = !shared && (t.retain_handling == 0 || (t.retain_handling == 1 && is_new));
@@ -817,6 +1007,25 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
     if (!send_retained[i]) continue;
     retained_.for_each_match(
         sub.topics[i].filter, [&](std::string_view topic, const RetainedStore::Message& m) {
+          if (s.out && (std::min(m.qos, granted_[i]) > 0 || s.out->queued_count() > 0)) {
+            // At min(its publisher's QoS, the subscription's) through the session's flows.
+            auto msg = std::make_shared<StoredMessage>();
+            msg->topic = std::string(topic);
+            msg->payload = m.payload;
+            msg->properties =
+                mqtt::without_properties(m.properties, {property::kMessageExpiryInterval});
+            msg->qos = m.qos;
+            msg->retain = true;
+            msg->expires_at = m.expires_at;
+            std::vector<std::uint32_t> ids;
+            if (subscription_id != 0) ids.push_back(subscription_id);
+            const DropTally tally(*s.out, counters_);
+            const auto r = s.out->offer(Delivery{std::move(msg), granted_[i], true, std::move(ids)},
+                                        now, sends_);
+            if (r.outcome != OfferResult::Outcome::Dropped) ++counters_.mqtt_retained_sent;
+            emit(s, flow::kNone, now);
+            return;
+          }
           scratch_.clear();
           if (s.v5) {
             // [MQTT-3.3.2-6]: the Message Expiry Interval counts down while the message waits.
@@ -899,7 +1108,7 @@ void Broker::index_remove(Session& s, const std::string& filter, TimePoint now) 
   if (last) filter_removed(inner, now);
 }
 
-void Broker::store_session(const Session& s, TimePoint now) {
+void Broker::store_session(Session& s, TimePoint now) {
   if (s.keep_for <= Duration::zero()) return;
   if (stored_.size() >= cfg_.max_stored_sessions && !stored_.contains(s.client_id)) {
     if (counters_.mqtt_sessions_not_stored++ % 1000 == 0) {
@@ -909,19 +1118,44 @@ void Broker::store_session(const Session& s, TimePoint now) {
     return;
   }
   StoredSession& st = stored_[s.client_id];
+  index_offline(st, false);  // stored before, and taken over since
   st.filters = s.filters;
   st.expires_at = now + s.keep_for;
+  st.out = std::move(s.out);
+  // Queued QoS 0 messages go now, unless --queue-qos0: not counted as drops, as a QoS 0 message
+  // for an away client is never queued (Mosquitto's rule).
+  if (st.out) st.out->disconnected();
+  index_offline(st, true);
   stored_expiry_.push(st.expires_at, s.client_id);
   log_.debug(kLog, "session id={} kept with {} filter(s) for {} s", s.client_id, st.filters.size(),
              std::chrono::duration_cast<std::chrono::seconds>(s.keep_for).count());
 }
 
+void Broker::index_offline(StoredSession& st, bool add) {
+  for (const auto& [filter, options] : st.filters) {
+    bool valid = true;
+    if (shared_filter(filter, valid) || !valid) continue;
+    if (add) {
+      offline_.add(filter, &st);
+    } else {
+      offline_.remove(filter, &st);
+    }
+  }
+}
+
+void Broker::drop_stored(std::unordered_map<std::string, StoredSession>::iterator it) {
+  index_offline(it->second, false);
+  stored_.erase(it);  // what it had queued goes with it, as the session it was kept for
+}
+
 bool Broker::restore_session(Session& s, TimePoint now) {
   auto it = stored_.find(s.client_id);
   if (it == stored_.end()) return false;
+  index_offline(it->second, false);
   for (const auto& [filter, options] : it->second.filters) {
     add_subscription(s, filter, options, now);
   }
+  s.out = std::move(it->second.out);  // reconnected() once the CONNACK is sent
   stored_.erase(it);
   ++counters_.mqtt_sessions_resumed;
   return true;
@@ -973,10 +1207,20 @@ void Broker::publish_will_message(const WillMessage& will, const std::string& cl
   ++counters_.mqtt_wills_published;
   log_.info(kLog, "will published for id={} topic={}", client_id, will.topic);
   // [MQTT-3.1.2-17]: a will with Will Retain is published as a retained message.
-  if (will.retain) retain(will.topic, will.payload, RetainedStore::Origin::Local, will.properties);
-  deliver_local(
-      Outgoing{will.topic, will.payload, false, will.retain, origin, will.properties, flow::kNone},
-      now);
+  if (will.retain) {
+    retain(will.topic, will.payload, RetainedStore::Origin::Local, will.properties, {}, will.qos);
+  }
+  deliver_local(Outgoing{will.topic,
+                         will.payload,
+                         false,
+                         will.retain,
+                         origin,
+                         will.properties,
+                         flow::kNone,
+                         will.qos,
+                         std::nullopt,
+                         {}},
+                now);
   peering_.forward_publish(will.topic, will.payload, will.retain, flow::kNone, now);
   if (m2m_) m2m_->publish(will.topic, will.payload, will.retain, now);
 }
@@ -1028,7 +1272,7 @@ void Broker::on_timers(TimePoint now) {
     if (it == stored_.end() || it->second.expires_at != t) return;  // resumed or stored again
     ++counters_.mqtt_sessions_expired;
     log_.info(kLog, "session id={} expired with {} filter(s)", id, it->second.filters.size());
-    stored_.erase(it);
+    drop_stored(it);
   });
   deadlines_.pop_due(now, [&](TimePoint t, ClientHandle c) {
     auto it = sessions_.find(c);

@@ -94,6 +94,16 @@ void encode_packet_id_ack(Bytes& out, PacketType type, std::uint16_t packet_id) 
   put_u16(out, packet_id);
 }
 
+void encode_packet_id_ack_v5(Bytes& out, PacketType type, std::uint16_t packet_id,
+                             std::uint8_t reason) {
+  if (reason == 0) return encode_packet_id_ack(out, type, packet_id);
+  const auto first = static_cast<std::uint8_t>((static_cast<unsigned>(type) << 4) |
+                                               (type == PacketType::Pubrel ? 0x02 : 0x00));
+  put_header(out, first, 3);
+  put_u16(out, packet_id);
+  out.push_back(std::byte{reason});
+}
+
 void encode_suback(Bytes& out, ProtocolVersion version, std::uint16_t packet_id,
                    std::span<const std::uint8_t> codes) {
   put_codes_ack(out, 0x90, version, packet_id, codes);

@@ -44,7 +44,8 @@ std::vector<SysMessage> SysTopics::update(const metrics::Counters& c, TimePoint 
 
   const std::uint64_t received = packets("mosquitto_mqtt_packets_received", c);
   const std::uint64_t sent = packets("mosquitto_mqtt_packets_sent", c);
-  const std::uint64_t dropped = c.mqtt_publish_dropped_slow + c.mqtt_publish_dropped_too_large;
+  const std::uint64_t dropped = c.mqtt_publish_dropped_slow + c.mqtt_publish_dropped_too_large +
+                                c.mqtt_publish_dropped_queue_full + c.mqtt_publish_dropped_expired;
   number("messages/received", received);
   number("messages/sent", sent);
   // The only messages this broker stores are the retained ones.

@@ -61,6 +61,9 @@ struct Options {
   std::size_t max_retained = defaults::kBroker.max_retained_messages;
   unsigned session_expiry_seconds = whole_seconds(defaults::kBroker.session_expiry);
   unsigned max_keepalive = defaults::kBroker.max_keepalive;
+  unsigned max_inflight = defaults::kBroker.max_inflight;
+  std::size_t max_queued_messages = defaults::kBroker.max_queued_messages;
+  bool queue_qos0 = defaults::kBroker.queue_qos0;
   std::size_t capture_buffer_bytes = static_cast<std::size_t>(defaults::kCapture.buffer_bytes);
   unsigned peer_refresh_seconds = whole_seconds(defaults::kPeering.refresh_interval);
   unsigned peer_expiry_refreshes = defaults::kPeering.expiry_refreshes;

@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "mqtt_proxy/auth/password_file.hpp"
+#include "mqtt_proxy/broker/outbound.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/flow/flow_control.hpp"
 #include "mqtt_proxy/ingress/admission.hpp"
@@ -62,7 +63,13 @@ struct BrokerConfig {
   // connection ends, for a reconnect with the same client id; zero keeps none.
   Duration session_expiry = std::chrono::hours(1);
   std::size_t max_stored_sessions = 100000;  // beyond, further sessions are not kept (counted)
-  std::uint16_t topic_alias_maximum = 10;    // v5 aliases a client may set per connection
+  // Outbound QoS 1 and 2 (outbound.hpp): the in-flight window before v5 (--max-inflight), and
+  // the queue of a session whose client is away or whose window is full (--max-queued-messages,
+  // and --max-queued-bytes of payload; --queue-qos0 queues QoS 0 for offline clients too).
+  std::uint16_t max_inflight = 20;
+  std::size_t max_queued_messages = 1000;
+  bool queue_qos0 = false;
+  std::uint16_t topic_alias_maximum = 10;  // v5 aliases a client may set per connection
   // The longest keepalive a client may ask for, in seconds (Mosquitto's max_keepalive): a v5
   // client asking for more, or for none (0) while this is below 65535, is told this value as the
   // Server Keep Alive; a 3.1/3.1.1 client, which cannot be told, is refused (identifier rejected).
@@ -120,6 +127,10 @@ class Broker {
   // Subscriptions of every session, connected or stored (one per session and filter), as
   // Mosquitto counts them. Walks the sessions: for metrics, not for the message path.
   std::size_t subscription_count() const;
+  // QoS 1 and 2 messages sent and not yet acknowledged, and messages waiting in the sessions'
+  // queues (offline or behind a full window), connected sessions and stored ones alike.
+  std::size_t inflight_count() const;
+  std::size_t queued_message_count() const;
   const RetainedStore& retained() const { return retained_; }
 
  private:
@@ -128,6 +139,7 @@ class Broker {
     std::string topic;
     Bytes payload;
     bool retain = false;
+    std::uint8_t qos = 0;
     Bytes properties;  // v5, less the Will Delay Interval
     Duration delay{};  // v5 Will Delay Interval
   };
@@ -140,7 +152,10 @@ class Broker {
     bool no_local = false;
     bool retain_as_published = false;
     std::uint32_t subscription_id = 0;  // v5 Subscription Identifier (3.8.2.1.2); 0: none
-    bool is_default() const { return !no_local && !retain_as_published && subscription_id == 0; }
+    std::uint8_t qos = 0;               // granted: the maximum QoS delivered through it
+    bool is_default() const {
+      return !no_local && !retain_as_published && subscription_id == 0 && qos == 0;
+    }
   };
   // A session's subscriptions, connected or stored: filter (as subscribed, `$share/...` included)
   // -> options.
@@ -173,11 +188,11 @@ class Broker {
   bool add_subscription(Session& s, const std::string& filter, FilterOptions options,
                         TimePoint now);
   // A persistent client's connection ended: its subscriptions wait for a reconnect.
-  void store_session(const Session& s, TimePoint now);
+  void store_session(Session& s, TimePoint now);
   // Gives `s` the subscriptions stored under its client id, if any; returns whether there were.
   bool restore_session(Session& s, TimePoint now);
   void handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u, TimePoint now);
-  void handle_ack(Session& s, const mqtt::PacketIdAck& a);
+  void handle_ack(Session& s, const mqtt::PacketIdAck& a, TimePoint now);
   void handle_pingreq(Session& s);
   void handle_disconnect(Session& s, const mqtt::Disconnect& d, TimePoint now);
   // Ends a session for a malformed packet or a protocol violation; a v5 client is told `v5_reason`
@@ -193,7 +208,19 @@ class Broker {
     const Session* origin = nullptr;  // the publishing session, for v5 No Local
     ByteSpan v5_properties;           // for v5 subscribers
     flow::Id source = flow::kNone;    // who is paused if a subscriber is congested
+    std::uint8_t qos = 0;             // the publisher's
+    std::optional<TimePoint> expires_at;  // v5 Message Expiry Interval, from when it came
+    // Made once, when a first subscriber takes it at QoS 1 or 2 or queues it (deliver_local()).
+    mutable std::shared_ptr<const StoredMessage> stored;
   };
+  // The message as Outbound keeps it (properties without the Message Expiry Interval, which is
+  // written for each send from `expires_at`).
+  std::shared_ptr<const StoredMessage> stored_message(const Outgoing& m) const;
+  // A delivery at QoS 1 or 2, or one that must wait behind what the session has queued.
+  void deliver_outbound(Session& sub, const Outgoing& m, std::uint8_t qos, bool retain,
+                        std::vector<std::uint32_t> ids, TimePoint now);
+  // Encodes and sends what Outbound said to send now.
+  void emit(Session& s, flow::Id source, TimePoint now);
   void deliver_local(const Outgoing& m, TimePoint now);
   Duration session_keep_for(std::uint32_t expiry_seconds) const;
   // Queues a PUBLISH for a subscriber unless it is stuck or its queue is full (then drops and
@@ -204,7 +231,8 @@ class Broker {
   void count_received(const mqtt::FrameView& f);
   void count_sent(ByteSpan packet);
   void retain(std::string_view topic, ByteSpan payload, RetainedStore::Origin origin,
-              ByteSpan properties = {}, std::optional<TimePoint> expires_at = {});
+              ByteSpan properties = {}, std::optional<TimePoint> expires_at = {},
+              std::uint8_t qos = 0);
   // The subscription index: a session's filter in and out, shared ones by their group; the peers
   // (and MQTT2MULTICAST) hear of a filter when its first subscriber comes and its last goes.
   void index_add(Session& s, const std::string& filter, TimePoint now);
@@ -243,7 +271,15 @@ class Broker {
   struct StoredSession {
     Filters filters;
     TimePoint expires_at;
+    std::unique_ptr<Outbound> out;  // open flows and the queue, for the reconnect
+    std::uint64_t delivery_mark = 0;
   };
+  // Messages for stored sessions are queued by these (shared subscriptions are not: their
+  // messages go to the members that are connected).
+  mqtt::TopicTree<StoredSession*> offline_;
+  void index_offline(StoredSession& st, bool add);
+  void drop_stored(std::unordered_map<std::string, StoredSession>::iterator it);
+  OutboundConfig outbound_config() const;
   std::unordered_map<std::string, StoredSession> stored_;
   DeadlineQueue<std::string> stored_expiry_;
   // v5 wills waiting out their Will Delay, by client id.
@@ -259,8 +295,11 @@ class Broker {
     std::uint8_t valid = 0;
   };
   PublishEncodings encodings_;
-  std::vector<std::uint32_t> ids_;  // deliver_local(): the matching subscription identifiers
-  Bytes own_;                       // deliver_local(): a copy that carries them
+  std::vector<std::uint32_t> ids_;     // deliver_local(): the matching subscription identifiers
+  std::vector<std::uint8_t> granted_;  // handle_subscribe(): the QoS granted per filter
+  Bytes own_;                          // deliver_local(): a copy that carries them
+  std::vector<Send> sends_;            // what Outbound says to send, encoded by emit()
+  Bytes emitted_;                      // emit()'s encoding
   std::uint64_t auto_id_ = 0;
   Bytes scratch_;
 };

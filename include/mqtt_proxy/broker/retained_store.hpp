@@ -26,6 +26,7 @@ class RetainedStore {
     Origin origin = Origin::Local;
     Bytes properties;                     // v5 PUBLISH properties, for v5 subscribers
     std::optional<TimePoint> expires_at;  // v5 Message Expiry Interval
+    std::uint8_t qos = 0;                 // the publisher's: new subscribers get at most this
   };
 
   explicit RetainedStore(std::size_t max_messages) : max_messages_(max_messages) {}
@@ -34,7 +35,7 @@ class RetainedStore {
   // wins, as on one broker). An empty payload deletes [MQTT-3.3.1-10/11]. A new topic beyond the
   // limit is refused.
   SetResult set(std::string_view topic, ByteSpan payload, Origin origin, ByteSpan properties = {},
-                std::optional<TimePoint> expires_at = {}) {
+                std::optional<TimePoint> expires_at = {}, std::uint8_t qos = 0) {
     auto it = entries_.find(topic);
     if (payload.empty()) {
       if (it != entries_.end()) {
@@ -52,6 +53,7 @@ class RetainedStore {
     it->second.origin = origin;
     it->second.properties.assign(properties.begin(), properties.end());
     it->second.expires_at = expires_at;
+    it->second.qos = qos;
     bytes_ += payload.size();
     return SetResult::Stored;
   }

@@ -53,6 +53,14 @@ namespace mqtt_proxy::metrics {
     "PUBLISH copies dropped because a subscriber's queue was full")                                \
   X(mqtt_publish_dropped_too_large, Counter,                                                       \
     "PUBLISH copies over a v5 client's Maximum Packet Size")                                       \
+  X(mqtt_publish_dropped_queue_full, Counter,                                                      \
+    "messages a session could not queue: --max-queued-messages or --max-queued-bytes reached")     \
+  X(mqtt_publish_dropped_expired, Counter,                                                         \
+    "messages whose v5 Message Expiry Interval passed while they waited in a session's queue")     \
+  X(mqtt_inflight_messages, Gauge,                                                                 \
+    "QoS 1 and 2 messages sent to clients and not yet acknowledged")                               \
+  X(mqtt_queued_messages, Gauge,                                                                   \
+    "messages waiting in sessions' queues (client away, or its in-flight window full)")            \
   X(mqtt_wills_published, Counter, "will messages published")                                      \
   X(mqtt_retained_topics, Gauge, "topics with a retained message now (a gauge)")                   \
   X(mqtt_retained_sent, Counter,                                                                   \

@@ -27,6 +27,9 @@ void encode_publish(Bytes& out, ProtocolVersion version, std::string_view topic,
 // PUBACK, PUBREC, PUBREL or PUBCOMP. The same bytes serve v5: reason Success and no properties
 // may be left out (v5 3.4.2.1).
 void encode_packet_id_ack(Bytes& out, PacketType type, std::uint16_t packet_id);
+// The same with a v5 reason code other than Success (no properties), e.g. PUBREL 0x92.
+void encode_packet_id_ack_v5(Bytes& out, PacketType type, std::uint16_t packet_id,
+                             std::uint8_t reason);
 // One return code (v5: reason code) per filter.
 void encode_suback(Bytes& out, ProtocolVersion version, std::uint16_t packet_id,
                    std::span<const std::uint8_t> codes);

@@ -160,6 +160,7 @@ inline constexpr std::uint8_t kKeepAliveTimeout = 0x8d;
 inline constexpr std::uint8_t kSessionTakenOver = 0x8e;
 inline constexpr std::uint8_t kTopicFilterInvalid = 0x8f;
 inline constexpr std::uint8_t kTopicNameInvalid = 0x90;
+inline constexpr std::uint8_t kPacketIdentifierNotFound = 0x92;
 inline constexpr std::uint8_t kTopicAliasInvalid = 0x94;
 inline constexpr std::uint8_t kPacketTooLarge = 0x95;
 inline constexpr std::uint8_t kSharedSubscriptionsNotSupported = 0x9e;

@@ -137,13 +137,13 @@ TEST_F(Broker, NoConnectWithinTheTimeoutCloses) {
 // --- Subscribe and publish
 // ------------------------------------------------------------------------
 
-TEST_F(Broker, SubackGrantsQos0ForEveryFilterAndFailsInvalidOnes) {
+TEST_F(Broker, SubackGrantsTheRequestedQosAndFailsInvalidFilters) {
   connect(1, "c1");
   feed(1, bytes("82 12 00 0a 00 03 61 2f 23 01 00 03 61 23 62 00 00 01 2b 02"));
   const auto f = host_.take(1);
   ASSERT_EQ(f.size(), 1u);
   EXPECT_EQ(f[0].type, PacketType::Suback);
-  EXPECT_EQ(to_hex(f[0].body), "00 0a 00 80 00");
+  EXPECT_EQ(to_hex(f[0].body), "00 0a 01 80 02");
 }
 
 TEST_F(Broker, DeliversToMatchingSubscribersOnly) {
@@ -794,6 +794,174 @@ TEST_F(BrokerV5, TakenOverSessionIsToldWhy) {
   EXPECT_TRUE(host_.closed.contains(1));
 }
 
+// --- Outbound QoS 1 and 2 (the flows are Outbound's, outbound_test.cpp; these are the broker's
+// part: granting, min(QoS), encoding, acks from the wire, persistent sessions)
+// -----------------------------------------------------------------------------
+
+class BrokerQos : public BrokerFixture {
+ protected:
+  BrokerQos() : BrokerFixture({}, config()) {}
+  static broker::BrokerConfig config() {
+    broker::BrokerConfig c = default_config();
+    c.max_inflight = 2;
+    c.max_queued_messages = 3;
+    return c;
+  }
+  void subscribe_qos(broker::ClientHandle c, std::string_view filter, std::uint8_t qos) {
+    Bytes b;
+    mqtt::encode_subscribe(b, mqtt::ProtocolVersion::V311, 1,
+                           std::span<const std::string_view>(&filter, 1), qos);
+    feed(c, b);
+  }
+  // Everything sent to a 3.1.1 client: "t=payload q1 #3 dup r" for a PUBLISH (QoS, packet id,
+  // flags), else the type and body.
+  std::vector<std::string> sent(broker::ClientHandle c) {
+    std::vector<std::string> out;
+    for (const auto& f : host_.take(c)) {
+      if (f.type != mqtt::PacketType::Publish) {
+        out.push_back(std::string(mqtt::packet_type_name(f.type)) + " " + to_hex(f.body));
+        continue;
+      }
+      mqtt::ClientPacket p;
+      mqtt::FrameView v{static_cast<std::uint8_t>(0x30 | f.flags), f.body, 0};
+      EXPECT_EQ(mqtt::decode_client_packet(v, mqtt::ProtocolVersion::V311, p),
+                mqtt::DecodeError::None);
+      const auto& pub = std::get<mqtt::Publish>(p);
+      std::string line =
+          std::string(pub.topic) + "=" + str(pub.payload) + " q" + std::to_string(pub.qos);
+      if (pub.qos > 0) line += " #" + std::to_string(pub.packet_id);
+      if (pub.dup) line += " dup";
+      if (pub.retain) line += " r";
+      out.push_back(line);
+    }
+    return out;
+  }
+  void ack(broker::ClientHandle c, PacketType type, std::uint16_t id) {
+    Bytes b;
+    mqtt::encode_packet_id_ack(b, type, id);
+    feed(c, b);
+  }
+};
+
+TEST_F(BrokerQos, DeliveryIsAtTheLowerOfThePublishersAndTheSubscriptionsQos) {
+  connect(1, "s1");
+  subscribe_qos(1, "a", 1);
+  connect(2, "s2");
+  subscribe_qos(2, "a", 2);
+  connect(3, "s0");
+  subscribe_qos(3, "a", 0);
+  for (const broker::ClientHandle c : {1u, 2u, 3u}) host_.take(c);
+  connect(4, "pub");
+  publish(4, "a", "x", 2, 7);
+  publish(4, "a", "y", 0);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"a=x q1 #1", "a=y q0"}));
+  EXPECT_EQ(sent(2), (std::vector<std::string>{"a=x q2 #1", "a=y q0"}));
+  EXPECT_EQ(sent(3), (std::vector<std::string>{"a=x q0", "a=y q0"}));
+}
+
+TEST_F(BrokerQos, TheQos1AndQos2FlowsRunOnTheAcksFromTheWire) {
+  connect(1, "s");
+  subscribe_qos(1, "a", 2);
+  host_.take(1);
+  connect(2, "pub");
+  publish(2, "a", "one", 1, 1);
+  publish(2, "a", "two", 2, 2);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"a=one q1 #1", "a=two q2 #2"}));
+  ack(1, PacketType::Puback, 1);
+  ack(1, PacketType::Pubrec, 2);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"PUBREL 00 02"}));
+  EXPECT_EQ(broker_.inflight_count(), 1u);  // until PUBCOMP
+  ack(1, PacketType::Pubcomp, 2);
+  EXPECT_EQ(broker_.inflight_count(), 0u);
+  // A PUBREC for an id not in flight gets its PUBREL anyway, so the client can finish (4.3.3).
+  ack(1, PacketType::Pubrec, 9);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"PUBREL 00 09"}));
+  EXPECT_EQ(counters_.mqtt_puback_received, 1u);
+  EXPECT_EQ(counters_.mqtt_pubrel_sent, 2u);
+}
+
+TEST_F(BrokerQos, TheWindowHoldsTheRestInOrderAndAFullQueueDropsAndCounts) {
+  connect(1, "s");
+  subscribe_qos(1, "a", 1);
+  host_.take(1);
+  connect(2, "pub");
+  for (int k = 1; k <= 6; ++k) publish(2, "a", std::to_string(k), 1, static_cast<std::uint16_t>(k));
+  // Window 2 (--max-inflight), queue 3 (--max-queued-messages): the sixth is dropped.
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"a=1 q1 #1", "a=2 q1 #2"}));
+  EXPECT_EQ(broker_.queued_message_count(), 3u);
+  EXPECT_EQ(counters_.mqtt_publish_dropped_queue_full, 1u);
+  ack(1, PacketType::Puback, 1);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"a=3 q1 #3"}));
+  publish(2, "a", "late q0", 0);  // waits its turn behind the queued ones
+  ack(1, PacketType::Puback, 2);
+  ack(1, PacketType::Puback, 3);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"a=4 q1 #4", "a=5 q1 #5", "a=late q0 q0"}));
+}
+
+TEST_F(BrokerQos, APersistentSessionGetsWhatCameWhileItWasAwayAfterItsConnack) {
+  EXPECT_EQ(connect_persistent(1, "p"), "00 00");
+  subscribe_qos(1, "a", 1);
+  host_.take(1);
+  connect(2, "pub");
+  publish(2, "a", "in flight", 1, 1);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"a=in flight q1 #1"}));
+  broker_.on_lost(1, "reset", now_);  // never acknowledged
+  publish(2, "a", "while away", 1, 2);
+  publish(2, "a", "qos 0, not queued", 0);
+  EXPECT_EQ(broker_.queued_message_count(), 1u);
+  // Session present; the open flow again with DUP and its packet id, then the queued one.
+  open(3);
+  feed(3, connect_packet("p", 60, kUsername, kPassword, {}, false));
+  EXPECT_EQ(sent(3), (std::vector<std::string>{"CONNACK 01 00", "a=in flight q1 #1 dup",
+                                               "a=while away q1 #2"}));
+  ack(3, PacketType::Puback, 1);
+  ack(3, PacketType::Puback, 2);
+  EXPECT_EQ(broker_.inflight_count(), 0u);
+  // A clean start throws the session away, queue and all.
+  broker_.on_lost(3, "reset", now_);
+  publish(2, "a", "dropped with the session", 1, 3);
+  connect(4, "p");
+  EXPECT_TRUE(sent(4).empty());
+  EXPECT_EQ(broker_.queued_message_count(), 0u);
+}
+
+TEST_F(BrokerQos, ASharedGroupsMemberGetsItsTurnAtItsQos) {
+  connect(1, "a");
+  connect(2, "b");
+  subscribe_qos(1, "$share/g/t", 1);
+  subscribe_qos(2, "$share/g/t", 0);
+  host_.take(1);
+  host_.take(2);
+  connect(3, "pub");
+  publish(3, "t", "x", 1, 1);
+  publish(3, "t", "y", 1, 2);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"t=x q1 #1"}));
+  EXPECT_EQ(sent(2), (std::vector<std::string>{"t=y q0"}));
+}
+
+TEST_F(BrokerQos, RetainedMessagesKeepTheirQosForNewSubscribers) {
+  connect(1, "pub");
+  publish(1, "r", "kept", 1, 1, false, true);
+  connect(2, "s");
+  subscribe_qos(2, "r", 2);
+  EXPECT_EQ(sent(2), (std::vector<std::string>{"SUBACK 00 01 02", "r=kept q1 #1 r"}));
+}
+
+TEST_F(BrokerQos, WillsAreDeliveredAtTheirQos) {
+  connect(1, "s");
+  subscribe_qos(1, "w", 1);
+  host_.take(1);
+  open(2);
+  mqtt::Will will;
+  will.topic = "w";
+  will.payload = as_bytes("gone");
+  will.qos = 1;
+  feed(2, connect_packet("dying", 60, kUsername, kPassword, will));
+  host_.take(2);
+  broker_.on_lost(2, "reset", now_);
+  EXPECT_EQ(sent(1), (std::vector<std::string>{"w=gone q1 #1"}));
+}
+
 // Mosquitto's max_keepalive, here 60 s.
 class BrokerMaxKeepalive : public BrokerFixture {
  protected:
@@ -807,9 +975,10 @@ class BrokerMaxKeepalive : public BrokerFixture {
   std::string connack(broker::ClientHandle c, mqtt::ProtocolVersion version,
                       std::uint16_t keepalive) {
     open(c);
+    const std::string id = "k" + std::to_string(c);  // outlives the encoding: Connect views it
     mqtt::Connect k;
     k.version = version;
-    k.client_id = "k" + std::to_string(c);
+    k.client_id = id;
     k.keepalive = keepalive;
     k.username = "jorge";
     k.password = as_bytes("passwd");

@@ -319,10 +319,10 @@ TEST_F(Catalogue, R35_InboundQos1And2AreAcknowledged) {
   EXPECT_EQ(received(kBystander), (std::vector<std::string>{"ok=q1", "ok=q2"}));
 }
 
-TEST_F(Catalogue, R36_SubscribeAskingQos2IsGrantedQos0) {
+TEST_F(Catalogue, R36_SubscribeAskingQos2IsGrantedQos2) {
   connect_offender(false);
   feed(kOffender, bytes("82 06 00 01 00 01 61 02"));
-  EXPECT_EQ(to_hex(host_.take(kOffender).at(0).body), "00 01 00");
+  EXPECT_EQ(to_hex(host_.take(kOffender).at(0).body), "00 01 02");
 }
 
 TEST_F(Catalogue, R37_V5PropertyViolations) {
