@@ -65,10 +65,14 @@ struct Broker::Session {
   bool v5 = false;
   std::uint32_t max_packet_out = UINT32_MAX;  // the client's Maximum Packet Size (v5)
   std::vector<std::string> topic_aliases;     // v5: alias -> topic, index 0 unused
-  bool expiry_was_zero = true;                // v5: CONNECT's Session Expiry Interval was 0
-  Duration keepalive_grace{0};                // 1.5 x keepalive; 0 = none
-  TimePoint deadline{};                       // CONNECT timeout, then keepalive expiry
-  std::optional<TimePoint> scheduled_at;      // the live entry in deadlines_, if any
+  // v5 outgoing topic aliases: the client's Topic Alias Maximum, and the aliases given so far on
+  // this connection [MQTT-3.3.2-7].
+  std::uint16_t alias_max_out = 0;
+  std::unordered_map<std::string, std::uint16_t> aliases_out;
+  bool expiry_was_zero = true;            // v5: CONNECT's Session Expiry Interval was 0
+  Duration keepalive_grace{0};            // 1.5 x keepalive; 0 = none
+  TimePoint deadline{};                   // CONNECT timeout, then keepalive expiry
+  std::optional<TimePoint> scheduled_at;  // the live entry in deadlines_, if any
   Filters filters;
   std::size_t filters_with_options = 0;  // filters whose options are not the defaults
   std::optional<WillMessage> will;
@@ -433,6 +437,7 @@ void Broker::emit(Session& s, flow::Id source, TimePoint now) {
       continue;
     }
     const StoredMessage& msg = *out.message;
+    std::uint16_t alias = 0;
     if (s.v5) {
       Bytes props = msg.properties;
       mqtt::PropertyWriter extra;
@@ -442,14 +447,14 @@ void Broker::emit(Session& s, flow::Id source, TimePoint now) {
         extra.varint(property::kSubscriptionIdentifier, id);
       }
       append(props, extra.bytes());
-      mqtt::encode_publish_v5(emitted_, msg.topic, msg.payload, out.qos, out.retain, out.dup,
-                              out.packet_id, props);
+      alias = publish_v5(s, msg.topic, msg.payload, out.qos, out.retain, out.dup, out.packet_id,
+                         props, emitted_);
     } else {
       mqtt::encode_publish(emitted_, msg.topic, msg.payload, out.qos, out.retain, out.dup,
                            out.packet_id);
     }
     if (out.qos == 0) {
-      offer(s, emitted_, msg.payload.size(), source, now);
+      if (offer(s, emitted_, msg.payload.size(), source, now)) commit_alias(s, msg.topic, alias);
       continue;
     }
     // QoS 1 and 2 are bounded by the window, not dropped for a full send queue: Outbound holds
@@ -464,6 +469,7 @@ void Broker::emit(Session& s, flow::Id source, TimePoint now) {
     ++counters_.mqtt_publish_delivered;
     counters_.mqtt_payload_bytes_sent += msg.payload.size();
     send(s, emitted_);
+    commit_alias(s, msg.topic, alias);
     if (flow_ && source != flow::kNone) {
       flow_->on_queued(source, flow::client(s.handle), queued + emitted_.size(), now);
     }
@@ -626,6 +632,7 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     s.keep_for = session_keep_for(expiry);
     s.max_packet_out = c.properties.maximum_packet_size.value_or(UINT32_MAX);
     s.topic_aliases.assign(std::size_t{cfg_.topic_alias_maximum} + 1, std::string());
+    s.alias_max_out = c.properties.topic_alias_maximum.value_or(0);
   } else {
     s.keep_for = s.clean ? Duration::zero() : cfg_.session_expiry;
   }
@@ -885,21 +892,22 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
       deliver_outbound(*sub, m, qos, retain, ids_, now);
       return;
     }
-    if (ids_.empty() || !sub->v5) {
+    if (!sub->v5 || (ids_.empty() && sub->alias_max_out == 0)) {
       offer(*sub, packet(sub->v5, retain), m.payload.size(), m.source, now);
       return;
     }
-    // [MQTT-3.3.4-4/5]: one copy for overlapping subscriptions, carrying the identifier of every
-    // one that matched (sorted; the spec asks for no order). This
-    // copy is the subscriber's own, so it is encoded here, not kept.
+    // The subscriber's own copy, encoded here, not kept: [MQTT-3.3.4-4/5] one copy for
+    // overlapping subscriptions carries the identifier of every one that matched (sorted; the
+    // spec asks for no order), and a topic alias is this connection's.
     std::sort(ids_.begin(), ids_.end());
     mqtt::PropertyWriter with_ids;
     for (const std::uint32_t id : ids_) with_ids.varint(property::kSubscriptionIdentifier, id);
     Bytes props(m.v5_properties.begin(), m.v5_properties.end());
     append(props, with_ids.bytes());
     own_.clear();
-    mqtt::encode_publish_v5(own_, m.topic, m.payload, 0, retain, false, 0, props);
-    offer(*sub, own_, m.payload.size(), m.source, now);
+    const std::uint16_t alias =
+        publish_v5(*sub, m.topic, m.payload, 0, retain, false, 0, props, own_);
+    if (offer(*sub, own_, m.payload.size(), m.source, now)) commit_alias(*sub, m.topic, alias);
   });
   if (offline_.filter_count() == 0) return;
   // Persistent sessions whose clients are away queue it (Outbound drops QoS 0 there unless
@@ -923,6 +931,36 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
   });
 }
 
+std::uint16_t Broker::publish_v5(Session& s, std::string_view topic, ByteSpan payload,
+                                 std::uint8_t qos, bool retain, bool dup, std::uint16_t packet_id,
+                                 ByteSpan properties, Bytes& out) {
+  if (s.alias_max_out == 0) {
+    mqtt::encode_publish_v5(out, topic, payload, qos, retain, dup, packet_id, properties);
+    return 0;
+  }
+  Bytes props(properties.begin(), properties.end());
+  if (const auto it = s.aliases_out.find(std::string(topic)); it != s.aliases_out.end()) {
+    // 3.3.2.3.4: a set alias stands for the topic, which is then left empty.
+    append(props, mqtt::PropertyWriter().u16(property::kTopicAlias, it->second).bytes());
+    mqtt::encode_publish_v5(out, "", payload, qos, retain, dup, packet_id, props);
+    return 0;
+  }
+  if (s.aliases_out.size() >= s.alias_max_out) {
+    // Every alias is taken: the topics that came first keep theirs (no replacement, so an alias
+    // never changes meaning under a client).
+    mqtt::encode_publish_v5(out, topic, payload, qos, retain, dup, packet_id, properties);
+    return 0;
+  }
+  const auto alias = static_cast<std::uint16_t>(s.aliases_out.size() + 1);
+  append(props, mqtt::PropertyWriter().u16(property::kTopicAlias, alias).bytes());
+  mqtt::encode_publish_v5(out, topic, payload, qos, retain, dup, packet_id, props);
+  return alias;
+}
+
+void Broker::commit_alias(Session& s, std::string_view topic, std::uint16_t alias) {
+  if (alias != 0) s.aliases_out.emplace(std::string(topic), alias);
+}
+
 void Broker::deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now) {
   // One member per message, in turn (Mosquitto's round robin). It gets its own copy beside any of
   // its non-shared subscriptions (v5 4.8.2 allows both), with this subscription's options.
@@ -944,10 +982,12 @@ void Broker::deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now) {
                         .varint(property::kSubscriptionIdentifier, options.subscription_id)
                         .bytes());
     }
-    mqtt::encode_publish_v5(own_, m.topic, m.payload, 0, retain, false, 0, props);
-  } else {
-    mqtt::encode_publish(own_, m.topic, m.payload, 0, retain, false, 0);
+    const std::uint16_t alias =
+        publish_v5(sub, m.topic, m.payload, 0, retain, false, 0, props, own_);
+    if (offer(sub, own_, m.payload.size(), m.source, now)) commit_alias(sub, m.topic, alias);
+    return;
   }
+  mqtt::encode_publish(own_, m.topic, m.payload, 0, retain, false, 0);
   offer(sub, own_, m.payload.size(), m.source, now);
 }
 
@@ -1044,10 +1084,15 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
                                 .varint(property::kSubscriptionIdentifier, subscription_id)
                                 .bytes());
             }
-            mqtt::encode_publish_v5(scratch_, topic, m.payload, 0, true, false, 0, props);
-          } else {
-            mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
+            const std::uint16_t alias =
+                publish_v5(s, topic, m.payload, 0, true, false, 0, props, scratch_);
+            if (offer(s, scratch_, m.payload.size(), flow::kNone, now)) {
+              ++counters_.mqtt_retained_sent;
+              commit_alias(s, topic, alias);
+            }
+            return;
           }
+          mqtt::encode_publish(scratch_, topic, m.payload, 0, true, false, 0);
           if (offer(s, scratch_, m.payload.size(), flow::kNone, now)) {
             ++counters_.mqtt_retained_sent;
           }

@@ -219,6 +219,13 @@ class Broker {
   // A delivery at QoS 1 or 2, or one that must wait behind what the session has queued.
   void deliver_outbound(Session& sub, const Outgoing& m, std::uint8_t qos, bool retain,
                         std::vector<std::uint32_t> ids, TimePoint now);
+  // A v5 PUBLISH for `s`, with a topic alias when the client takes them: the topic's alias once
+  // set, or a new one with the topic. Returns the new alias (0: none), which commit_alias()
+  // records only once the packet is really sent, since the client learns it from that packet.
+  std::uint16_t publish_v5(Session& s, std::string_view topic, ByteSpan payload, std::uint8_t qos,
+                           bool retain, bool dup, std::uint16_t packet_id, ByteSpan properties,
+                           Bytes& out);
+  void commit_alias(Session& s, std::string_view topic, std::uint16_t alias);
   // Encodes and sends what Outbound said to send now.
   void emit(Session& s, flow::Id source, TimePoint now);
   void deliver_local(const Outgoing& m, TimePoint now);

@@ -713,6 +713,31 @@ TEST_F(BrokerV5, SharedSubscriptionsGetNoRetainedMessagesAndRefuseNoLocal) {
   EXPECT_EQ(sent5(2), (std::vector<std::string>{"DISCONNECT 82 00"}));
 }
 
+TEST_F(BrokerV5, OutgoingTopicAliasesUpToTheClientsMaximumAndOnlyOnItsConnection) {
+  const Bytes two_aliases = mqtt::PropertyWriter().u16(0x22, 2).bytes();  // Topic Alias Maximum
+  connect5(1, "s", two_aliases);
+  subscribe5(1, "t/#", 0);
+  sent5(1);
+  connect5(2, "pub");
+  for (const char* t : {"t/a", "t/b", "t/c", "t/a", "t/b", "t/c"}) publish5(2, t, "m");
+  // Aliases 1 and 2 are set with the topic, then stand for it; t/c finds none left.
+  EXPECT_EQ(sent5(1),
+            (std::vector<std::string>{
+                "PUBLISH t/a=m props=23 00 01", "PUBLISH t/b=m props=23 00 02", "PUBLISH t/c=m",
+                "PUBLISH =m props=23 00 01", "PUBLISH =m props=23 00 02", "PUBLISH t/c=m"}));
+  // A client that takes none, and a new connection of the same one, get whole topics first.
+  connect5(3, "plain");
+  subscribe5(3, "t/#", 0);
+  sent5(3);
+  broker_.on_lost(1, "reset", now_);
+  connect5(4, "s", two_aliases);
+  subscribe5(4, "t/#", 0x20);  // no retained messages
+  sent5(4);
+  publish5(2, "t/a", "again");
+  EXPECT_EQ(sent5(3), (std::vector<std::string>{"PUBLISH t/a=again"}));
+  EXPECT_EQ(sent5(4), (std::vector<std::string>{"PUBLISH t/a=again props=23 00 01"}));
+}
+
 TEST_F(BrokerV5, ViolationsAreToldInADisconnect) {
   connect5(1, "a");
   subscribe5(1, "t", 0, mqtt::PropertyWriter().varint(0x0b, 0).bytes());  // 0 is no identifier
