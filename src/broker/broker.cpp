@@ -95,6 +95,12 @@ Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, lo
 
 Broker::~Broker() = default;
 
+std::size_t Broker::shared_subscription_count() const {
+  std::size_t n = 0;
+  for (const auto& [key, g] : shared_) n += g->members.size();
+  return n;
+}
+
 std::size_t Broker::subscription_count() const {
   std::size_t n = 0;
   for (const auto& [h, s] : sessions_) {

@@ -656,6 +656,7 @@ metrics::Counters ProxyCore::counters() const {
   c.mqtt_clients_online = broker_.connected_count();
   c.mqtt_sessions_offline = broker_.stored_session_count();
   c.mqtt_subscriptions_active = broker_.subscription_count();
+  c.mqtt_shared_subscriptions_active = broker_.shared_subscription_count();
   c.mqtt_inflight_messages = broker_.inflight_count();
   c.mqtt_queued_messages = broker_.queued_message_count();
   for (const auto& [id, conn] : conns_) c.mqtt_queued_bytes += conn->ep.queued_bytes();

@@ -27,6 +27,8 @@ constexpr std::array kOverrides{
              "Current offline client count"},
     Override{"mqtt_keepalive_expired", "mosquitto_clients_expired", "", "",
              "Total clients expired due to keepalive"},
+    Override{"mqtt_shared_subscriptions_active", "mosquitto_shared_subscriptions", "", "",
+             "Current shared subscription count"},
     Override{"mqtt_subscriptions_active", "mosquitto_subscriptions", "", "",
              "Current subscription count"},
     Override{"mqtt_retained_topics", "mosquitto_retained_messages", "", "",

@@ -54,6 +54,7 @@ std::vector<SysMessage> SysTopics::update(const metrics::Counters& c, TimePoint 
   number("store/messages/bytes", c.mqtt_retained_bytes);
   number("retained messages/count", c.mqtt_retained_topics);
   number("subscriptions/count", c.mqtt_subscriptions_active);
+  number("shared_subscriptions/count", c.mqtt_shared_subscriptions_active);
   number("publish/messages/received", c.mqtt_publish_received);
   number("publish/messages/sent", c.mqtt_publish_sent);
   number("publish/messages/dropped", dropped);

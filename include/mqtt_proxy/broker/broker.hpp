@@ -127,6 +127,9 @@ class Broker {
   // Subscriptions of every session, connected or stored (one per session and filter), as
   // Mosquitto counts them. Walks the sessions: for metrics, not for the message path.
   std::size_t subscription_count() const;
+  // Members of shared groups (one per session and `$share/NAME/FILTER`), connected ones: a
+  // stored session rejoins its groups when it comes back.
+  std::size_t shared_subscription_count() const;
   // QoS 1 and 2 messages sent and not yet acknowledged, and messages waiting in the sessions'
   // queues (offline or behind a full window), connected sessions and stored ones alike.
   std::size_t inflight_count() const;

@@ -72,6 +72,8 @@ namespace mqtt_proxy::metrics {
   X(mqtt_clients_online, Gauge, "clients connected now (past CONNECT)")                            \
   X(mqtt_sessions_offline, Gauge, "persistent sessions stored for clients not connected now")      \
   X(mqtt_subscriptions_active, Gauge, "topic filters subscribed by local sessions now")            \
+  X(mqtt_shared_subscriptions_active, Gauge,                                                       \
+    "shared subscriptions ($share/NAME/FILTER) of local sessions now")                             \
   X(mqtt_retained_bytes, Gauge, "payload bytes of the retained messages now")                      \
   X(mqtt_queued_bytes, Gauge, "bytes queued toward local clients and not yet acknowledged now")    \
   X(mqtt_bytes_received, Counter, "bytes of MQTT packets read from local clients")                 \

@@ -690,6 +690,7 @@ TEST_F(BrokerV5, SharedGroupsAreAnnouncedOnceAndLeaveWithTheirLastMember) {
   subscribe5(2, "$share/h/t", 0);  // another group, same filter
   EXPECT_EQ(broker_.local_filter_count(), 1u);
   EXPECT_EQ(peering_.local_filters().size(), 1u);  // "t": what the peers must send us
+  EXPECT_EQ(broker_.shared_subscription_count(), 3u);
   feed(1, bytes("a2 0f 00 02 00 00 0a 24 73 68 61 72 65 2f 67 2f 74"));  // UNSUBSCRIBE $share/g/t
   sent5(1);
   connect5(3, "pub");

@@ -32,6 +32,7 @@ TEST(SysTopics, TheFirstUpdatePublishesEveryFigureUnderMosquittosTopics) {
   c.mqtt_retained_topics = 4;
   c.mqtt_retained_bytes = 40;
   c.mqtt_subscriptions_active = 6;
+  c.mqtt_shared_subscriptions_active = 2;
   c.mqtt_publish_dropped_slow = 2;
   c.mqtt_publish_dropped_too_large = 1;
   c.mqtt_payload_bytes_received = 70;
@@ -58,6 +59,7 @@ TEST(SysTopics, TheFirstUpdatePublishesEveryFigureUnderMosquittosTopics) {
   EXPECT_EQ(m.at("$SYS/broker/store/messages/bytes"), "40");
   EXPECT_EQ(m.at("$SYS/broker/retained messages/count"), "4");
   EXPECT_EQ(m.at("$SYS/broker/subscriptions/count"), "6");
+  EXPECT_EQ(m.at("$SYS/broker/shared_subscriptions/count"), "2");
   EXPECT_EQ(m.at("$SYS/broker/publish/messages/received"), "7");
   EXPECT_EQ(m.at("$SYS/broker/publish/messages/sent"), "11");
   EXPECT_EQ(m.at("$SYS/broker/publish/messages/dropped"), "3");
