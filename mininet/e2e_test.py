@@ -185,13 +185,13 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(p.wait(10), 0)
 
     def paho(self, host, broker, client_id, keepalive=60, persistent=False,
-             connack="CONNACK 0"):
+             connack="CONNACK 0", extra=()):
         """A Paho client process driven by commands; returns (process, lines, send)."""
         p = self.tb.popen(host, ["/usr/bin/python3", os.path.join(HERE, "clients", "paho_client.py"),
                                  "--host", broker, "--user", testbed.USER, "--password",
                                  testbed.PASSWORD, "--id", client_id, "--keepalive",
-                                 str(keepalive)] + (["--persistent"] if persistent else []),
-                          stdin=subprocess.PIPE)
+                                 str(keepalive)] + (["--persistent"] if persistent else []) +
+                          list(extra), stdin=subprocess.PIPE)
         lines = Lines(p.stdout)
 
         def command(c):
@@ -617,6 +617,29 @@ class EndToEnd(unittest.TestCase):
                                        20)
             self.assertEqual(rc, 0, out + err)
             self.assertEqual(out.splitlines(), ["1 away-0", "1 away-1", "1 away-2"])
+
+    def test_23_paho_python_qos_and_a_persistent_session_in_311_and_5(self):
+        # Paho (python3-paho-mqtt) subscribes at QoS 2 with a persistent session, leaves, and on
+        # its return gets at QoS 1 and 2 what was published meanwhile on its proxy.
+        for version in ("311", "5"):
+            topic = "e2e/paho-qos/%s" % version
+            cid = "paho-qos-%s" % version
+            extra = ("--version", version, "--show-qos")
+            p, lines, command = self.paho("h2", H1, cid, persistent=True, extra=extra)
+            command("sub %s 2" % topic)
+            self.assertEqual(lines.expect("SUBACK"), "SUBACK 2")
+            self.publish("h2", H1, topic, "live", qos=1, timeout=10)
+            self.assertEqual(lines.expect("MSG"), "MSG %s 1 live" % topic)
+            command("quit")
+            self.assertEqual(p.wait(10), 0)
+            self.publish("h2", H1, topic, "away-q1", qos=1, timeout=10)
+            self.publish("h2", H1, topic, "away-q2", qos=2, timeout=10)
+            p, lines, command = self.paho("h2", H1, cid, persistent=True, extra=extra,
+                                          connack="CONNACK 0 session-present")
+            self.assertEqual([lines.expect("MSG"), lines.expect("MSG")],
+                             ["MSG %s 1 away-q1" % topic, "MSG %s 2 away-q2" % topic])
+            command("quit")
+            self.assertEqual(p.wait(10), 0)
 
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
