@@ -641,6 +641,22 @@ class EndToEnd(unittest.TestCase):
             command("quit")
             self.assertEqual(p.wait(10), 0)
 
+    def test_24_v5_properties_cross_the_peers(self):
+        # Between mqtt_proxies that speak the extension a v5 PUBLISH keeps its properties (DATA5):
+        # content type and a user property reach a v5 subscriber behind the other proxy.
+        topic = "e2e/v5props"
+        sub = self.tb.popen("h2", ["mosquitto_sub", "-V", "5", "-h", H1, "-t", topic, "-C", "1",
+                                   "-W", "20", "-F", "%C|%P|%p"] + self.auth())
+        lines = Lines(sub.stdout)
+        self.wait_peer_interest(self.h4, topic)
+        rc, out, err = self.tb.run("h3", ["mosquitto_pub", "-V", "5", "-h", H4, "-t", topic, "-m",
+                                          "hello", "-D", "publish", "content-type", "text/plain",
+                                          "-D", "publish", "user-property", "site", "h3"] +
+                                   self.auth(), 10)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(lines.next(20), "text/plain|site:h3|hello")
+        self.assertEqual(sub.wait(10), 0)
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

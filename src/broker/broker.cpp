@@ -13,6 +13,18 @@ namespace property = mqtt::property;
 
 constexpr std::string_view kSharePrefix = "$share/";
 
+// A retained message's v5 properties as they go out now: [MQTT-3.3.2-6] the Message Expiry
+// Interval counts down while the message waits.
+Bytes with_remaining_expiry(const RetainedStore::Message& m, TimePoint now) {
+  if (!m.expires_at) return m.properties;
+  Bytes props = mqtt::without_properties(m.properties, {property::kMessageExpiryInterval});
+  append(props,
+         mqtt::PropertyWriter()
+             .u32(property::kMessageExpiryInterval, remaining_expiry_seconds(*m.expires_at, now))
+             .bytes());
+  return props;
+}
+
 // `$share/NAME/FILTER` -> FILTER; nothing for a filter that is not shared. `valid` says whether a
 // shared one is well formed: a NAME without wildcards and a FILTER (v5 4.8.2).
 std::optional<std::string_view> shared_filter(std::string_view f, bool& valid) {
@@ -755,7 +767,8 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   const flow::Id source = flow::client(s.handle);
   deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props, source, p.qos, expires, {}},
                 now);
-  peering_.forward_publish(topic, p.payload, p.retain, source, now);
+  // Between mqtt_proxies that speak the extension the v5 properties go along (DATA5).
+  peering_.forward_publish(topic, p.payload, p.retain, source, now, props);
   if (m2m_) m2m_->publish(topic, p.payload, p.retain, now);
 }
 
@@ -763,10 +776,17 @@ void Broker::on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint 
   // A peer sends RETAIN set both for a live retained message and for the retained messages it
   // answers our SUBSCRIBE with; the two cannot be told apart, so local subscribers see the flag
   // either way (as behind a Mosquitto bridge).
-  if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Peer);
+  // Its v5 properties came along if the peer sent the 5.0 form (DATA5, docs/peering.md); the
+  // Message Expiry Interval then counts from now.
+  const ByteSpan props = p.properties.raw;
+  std::optional<TimePoint> expires;
+  if (p.properties.message_expiry) {
+    expires = now + std::chrono::seconds(*p.properties.message_expiry);
+  }
+  if (p.retain) retain(p.topic, p.payload, RetainedStore::Origin::Peer, props, expires);
   // Peers carry QoS 0 (docs/peering.md): a remote publisher's message is delivered here at QoS 0.
   deliver_local(
-      Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, {}, source, 0, std::nullopt, {}},
+      Outgoing{p.topic, p.payload, p.retain, p.retain, nullptr, props, source, 0, expires, {}},
       now);
 }
 
@@ -782,7 +802,7 @@ void Broker::on_peer_interest(wire::Ipv4Address peer, std::string_view filter, T
   retained_.for_each_match(filter, [&](std::string_view topic, const RetainedStore::Message& m) {
     if (m.origin != RetainedStore::Origin::Local) return;
     ++counters_.mqtt_retained_sent;
-    peering_.send_retained(peer, topic, m.payload, now);
+    peering_.send_retained(peer, topic, m.payload, now, with_remaining_expiry(m, now));
   });
 }
 
@@ -1074,16 +1094,7 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
           }
           scratch_.clear();
           if (s.v5) {
-            // [MQTT-3.3.2-6]: the Message Expiry Interval counts down while the message waits.
-            Bytes props = m.properties;
-            if (m.expires_at) {
-              props = mqtt::without_properties(m.properties, {property::kMessageExpiryInterval});
-              const auto left = std::chrono::ceil<std::chrono::seconds>(*m.expires_at - now);
-              append(props, mqtt::PropertyWriter()
-                                .u32(property::kMessageExpiryInterval,
-                                     static_cast<std::uint32_t>(left.count()))
-                                .bytes());
-            }
+            Bytes props = with_remaining_expiry(m, now);
             // The subscription it answers (3.3.4): this SUBSCRIBE's identifier.
             if (subscription_id != 0) {
               append(props, mqtt::PropertyWriter()
@@ -1272,7 +1283,8 @@ void Broker::publish_will_message(const WillMessage& will, const std::string& cl
                          std::nullopt,
                          {}},
                 now);
-  peering_.forward_publish(will.topic, will.payload, will.retain, flow::kNone, now);
+  peering_.forward_publish(will.topic, will.payload, will.retain, flow::kNone, now,
+                           will.properties);
   if (m2m_) m2m_->publish(will.topic, will.payload, will.retain, now);
 }
 

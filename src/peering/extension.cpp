@@ -13,7 +13,8 @@ enum Kind : std::uint8_t {
   kBlocked = 4,
   kDigest = 6,
   kResync = 7,
-  kFilters = 8
+  kFilters = 8,
+  kData5 = 9  // a DATA whose PUBLISHes are in the 5.0 form: Data::v5
 };
 constexpr std::uint8_t kKinds[] = {kHello, kData, kCredit, kBlocked, kDigest, kResync, kFilters};
 static_assert(std::size(kKinds) == std::variant_size_v<Message>);
@@ -35,6 +36,7 @@ constexpr std::size_t field_size(std::uint8_t kind) {
     case kHello:
       return 16;
     case kData:
+    case kData5:
       return 24;
     case kCredit:
       return 21;
@@ -53,7 +55,8 @@ constexpr std::size_t field_size(std::uint8_t kind) {
 }  // namespace
 
 void encode(Bytes& out, const Message& m) {
-  const std::uint8_t kind = kKinds[m.index()];
+  const auto* data = std::get_if<Data>(&m);
+  const std::uint8_t kind = data && data->v5 ? std::uint8_t{kData5} : kKinds[m.index()];
   out.push_back(std::byte{kFirstByte});
   out.push_back(std::byte(static_cast<std::uint8_t>(4 + field_size(kind))));  // < 128: one byte
   out.push_back(std::byte{'M'});
@@ -105,7 +108,9 @@ std::optional<Message> decode(ByteSpan b) {
     case kHello:
       return Hello{epoch, peer_epoch, load_be32(b, 12), load_be32(b, 16)};
     case kData:
-      return Data{epoch, peer_epoch, load_be32(b, 12), load_be32(b, 16), load64(b, 20)};
+    case kData5:
+      return Data{epoch,         peer_epoch,    load_be32(b, 12), load_be32(b, 16),
+                  load64(b, 20), kind == kData5};
     case kCredit: {
       const std::uint8_t paused = load_u8(b, 24);
       if (paused > 1) return std::nullopt;

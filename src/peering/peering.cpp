@@ -173,11 +173,14 @@ Datagram& Peering::new_datagram(std::size_t i) {
 
 void Peering::enqueue(std::size_t i, ByteSpan packet, bool batchable) {
   auto& open = peers_[i].open_batch;
-  if (batchable && open && outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
+  // Never behind a DATA5 header: what follows it is read in the 5.0 form.
+  if (batchable && open && !peers_[i].open_v5 &&
+      outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
     append(outbox_[*open].bytes, packet);
     return;
   }
   append(new_datagram(i).bytes, packet);
+  peers_[i].open_v5 = false;
   // A packet that is not batched closes the peer's batch, so later ones cannot overtake it.
   if (batchable && cfg_.batch_bytes > packet.size()) {
     open = outbox_.size() - 1;
@@ -186,16 +189,19 @@ void Peering::enqueue(std::size_t i, ByteSpan packet, bool batchable) {
   }
 }
 
-void Peering::send_data(std::size_t i, ByteSpan packet, TimePoint now) {
+void Peering::send_data(std::size_t i, ByteSpan packet, bool v5, TimePoint now) {
   Peer& p = peers_[i];
   Outbound& o = p.out;
   const bool batch = batches(p);
   auto& open = p.open_batch;
-  if (batch && open && outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
+  // A datagram holds PUBLISHes of one form: the other form starts a new one.
+  if (batch && open && p.open_v5 == v5 &&
+      outbox_[*open].bytes.size() + packet.size() <= cfg_.batch_bytes) {
     append(outbox_[*open].bytes, packet);
   } else {
     Datagram& d = new_datagram(i);
-    ext::encode(d.bytes, ext::Data{cfg_.epoch, p.their_epoch, o.dseq++, o.mseq, o.offset});
+    ext::encode(d.bytes, ext::Data{cfg_.epoch, p.their_epoch, o.dseq++, o.mseq, o.offset, v5});
+    p.open_v5 = v5;
     append(d.bytes, packet);
     if (batch && d.bytes.size() < cfg_.batch_bytes) {
       open = outbox_.size() - 1;
@@ -220,7 +226,8 @@ void Peering::send_control(std::size_t i, const ext::Message& m) {
 void Peering::send_hello(std::size_t i, TimePoint now) {
   Peer& p = peers_[i];
   send_control(i, ext::Hello{cfg_.epoch, p.their_epoch,
-                             ext::kFeatureCredit | ext::kFeatureBatch | ext::kFeatureDigest,
+                             ext::kFeatureCredit | ext::kFeatureBatch | ext::kFeatureDigest |
+                                 ext::kFeatureProperties,
                              cfg_.credit_window});
   ++counters_.peer_hello_out;
   p.last_hello = now;
@@ -481,7 +488,58 @@ bool Peering::encode_publish_datagram(std::string_view topic, ByteSpan payload, 
   return false;
 }
 
-void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view topic,
+bool Peering::encode_publish5_datagram(std::string_view topic, ByteSpan payload, bool retain,
+                                       ByteSpan properties, Bytes& packet) {
+  // The alias belongs to the publisher's connection, a subscription identifier to a subscriber's.
+  properties_ = mqtt::without_properties(
+      properties, {mqtt::property::kTopicAlias, mqtt::property::kSubscriptionIdentifier});
+  if (properties_.empty()) return false;
+  packet.clear();
+  mqtt::encode_publish_v5(packet, topic, payload, 0, retain, false, 0, properties_);
+  if (packet.size() > publish_limit_) {
+    // The 3.1.1 form may still fit; if it does not either, that is counted there.
+    log_.debug(kLog,
+               "PUBLISH with properties too large for a datagram ({} bytes), sent without "
+               "them topic={}",
+               packet.size(), topic);
+    return false;
+  }
+  // The receiver checks them as strictly: what it would refuse is not sent (nor the rest of the
+  // datagram lost with it).
+  bool need_more = false;
+  mqtt::DecodeError err{};
+  const auto f = mqtt::parse_frame(packet, cfg_.max_datagram, need_more, err);
+  mqtt::ClientPacket decoded;
+  if (!f || mqtt::decode_client_packet(*f, mqtt::ProtocolVersion::V5, decoded) !=
+                mqtt::DecodeError::None) {
+    log_.warn(kLog, "PUBLISH properties not valid for a PUBLISH, sent without them topic={}",
+              topic);
+    return false;
+  }
+  return true;
+}
+
+const Bytes* Peering::packet_for(std::size_t i, Encoded& e, std::string_view topic,
+                                 ByteSpan payload, bool retain, ByteSpan properties, bool& v5) {
+  v5 = false;
+  if (!properties.empty() && takes_properties(peers_[i])) {
+    if (!e.v5_done) {
+      e.v5_done = true;
+      e.v5_ok = encode_publish5_datagram(topic, payload, retain, properties, packet5_);
+    }
+    if (e.v5_ok) {
+      v5 = true;
+      return &packet5_;
+    }
+  }
+  if (!e.plain_done) {
+    e.plain_done = true;
+    e.plain_ok = encode_publish_datagram(topic, payload, retain, packet_);
+  }
+  return e.plain_ok ? &packet_ : nullptr;
+}
+
+void Peering::push_publish(std::size_t i, const Bytes& packet, bool v5, std::string_view topic,
                            std::size_t payload_size, flow::Id source, TimePoint now) {
   Peer& p = peers_[i];
   if (withheld(p)) {
@@ -502,7 +560,7 @@ void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view 
   }
   Outbound& o = p.out;
   if (o.pending.empty() && o.offset + packet.size() <= o.limit && pace(o, packet.size(), now)) {
-    send_data(i, packet, now);
+    send_data(i, packet, v5, now);
     log_.debug(kLog, "PUBLISH forwarded to peer {} topic={} bytes={}", p.addr, topic, payload_size);
     return;
   }
@@ -527,7 +585,7 @@ void Peering::push_publish(std::size_t i, const Bytes& packet, std::string_view 
     spare_.pop_back();
   }
   copy.assign(packet.begin(), packet.end());
-  o.pending.push_back(std::move(copy));
+  o.pending.push_back(Outbound::Waiting{std::move(copy), v5});
   o.pending_bytes += packet.size();
   ++counters_.peer_publish_waited;
   if (flow_) flow_->on_queued(source, sink, o.pending_bytes, now);
@@ -553,13 +611,18 @@ bool Peering::pace(Outbound& o, std::size_t bytes, TimePoint now) {
 void Peering::pump(std::size_t i, TimePoint now) {
   Outbound& o = peers_[i].out;
   o.next_pump.reset();
-  while (!o.pending.empty() && o.offset + o.pending.front().size() <= o.limit) {
-    if (!pace(o, o.pending.front().size(), now)) {
+  while (!o.pending.empty() && o.offset + o.pending.front().packet.size() <= o.limit) {
+    if (!pace(o, o.pending.front().packet.size(), now)) {
       o.next_pump = o.pace_tat - pace_tolerance();
       break;
     }
-    Bytes& packet = o.pending.front();
-    send_data(i, packet, now);
+    Bytes& packet = o.pending.front().packet;
+    if (o.pending.front().v5 && !takes_properties(peers_[i])) {
+      // Its HELLO no longer announces the 5.0 form: what waited in it is not sent.
+      ++counters_.peer_publish_dropped;
+    } else {
+      send_data(i, packet, o.pending.front().v5, now);
+    }
     o.pending_bytes -= packet.size();
     if (spare_.size() < kMaxSpareBuffers) {
       packet.clear();
@@ -569,7 +632,7 @@ void Peering::pump(std::size_t i, TimePoint now) {
   }
   if (o.pending.empty()) {
     o.next_probe.reset();
-  } else if (o.offset + o.pending.front().size() > o.limit && !o.next_probe) {
+  } else if (o.offset + o.pending.front().packet.size() > o.limit && !o.next_probe) {
     o.next_probe = now + o.probe_backoff;
   }
 }
@@ -584,7 +647,7 @@ void Peering::drop_pending(std::size_t i) {
 }
 
 void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool retain,
-                              flow::Id source, TimePoint now) {
+                              flow::Id source, TimePoint now, ByteSpan v5_properties) {
   if (cfg_.peers.empty()) return;
   // A peer with several matching filters still gets one copy.
   std::fill(wants_.begin(), wants_.end(), false);
@@ -594,19 +657,23 @@ void Peering::forward_publish(std::string_view topic, ByteSpan payload, bool ret
     any = true;
   });
   if (!any) return;
-  if (!encode_publish_datagram(topic, payload, retain, packet_)) return;
+  Encoded e;
   for (std::size_t i = 0; i < wants_.size(); ++i) {
-    if (wants_[i]) push_publish(i, packet_, topic, payload.size(), source, now);
+    if (!wants_[i]) continue;
+    bool v5 = false;
+    const Bytes* packet = packet_for(i, e, topic, payload, retain, v5_properties, v5);
+    if (packet) push_publish(i, *packet, v5, topic, payload.size(), source, now);
   }
 }
 
 void Peering::send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload,
-                            TimePoint now) {
+                            TimePoint now, ByteSpan v5_properties) {
   const auto it = index_.find(peer);
   if (it == index_.end()) return;
-  if (encode_publish_datagram(topic, payload, true, packet_)) {
-    push_publish(it->second, packet_, topic, payload.size(), flow::kNone, now);
-  }
+  Encoded e;
+  bool v5 = false;
+  const Bytes* packet = packet_for(it->second, e, topic, payload, true, v5_properties, v5);
+  if (packet) push_publish(it->second, *packet, v5, topic, payload.size(), flow::kNone, now);
 }
 
 void Peering::peer_subscribe(std::size_t i, std::string_view filter) {
@@ -746,11 +813,18 @@ bool Peering::on_packet(std::size_t i, ByteSpan& data, DataContext& ctx, bool& d
   }
 
   // Peers that build packets by hand have sent SUBSCRIBE with flags 0: accept any flags here.
+  // Behind a DATA5 header a PUBLISH is in the 5.0 form (and only a PUBLISH is).
+  const bool v5 = ctx.v5 && frame->type() == mqtt::PacketType::Publish;
   mqtt::ClientPacket packet;
-  err = mqtt::decode_client_packet(*frame, mqtt::ProtocolVersion::V311, packet, true);
+  err = mqtt::decode_client_packet(
+      *frame, v5 ? mqtt::ProtocolVersion::V5 : mqtt::ProtocolVersion::V311, packet, true);
   if (err != mqtt::DecodeError::None) return malformed(mqtt::decode_error_name(err));
 
   if (auto* p = std::get_if<mqtt::Publish>(&packet)) {
+    // The 5.0 form is QoS 0 and carries no Topic Alias (a Subscription Identifier does not decode
+    // in a PUBLISH to a server).
+    if (v5 && p->qos != 0) return malformed("5.0-form PUBLISH with QoS > 0");
+    if (v5 && p->properties.topic_alias) return malformed("5.0-form PUBLISH with a topic alias");
     if (ctx.accounted) {
       ++ctx.mseq;
       ctx.offset += frame->wire_size;
@@ -865,6 +939,7 @@ void Peering::on_extension(std::size_t i, const ext::Message& m, DataContext& ct
   }
   if (const auto* d = std::get_if<ext::Data>(&m)) {
     ctx = DataContext{};
+    ctx.v5 = d->v5;  // the form of what follows, whether it is delivered or not
     deliver = true;
     if (d->peer_epoch != cfg_.epoch) {
       // Sent to an earlier run of ours: the messages are real, the accounting is not ours.

@@ -9,6 +9,8 @@
 //   DATA     epoch:4 peer_epoch:4 dseq:4 mseq:4 offset:8   precedes the PUBLISH packets of a
 //            datagram: datagram and message sequence numbers, and the credit offset of the first
 //            PUBLISH byte (each PUBLISH takes its wire size)
+//   DATA5    (kind 9) the fields of DATA; the PUBLISH packets after it, up to the next DATA or
+//            DATA5 header, are in the MQTT 5.0 form (properties after the topic): Data::v5
 //   CREDIT   epoch:4 peer_epoch:4 limit:8 next_dseq:4 paused:1   you (peer_epoch) may send up
 //            to `limit`; I have accounted for your datagrams before `next_dseq` (arrived or
 //            counted lost); paused: my subscribers are slow but alive, more credit will come
@@ -41,6 +43,8 @@ inline constexpr std::uint8_t kVersion = 1;
 inline constexpr std::uint32_t kFeatureCredit = 0x1;  // DATA headers, CREDIT and BLOCKED
 inline constexpr std::uint32_t kFeatureBatch = 0x2;   // reads several packets per datagram
 inline constexpr std::uint32_t kFeatureDigest = 0x4;  // DIGEST, RESYNC and FILTERS
+// Reads DATA5: PUBLISHes with MQTT 5 properties in the 5.0 form.
+inline constexpr std::uint32_t kFeatureProperties = 0x8;
 
 struct Hello {
   std::uint32_t epoch = 0;
@@ -55,6 +59,7 @@ struct Data {
   std::uint32_t dseq = 0;
   std::uint32_t mseq = 0;
   std::uint64_t offset = 0;
+  bool v5 = false;  // DATA5: the PUBLISHes after it are in the MQTT 5.0 form
   friend bool operator==(const Data&, const Data&) = default;
 };
 struct Credit {
@@ -96,7 +101,7 @@ using Message = std::variant<Hello, Data, Credit, Blocked, Digest, Resync, Filte
 
 // The whole packet, fixed header included.
 void encode(Bytes& out, const Message& m);
-inline constexpr std::size_t kDataSize = 2 + 4 + 24;     // a DATA packet's wire size
+inline constexpr std::size_t kDataSize = 2 + 4 + 24;     // a DATA (or DATA5) packet's wire size
 inline constexpr std::size_t kFiltersSize = 2 + 4 + 16;  // a FILTERS packet's wire size
 
 // A filter's share of a DIGEST's hash: SipHash-2-4 under a key fixed by the protocol (the hash

@@ -9,7 +9,9 @@
 // The extension (peering/extension.hpp), used toward a peer only after it announced it: sequence
 // numbers on every datagram of PUBLISHes (the receiver counts what the network lost), credit-based
 // flow control (a receiver whose subscribers cannot keep up stops granting credit, the sender
-// queues and pauses its own publishers through FlowControl), and batching by default.
+// queues and pauses its own publishers through FlowControl), and batching by default. Toward a
+// peer that announced the properties feature, a PUBLISH with MQTT 5 properties travels in the 5.0
+// form behind a DATA5 header, so its v5 subscribers get them.
 #pragma once
 
 #include <deque>
@@ -132,15 +134,23 @@ class Peering {
   void local_filter_removed(std::string_view filter);
 
   // A PUBLISH from a local client (`source`, for flow control): one datagram to each peer with a
-  // matching filter, or into its credit queue.
+  // matching filter, or into its credit queue. `v5_properties`: the publisher's MQTT 5 property
+  // bytes (without their length), as a v5 subscriber here gets them; they go, less any Topic
+  // Alias and Subscription Identifier, to the peers that announced ext::kFeatureProperties (in
+  // the 5.0 form, behind a DATA5 header). Other peers, and a PUBLISH without properties, get the
+  // 3.1.1 form.
   void forward_publish(std::string_view topic, ByteSpan payload, bool retain,
-                       flow::Id source = flow::kNone, TimePoint now = {});
-  // A retained message for one peer that has just subscribed to a matching filter.
+                       flow::Id source = flow::kNone, TimePoint now = {},
+                       ByteSpan v5_properties = {});
+  // A retained message for one peer that has just subscribed to a matching filter (its
+  // properties as forward_publish() takes them).
   void send_retained(wire::Ipv4Address peer, std::string_view topic, ByteSpan payload,
-                     TimePoint now = {});
+                     TimePoint now = {}, ByteSpan v5_properties = {});
 
   // A datagram from `src`: one packet, or several back to back. Returns the PUBLISHes to deliver
-  // locally, in order (views into `data`, valid until the next call). A malformed packet drops
+  // locally, in order (views into `data`, valid until the next call). A PUBLISH in the 5.0 form
+  // (after a DATA5 header) has its properties in `properties` (`raw` and the values decoded from
+  // it); one in the 3.1.1 form has none. A malformed packet drops
   // itself and the rest of its datagram; the packets before it stand.
   std::span<const mqtt::Publish> on_datagram(wire::Ipv4Address src, ByteSpan data,
                                              TimePoint now = {});
@@ -204,9 +214,13 @@ class Peering {
   struct Outbound {
     std::uint32_t dseq = 0;
     std::uint32_t mseq = 0;
-    std::uint64_t offset = 0;   // credit offset of the next PUBLISH byte
-    std::uint64_t limit = 0;    // the peer's latest grant
-    std::deque<Bytes> pending;  // PUBLISH packets waiting for credit, in order
+    std::uint64_t offset = 0;  // credit offset of the next PUBLISH byte
+    std::uint64_t limit = 0;   // the peer's latest grant
+    struct Waiting {
+      Bytes packet;
+      bool v5 = false;  // in the 5.0 form: goes behind a DATA5 header
+    };
+    std::deque<Waiting> pending;  // PUBLISH packets waiting for credit, in order
     std::size_t pending_bytes = 0;
     TimePoint last_progress{};
     std::optional<TimePoint> next_probe;  // BLOCKED, while pending waits
@@ -255,6 +269,7 @@ class Peering {
     Outbound out;
     Inbound in;
     std::optional<std::size_t> open_batch;  // outbox index of this turn's open datagram
+    bool open_v5 = false;                   // it has a DATA5 header: 5.0-form PUBLISHes only
     std::optional<TimePoint> last_heard;    // its last datagram
     bool up = false;                        // capable and heard within liveness_timeout
     bool signs = false;                     // keys are set and it is not an unsigned peer
@@ -271,6 +286,7 @@ class Peering {
     std::uint32_t first_mseq = 0;
     std::uint32_t mseq = 0;
     std::uint64_t offset = 0;
+    bool v5 = false;                    // after a DATA5 header: PUBLISHes are in the 5.0 form
     std::optional<std::uint16_t> part;  // a FILTERS part of the answer we wait for
     std::uint16_t parts = 0;
   };
@@ -279,6 +295,10 @@ class Peering {
     return cfg_.extension && p.their_epoch != 0 && (p.their_features & ext::kFeatureCredit);
   }
   bool batches(const Peer& p) const;
+  // It reads DATA5 (the 5.0 form of PUBLISH).
+  bool takes_properties(const Peer& p) const {
+    return capable(p) && (p.their_features & ext::kFeatureProperties);
+  }
   bool checks_digest(const Peer& p) const {
     return capable(p) && (p.their_features & ext::kFeatureDigest);
   }
@@ -304,13 +324,26 @@ class Peering {
   // Encodes a QoS 0 PUBLISH for peers; false (counted, logged) when it cannot fit a datagram.
   bool encode_publish_datagram(std::string_view topic, ByteSpan payload, bool retain,
                                Bytes& packet);
-  void push_publish(std::size_t i, const Bytes& packet, std::string_view topic,
+  // The same in the 5.0 form, with `properties` less Topic Alias and Subscription Identifier;
+  // false when none are left, they do not decode as a PUBLISH's, or it cannot fit a datagram
+  // (the 3.1.1 form is sent then).
+  bool encode_publish5_datagram(std::string_view topic, ByteSpan payload, bool retain,
+                                ByteSpan properties, Bytes& packet);
+  // The packets of one message for the peers, in either form, encoded when first needed.
+  struct Encoded {
+    bool plain_done = false, plain_ok = false;
+    bool v5_done = false, v5_ok = false;
+  };
+  // The packet for peer i (packet_ or packet5_), its form in `v5`; nullptr: not forwarded.
+  const Bytes* packet_for(std::size_t i, Encoded& e, std::string_view topic, ByteSpan payload,
+                          bool retain, ByteSpan properties, bool& v5);
+  void push_publish(std::size_t i, const Bytes& packet, bool v5, std::string_view topic,
                     std::size_t payload_size, flow::Id source, TimePoint now);
   // Queues a packet for a peer: appended to the peer's newest datagram when batching allows.
   void enqueue(std::size_t i, ByteSpan packet, bool batchable);
   Datagram& new_datagram(std::size_t i);
-  // A PUBLISH within the peer's credit, after a DATA header.
-  void send_data(std::size_t i, ByteSpan packet, TimePoint now);
+  // A PUBLISH within the peer's credit, after a DATA header (DATA5 for the 5.0 form, `v5`).
+  void send_data(std::size_t i, ByteSpan packet, bool v5, TimePoint now);
   // Sends what waits for credit as far as the credit and the pacer let it.
   void pump(std::size_t i, TimePoint now);
   // Whether the pacer lets `bytes` go toward the peer now; if so they are charged to it.
@@ -365,6 +398,8 @@ class Peering {
   // Scratch space of forward_publish(), and buffers of sent datagrams for reuse.
   static constexpr std::size_t kMaxSpareBuffers = 256;
   Bytes packet_;
+  Bytes packet5_;
+  Bytes properties_;
   Bytes control_;
   std::vector<Bytes> spare_;
   std::vector<bool> wants_;

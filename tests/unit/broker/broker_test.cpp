@@ -739,6 +739,25 @@ TEST_F(BrokerV5, OutgoingTopicAliasesUpToTheClientsMaximumAndOnlyOnItsConnection
   EXPECT_EQ(sent5(4), (std::vector<std::string>{"PUBLISH t/a=again props=23 00 01"}));
 }
 
+TEST_F(BrokerV5, PropertiesThatCameFromAPeerReachV5SubscribersAndTheRetainedReplica) {
+  connect5(1, "v5");
+  subscribe5(1, "p", 0);
+  sent5(1);
+  // As Peering hands over a 5.0-form PUBLISH from a DATA5 datagram: Content Type "j".
+  const Bytes props = mqtt::PropertyWriter().string(0x03, "j").bytes();
+  mqtt::Publish p;
+  p.topic = "p";
+  p.payload = as_bytes("x");
+  p.retain = true;
+  p.properties.raw = props;
+  broker_.on_peer_publish(p, flow::kNone, now_);
+  EXPECT_EQ(sent5(1), (std::vector<std::string>{"PUBLISH p=x r props=03 00 01 6a"}));
+  connect5(2, "late");
+  subscribe5(2, "p", 0);
+  EXPECT_EQ(sent5(2),
+            (std::vector<std::string>{"SUBACK 00 01 00 00", "PUBLISH p=x r props=03 00 01 6a"}));
+}
+
 TEST_F(BrokerV5, ViolationsAreToldInADisconnect) {
   connect5(1, "a");
   subscribe5(1, "t", 0, mqtt::PropertyWriter().varint(0x0b, 0).bytes());  // 0 is no identifier

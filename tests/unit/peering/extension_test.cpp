@@ -68,7 +68,7 @@ TEST(Extension, WhatIsNotOursDoesNotDecode) {
   EXPECT_FALSE(ext::decode(bytes("")));
   EXPECT_FALSE(ext::decode(bytes("4d 50 02 01")));              // another version
   EXPECT_FALSE(ext::decode(bytes("41 55 01 01")));              // no magic: an MQTT 5 AUTH, say
-  EXPECT_FALSE(ext::decode(bytes("4d 50 01 09")));              // an unknown kind
+  EXPECT_FALSE(ext::decode(bytes("4d 50 01 0a")));              // an unknown kind
   EXPECT_FALSE(ext::decode(bytes("4d 50 01 01 00 00 00 01")));  // a HELLO cut short
   Bytes c;
   ext::encode(c, ext::Credit{1, 2, 3, 4, false});
@@ -594,6 +594,193 @@ TEST_F(Pair, APeerThatStopsAnnouncingCreditLeavesNoPastDeadline) {
   const auto next = a_.next_deadline();
   ASSERT_TRUE(next);
   EXPECT_GT(*next, now_);
+}
+
+// --- MQTT 5 properties across peers: DATA5 (kind 9) and the 5.0 form of PUBLISH
+
+// A user property ("k", "v"): what a v5 publisher may attach.
+const char* const kUserProperty = "26 00 01 6b 00 01 76";
+
+TEST(Extension, Data5IsKind9WithTheFieldsOfData) {
+  const ext::Data d{1, 2, 3, 4, 5, true};
+  Bytes b;
+  ext::encode(b, d);
+  EXPECT_EQ(b.size(), ext::kDataSize);
+  EXPECT_EQ(to_hex(b),
+            "f0 1c 4d 50 01 09 00 00 00 01 00 00 00 02 00 00 00 03 00 00 00 04 "
+            "00 00 00 00 00 00 00 05");
+  const auto back = ext::decode(ByteSpan(b).subspan(2));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(*back, ext::Message{d});
+  // DATA stays kind 2, and the two are told apart.
+  Bytes plain;
+  ext::encode(plain, ext::Data{1, 2, 3, 4, 5});
+  EXPECT_EQ(to_hex(Bytes(plain.begin(), plain.begin() + 6)), "f0 1c 4d 50 01 02");
+  EXPECT_FALSE(std::get<ext::Data>(*ext::decode(ByteSpan(plain).subspan(2))).v5);
+  EXPECT_FALSE(ext::decode(bytes("4d 50 01 09 00 00 00 01")));  // a DATA5 cut short
+}
+
+class Properties : public Pair {
+ protected:
+  void publish5(std::string_view topic, std::string_view props_hex,
+                std::string_view payload = "hi") {
+    a_.forward_publish(topic, as_bytes(payload), false, flow::client(1), now_, bytes(props_hex));
+  }
+  // What B delivers of A's outbox: topic and property bytes (hex) of each PUBLISH.
+  std::vector<std::pair<std::string, std::string>> deliver_to_b() {
+    std::vector<Datagram> out = a_.outbox();
+    a_.clear_outbox();
+    std::vector<std::pair<std::string, std::string>> got;
+    for (const auto& d : out) {
+      for (const auto& p : b_->on_datagram(kA, d.bytes, now_)) {
+        got.emplace_back(std::string(p.topic),
+                         to_hex(Bytes(p.properties.raw.begin(), p.properties.raw.end())));
+      }
+    }
+    b_->end_turn();
+    return got;
+  }
+  static std::uint8_t kind(const Datagram& d) { return std::to_integer<std::uint8_t>(d.bytes[5]); }
+};
+
+TEST_F(Properties, HelloAnnouncesTheFeature) {
+  a_.start(now_);
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  const auto m = ext::decode(ByteSpan(a_.outbox()[0].bytes).subspan(2));
+  ASSERT_TRUE(m);
+  const auto& h = std::get<ext::Hello>(*m);
+  EXPECT_EQ(h.features, ext::kFeatureCredit | ext::kFeatureBatch | ext::kFeatureDigest |
+                            ext::kFeatureProperties);
+  EXPECT_EQ(ext::kFeatureProperties, 0x8u);
+}
+
+TEST_F(Properties, ThePeerGetsThe50FormOnlyAfterItsHelloAnnouncedIt) {
+  a_.start(now_);
+  a_.on_datagram(kB, subscribe_packet("t/#"), now_);
+  a_.clear_outbox();
+  // B has not announced anything yet: the 3.1.1 form, byte for byte as without properties.
+  publish5("t/x", kUserProperty);
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_EQ(a_.outbox()[0].bytes, publish_packet("t/x", "hi"));
+  a_.clear_outbox();
+  b_->start(now_);
+  settle();
+  b_->on_datagram(kA, subscribe_packet("t/#"), now_);
+  publish5("t/x", kUserProperty);
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  // DATA5 (epoch a0a0a0a0, peer_epoch b0b0b0b0, dseq 0, mseq 0, offset 0), then the PUBLISH in
+  // the 5.0 form: QoS 0, no packet id, property length 7, the user property, the payload.
+  EXPECT_EQ(to_hex(a_.outbox()[0].bytes),
+            "f0 1c 4d 50 01 09 a0 a0 a0 a0 b0 b0 b0 b0 00 00 00 00 00 00 00 00 00 00 00 00 00 "
+            "00 00 00 30 0f 00 03 74 2f 78 07 26 00 01 6b 00 01 76 68 69");
+  EXPECT_EQ(deliver_to_b(),
+            (std::vector<std::pair<std::string, std::string>>{{"t/x", kUserProperty}}));
+  EXPECT_EQ(cb_.peer_datagrams_malformed, 0u);
+  // Without properties: DATA and the 3.1.1 form, as before.
+  publish("t/y", "hi");
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  Bytes expected;
+  ext::encode(expected, ext::Data{0xa0a0a0a0, 0xb0b0b0b0, 1, 1, 17});
+  append(expected, publish_packet("t/y", "hi"));
+  EXPECT_EQ(a_.outbox()[0].bytes, expected);
+  EXPECT_EQ(deliver_to_b(), (std::vector<std::pair<std::string, std::string>>{{"t/y", ""}}));
+}
+
+TEST_F(Properties, TheAliasAndSubscriptionIdentifierNeverTravel) {
+  handshake();
+  // Topic Alias 5, Subscription Identifier 1, the user property: only the last one goes.
+  publish5("t/x", std::string("23 00 05 0b 01 ") + kUserProperty);
+  EXPECT_EQ(deliver_to_b(),
+            (std::vector<std::pair<std::string, std::string>>{{"t/x", kUserProperty}}));
+  // Nothing left once they are gone: the 3.1.1 form.
+  publish5("t/y", "23 00 05");
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_EQ(kind(a_.outbox()[0]), 2u);
+  EXPECT_EQ(deliver_to_b(), (std::vector<std::pair<std::string, std::string>>{{"t/y", ""}}));
+  // Property bytes that are not a PUBLISH's (a Session Expiry Interval) are not sent either: the
+  // message goes without them.
+  publish5("t/z", "11 00 00 00 05");
+  ASSERT_EQ(a_.outbox().size(), 1u);
+  EXPECT_EQ(kind(a_.outbox()[0]), 2u);
+  EXPECT_EQ(deliver_to_b(), (std::vector<std::pair<std::string, std::string>>{{"t/z", ""}}));
+  EXPECT_EQ(cb_.peer_datagrams_malformed, 0u);
+}
+
+TEST_F(Properties, ABatchOfBothFormsKeepsOrderAndEveryDatagramHasOneForm) {
+  handshake();
+  // One turn: plain, two with properties, plain. The message expiry is decoded on receipt too.
+  publish("t/1", "a");
+  publish5("t/2", kUserProperty);
+  publish5("t/3", "02 00 00 00 3c");
+  publish("t/4", "b");
+  const std::vector<Datagram> out = a_.outbox();
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(kind(out[0]), 2u);
+  EXPECT_EQ(kind(out[1]), 9u);
+  EXPECT_EQ(kind(out[2]), 2u);
+  // The second holds both 5.0-form PUBLISHes behind one DATA5 header.
+  Bytes second;
+  ext::encode(second, ext::Data{0xa0a0a0a0, 0xb0b0b0b0, 1, 1, 8, true});
+  append(second, bytes("30 0f 00 03 74 2f 32 07 26 00 01 6b 00 01 76 68 69"));
+  append(second, bytes("30 0d 00 03 74 2f 33 05 02 00 00 00 3c 68 69"));
+  EXPECT_EQ(to_hex(out[1].bytes), to_hex(second));
+  EXPECT_EQ(out[2].bytes.size(), ext::kDataSize + publish_packet("t/4", "b").size());
+  a_.clear_outbox();
+  std::vector<std::string> got;
+  for (const auto& d : out) {
+    for (const auto& p : b_->on_datagram(kA, d.bytes, now_)) {
+      got.push_back(std::string(p.topic) + " " +
+                    to_hex(Bytes(p.properties.raw.begin(), p.properties.raw.end())));
+      if (p.topic == "t/3") {
+        EXPECT_EQ(p.properties.message_expiry, 60u);
+      }
+    }
+  }
+  EXPECT_EQ(got, (std::vector<std::string>{"t/1 ", std::string("t/2 ") + kUserProperty,
+                                           "t/3 02 00 00 00 3c", "t/4 "}));
+  EXPECT_EQ(cb_.peer_datagrams_lost + cb_.peer_publish_lost + cb_.peer_datagrams_malformed, 0u);
+  EXPECT_EQ(cb_.peer_publish_in, 4u);
+}
+
+TEST_F(Properties, WhatWaitsForCreditKeepsItsForm) {
+  handshake();
+  // B's window is 1000 bytes: the rest waits, and goes in its form once B grants more.
+  const std::string big(400, 'x');
+  for (int k = 0; k < 4; ++k) publish5("t/" + std::to_string(k), kUserProperty, big);
+  EXPECT_GT(a_.pending_bytes(0), 0u);
+  std::size_t delivered = 0;
+  for (int round = 0; round < 10 && delivered < 4; ++round) {
+    for (const auto& [topic, props] : deliver_to_b()) {
+      EXPECT_EQ(props, kUserProperty) << topic;
+      ++delivered;
+    }
+    move(*b_, a_, kB);
+    now_ += 10ms;
+    a_.on_timers(now_);
+  }
+  EXPECT_EQ(delivered, 4u);
+  EXPECT_EQ(cb_.peer_datagrams_malformed, 0u);
+}
+
+TEST_F(Properties, APeerThatDidNotAnnounceTheBitGetsNoProperties) {
+  a_.start(now_);
+  // A capable peer of an earlier version: credit, batch and digest, not 0x8.
+  Bytes hello;
+  ext::encode(hello,
+              ext::Hello{0xb0b0b0b0, 0xa0a0a0a0,
+                         ext::kFeatureCredit | ext::kFeatureBatch | ext::kFeatureDigest, 1000});
+  a_.on_datagram(kB, hello, now_);
+  ASSERT_TRUE(a_.speaks_extension(0));
+  a_.on_datagram(kB, subscribe_packet("t/#"), now_);
+  a_.clear_outbox();
+  publish5("t/x", kUserProperty);
+  publish("t/y", "hi");
+  ASSERT_EQ(a_.outbox().size(), 1u);  // one batch, one form
+  Bytes expected;
+  ext::encode(expected, ext::Data{0xa0a0a0a0, 0xb0b0b0b0, 0, 0, 0});
+  append(expected, publish_packet("t/x", "hi"));
+  append(expected, publish_packet("t/y", "hi"));
+  EXPECT_EQ(a_.outbox()[0].bytes, expected);
 }
 
 }  // namespace

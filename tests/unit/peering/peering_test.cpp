@@ -275,5 +275,81 @@ TEST_F(PeeringBatch, ABatchIsNeverReopenedAfterTheOutboxIsCleared) {
   EXPECT_EQ(topics(p_.outbox()[0]), (std::vector<std::string>{"x/2"}));
 }
 
+// --- MQTT 5 properties (docs/peering.md, "PUBLISH properties"): the 5.0 form behind DATA5
+
+// A DATA5 header naming no run of ours (so nothing is accounted), then `rest`.
+Bytes data5(std::string_view rest_hex) {
+  Bytes d;
+  peering::ext::encode(d, peering::ext::Data{9, 0, 0, 0, 0, true});
+  append(d, bytes(rest_hex));
+  return d;
+}
+
+TEST_F(Peering, PlainPeersNeverGetProperties) {
+  p_.on_datagram(kPeerA, subscribe_packet("t"));
+  p_.forward_publish("t", as_bytes("x"), true, flow::kNone, {}, bytes("26 00 01 6b 00 01 76"));
+  p_.send_retained(kPeerA, "t", as_bytes("x"), {}, bytes("26 00 01 6b 00 01 76"));
+  ASSERT_EQ(p_.outbox().size(), 2u);
+  EXPECT_EQ(to_hex(p_.outbox()[0].bytes), "31 04 00 01 74 78");
+  EXPECT_EQ(to_hex(p_.outbox()[1].bytes), "31 04 00 01 74 78");
+}
+
+// The form is the header's, whatever this side knows of the sender: no HELLO was exchanged here.
+TEST_F(Peering, A50FormPublishYieldsItsProperties) {
+  // DATA5, a 5.0-form PUBLISH (RETAIN, a user property and a content type), then a DATA header and
+  // a 3.1.1-form PUBLISH, a SUBSCRIBE (read as 3.1.1 behind either header).
+  Bytes d = data5("31 14 00 01 74 0e 26 00 01 6b 00 01 76 03 00 04 74 65 78 74 78 79");
+  append(d, subscribe_packet("s/#"));
+  peering::ext::encode(d, peering::ext::Data{9, 0, 1, 1, 0});
+  append(d, publish_packet("u", "z"));
+  const auto got = p_.on_datagram(kPeerA, d);
+  EXPECT_EQ(c_.peer_datagrams_malformed, 0u);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].topic, "t");
+  EXPECT_TRUE(got[0].retain);
+  EXPECT_EQ(str(got[0].payload), "xy");
+  EXPECT_EQ(to_hex(Bytes(got[0].properties.raw.begin(), got[0].properties.raw.end())),
+            "26 00 01 6b 00 01 76 03 00 04 74 65 78 74");
+  EXPECT_EQ(got[1].topic, "u");
+  EXPECT_TRUE(got[1].properties.raw.empty());
+  EXPECT_TRUE(p_.peer_wants(kPeerA, "s/x"));
+  EXPECT_EQ(c_.peer_publish_in, 2u);
+}
+
+TEST_F(Peering, Malformed50FormPublishesAreDroppedAndCounted) {
+  const char* const bad[] = {
+      "30 05 00 01 74 05 00",              // property length beyond the packet
+      "30 06 00 01 74 03 23 00 01",        // a Topic Alias
+      "30 07 00 01 74 02 0b 01 78",        // a Subscription Identifier
+      "30 09 00 01 74 05 11 00 00 00 01",  // Session Expiry: not a PUBLISH's
+      "30 08 00 01 74 02 01 02 78 79",     // Payload Format Indicator 2
+      "30 09 00 01 74 04 01 01 01 01 78",  // a single-instance property twice
+      "30 07 00 01 74 03 26 00 01",        // a user property cut short
+      "32 07 00 01 74 00 01 00 78",        // QoS 1
+      "30 06 00 00 03 23 00 01",           // an empty topic (the alias it needs is refused)
+      "30 04 00 00 00 78",                 // an empty topic without an alias
+      "30 04 00 01 74 80",                 // a property length varint that does not end
+      "30 06 00 01 23 01 26 00",           // a wildcard topic
+  };
+  std::uint64_t n = 0;
+  for (const char* b : bad) {
+    Bytes d = data5(b);
+    append(d, publish_packet("after", "x"));  // lost with it
+    EXPECT_TRUE(p_.on_datagram(kPeerA, d).empty()) << b;
+    EXPECT_EQ(c_.peer_datagrams_malformed, ++n) << b;
+  }
+  // What came before a malformed one stands.
+  Bytes d = data5("30 05 00 01 74 00 78");
+  append(d, bytes("30 06 00 01 74 03 23 00 01"));
+  const auto got = p_.on_datagram(kPeerA, d);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(str(got[0].payload), "x");
+  EXPECT_EQ(c_.peer_datagrams_malformed, n + 1);
+  // A 3.1.1-form PUBLISH is not one after a DATA5 header: its payload is taken for properties.
+  EXPECT_TRUE(p_.on_datagram(kPeerA, data5("30 06 00 01 74 78 79 7a")).empty());
+  EXPECT_EQ(c_.peer_datagrams_malformed, n + 2);
+  EXPECT_EQ(c_.peer_publish_in, 1u);
+}
+
 }  // namespace
 }  // namespace mqtt_proxy::test
