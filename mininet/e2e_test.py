@@ -657,6 +657,25 @@ class EndToEnd(unittest.TestCase):
         self.assertEqual(lines.next(20), "text/plain|site:h3|hello")
         self.assertEqual(sub.wait(10), 0)
 
+    def test_25_paho_c_gets_the_qos_it_subscribed_to_on_one_proxy(self):
+        # Paho C (libpaho-mqtt3c) subscribed at QoS 2 gets QoS 0, 1 and 2 from publishers of
+        # those QoS on its own proxy, in 3.1.1 and 5.0.
+        auth = ["--user", testbed.USER, "--password", testbed.PASSWORD]
+        for version in ("4", "5"):
+            topic = "e2e/pahoc-qos/%s" % version
+            sub = self.tb.popen("h2", [ARGS.paho_c, "sub", H1, topic, "6", "--version", version,
+                                       "--qos", "2", "--show-qos"] + auth)
+            lines = Lines(sub.stdout)
+            self.assertEqual(lines.next(20), "ready")
+            for qos in ("0", "1", "2"):
+                rc, out, err = self.tb.run("h2", [ARGS.paho_c, "pub", H1, topic, "2", "--version",
+                                                  version, "--qos", qos] + auth, 30)
+                self.assertEqual(rc, 0, out + err)
+            self.assertEqual(self.received(lines, 6),
+                             ["%s msg-%d retained=0 qos=%d" % (topic, i % 2, i // 2)
+                              for i in range(6)])
+            self.assertEqual(sub.wait(10), 0)
+
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
             self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)

@@ -2,12 +2,14 @@
 // end-to-end tests: a stock C library must work through the proxy in MQTT 3.1.1 and 5.0.
 //
 //   paho_c_client sub HOST TOPIC COUNT [options]   prints "ready", then one line per message:
-//                                                 "<topic> <payload> retained=<0|1>"; exit 0 once
+//                                                 "<topic> <payload> retained=<0|1>" (with
+//                                                 --show-qos: then " qos=<0|1|2>"); exit 0 once
 //                                                 COUNT arrived, 1 on timeout or error
 //   paho_c_client pub HOST TOPIC COUNT [options]   publishes "msg-0" .. "msg-<COUNT-1>"; exit 0
 //   once
 //                                                 every one completed its QoS handshake
-// options: --version 4|5  --qos 0|1|2  --retain  --user U  --password P  --id ID  --timeout S
+// options: --version 4|5  --qos 0|1|2  --retain  --show-qos  --user U  --password P  --id ID
+//          --timeout S
 #include <MQTTClient.h>
 
 #include <cstdio>
@@ -23,6 +25,7 @@ struct Args {
   int version = 4;
   int qos = 0;
   bool retain = false;
+  bool show_qos = false;
   std::string user, password, id;
   int timeout_s = 20;
 };
@@ -30,7 +33,7 @@ struct Args {
 int usage() {
   std::fprintf(stderr,
                "usage: paho_c_client sub|pub HOST TOPIC COUNT [--version 4|5] [--qos Q] "
-               "[--retain] [--user U] [--password P] [--id ID] [--timeout S]\n");
+               "[--retain] [--show-qos] [--user U] [--password P] [--id ID] [--timeout S]\n");
   return 2;
 }
 
@@ -44,6 +47,10 @@ bool parse(int argc, char** argv, Args& a) {
     const std::string k = argv[i];
     if (k == "--retain") {
       a.retain = true;
+      continue;
+    }
+    if (k == "--show-qos") {
+      a.show_qos = true;
       continue;
     }
     if (i + 1 >= argc) return false;
@@ -135,8 +142,10 @@ int main(int argc, char** argv) {
         return fail("receive", rc);
       }
       if (!m) continue;
-      std::printf("%s %.*s retained=%d\n", topic, m->payloadlen, static_cast<char*>(m->payload),
+      std::printf("%s %.*s retained=%d", topic, m->payloadlen, static_cast<char*>(m->payload),
                   m->retained);
+      if (a.show_qos) std::printf(" qos=%d", m->qos);
+      std::printf("\n");
       std::fflush(stdout);
       ++got;
       MQTTClient_freeMessage(&m);

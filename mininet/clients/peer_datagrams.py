@@ -112,7 +112,7 @@ def malformed_kinds(topic, rng):
         "ext-unknown": lambda i: [
             packet(0xF0, b"XX\x01\x02" + bytes(24)),             # another magic
             packet(0xF0, b"MP\x02\x02" + bytes(24)),             # another version
-            ext(9, bytes(16)),                                   # an unknown kind
+            ext(0x40, bytes(16)),                                # an unknown kind (9 is DATA5)
             packet(0xF0, b"MP\x01\x02" + bytes(5)),              # a DATA header cut short
         ][i % 4],
     }
