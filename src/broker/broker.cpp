@@ -867,6 +867,21 @@ bool Broker::offer(Session& sub, const Bytes& packet, std::size_t payload_size, 
   return true;
 }
 
+Broker::Wanted Broker::wanted_by(const Filters& filters, std::string_view topic, bool from_itself,
+                                 std::vector<std::uint32_t>& ids) {
+  Wanted w;
+  for (const auto& [f, o] : filters) {
+    if (!mqtt::topic_matches(f, topic)) continue;
+    if (o.no_local && from_itself) continue;
+    w.any = true;
+    w.qos = std::max(w.qos, o.qos);
+    w.retain_as_published = w.retain_as_published || o.retain_as_published;
+    if (o.subscription_id != 0) ids.push_back(o.subscription_id);
+  }
+  std::sort(ids.begin(), ids.end());
+  return w;
+}
+
 void Broker::deliver_local(const Outgoing& m, TimePoint now) {
   // At most four encodings, each made once: 3.x or 5.0, RETAIN 0 or 1. Retain is 0 on live
   // delivery [MQTT-3.3.1-9] unless the message came retained from a peer (see on_peer_publish)
@@ -900,21 +915,13 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     ids_.clear();
     std::uint8_t qos = 0;  // the highest of the matching subscriptions' (3.3.4, one copy)
     if (sub->filters_with_options > 0) {
-      // v5 options: a copy unless every matching filter has No Local and this is the publisher.
-      bool wanted = false;
-      for (const auto& [f, o] : sub->filters) {
-        if (!mqtt::topic_matches(f, m.topic)) continue;
-        if (o.no_local && sub == m.origin) continue;
-        wanted = true;
-        retain = retain || (o.retain_as_published && m.published_retain);
-        if (o.subscription_id != 0) ids_.push_back(o.subscription_id);
-        qos = std::max(qos, o.qos);
-      }
-      if (!wanted) return;
+      const Wanted w = wanted_by(sub->filters, m.topic, sub == m.origin, ids_);
+      if (!w.any) return;
+      retain = retain || (w.retain_as_published && m.published_retain);
+      qos = w.qos;
     }
     if (sub->out && (std::min(qos, m.qos) > 0 || sub->out->queued_count() > 0)) {
       // QoS 1 or 2, or a QoS 0 message that must not pass what waits before it.
-      std::sort(ids_.begin(), ids_.end());
       deliver_outbound(*sub, m, qos, retain, ids_, now);
       return;
     }
@@ -925,7 +932,6 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     // The subscriber's own copy, encoded here, not kept: [MQTT-3.3.4-4/5] one copy for
     // overlapping subscriptions carries the identifier of every one that matched (sorted; the
     // spec asks for no order), and a topic alias is this connection's.
-    std::sort(ids_.begin(), ids_.end());
     mqtt::PropertyWriter with_ids;
     for (const std::uint32_t id : ids_) with_ids.varint(property::kSubscriptionIdentifier, id);
     Bytes props(m.v5_properties.begin(), m.v5_properties.end());
@@ -941,18 +947,11 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
   offline_.match(m.topic, [&](StoredSession* st) {
     if (st->delivery_mark == mark || !st->out) return;
     st->delivery_mark = mark;
-    std::uint8_t qos = 0;
-    bool retain = m.retain;
     std::vector<std::uint32_t> ids;
-    for (const auto& [f, o] : st->filters) {
-      if (!mqtt::topic_matches(f, m.topic)) continue;
-      qos = std::max(qos, o.qos);
-      retain = retain || (o.retain_as_published && m.published_retain);
-      if (o.subscription_id != 0) ids.push_back(o.subscription_id);
-    }
-    std::sort(ids.begin(), ids.end());
+    const Wanted w = wanted_by(st->filters, m.topic, false, ids);
+    const bool retain = m.retain || (w.retain_as_published && m.published_retain);
     const DropTally tally(*st->out, counters_);
-    st->out->offer(Delivery{stored_message(m), qos, retain, std::move(ids)}, now, sends_);
+    st->out->offer(Delivery{stored_message(m), w.qos, retain, std::move(ids)}, now, sends_);
     sends_.clear();  // nothing is sent to a client that is away
   });
 }

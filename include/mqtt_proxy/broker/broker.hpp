@@ -231,6 +231,16 @@ class Broker {
   void commit_alias(Session& s, std::string_view topic, std::uint16_t alias);
   // Encodes and sends what Outbound said to send now.
   void emit(Session& s, flow::Id source, TimePoint now);
+  // What the filters of one session that match `topic` ask of its one copy (3.3.4): whether any
+  // wants it (v5 No Local leaves out the publisher's own filters), the highest QoS, whether one
+  // has Retain As Published; their subscription identifiers are appended to `ids`, sorted.
+  struct Wanted {
+    bool any = false;
+    std::uint8_t qos = 0;
+    bool retain_as_published = false;
+  };
+  static Wanted wanted_by(const Filters& filters, std::string_view topic, bool from_itself,
+                          std::vector<std::uint32_t>& ids);
   void deliver_local(const Outgoing& m, TimePoint now);
   Duration session_keep_for(std::uint32_t expiry_seconds) const;
   // Queues a PUBLISH for a subscriber unless it is stuck or its queue is full (then drops and
