@@ -215,13 +215,41 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
      "publish the $SYS/broker/... topics (Mosquitto's) to local subscribers this often, in "
      "seconds (0: never)")
     ("stats-interval", po::value<unsigned>(&out.stats_interval_seconds)->default_value(d.stats_interval_seconds),
-     "log all counters this often, in seconds (0: only at exit)");
+     "log all counters this often, in seconds (0: only at exit)")
+    ("plugin", po::value<std::vector<std::string>>()->composing(),
+     "load a plugin (a shared object built against mqtt_proxy/plugin.h, docs/plugins.md); "
+     "repeatable, called in the order given")
+    ("plugin-opt", po::value<std::vector<std::string>>()->composing(),
+     "NAME=VALUE for the --plugin given before it; repeatable")
+    ("hook-budget", po::value<double>(&out.hook_budget_ms)->default_value(out.hook_budget_ms),
+     "milliseconds a hook call may take; longer ones are logged and counted");
   // clang-format on
 
   po::variables_map vm;
   try {
-    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    const po::parsed_options parsed = po::command_line_parser(argc, argv).options(desc).run();
+    po::store(parsed, vm);
     po::notify(vm);
+    // --plugin-opt belongs to the --plugin before it, which only the order of the command line
+    // says (the variables map keeps each option's values apart).
+    for (const auto& o : parsed.options) {
+      if (o.string_key == "plugin") {
+        for (const auto& v : o.value) out.plugins.push_back(hooks::PluginSpec{v, {}});
+      } else if (o.string_key == "plugin-opt") {
+        for (const auto& v : o.value) {
+          const auto eq = v.find('=');
+          if (out.plugins.empty()) {
+            message = "--plugin-opt " + v + ": no --plugin before it";
+            return ParseOutcome::Error;
+          }
+          if (eq == std::string::npos || eq == 0) {
+            message = "--plugin-opt " + v + ": expected NAME=VALUE";
+            return ParseOutcome::Error;
+          }
+          out.plugins.back().options.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+        }
+      }
+    }
   } catch (const po::error& e) {
     message = e.what();
     return ParseOutcome::Error;
@@ -432,6 +460,10 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   }
   if (out.sys_interval_seconds > 86400) {
     message = "--sys-interval must be 0..86400 seconds";
+    return ParseOutcome::Error;
+  }
+  if (!(out.hook_budget_ms > 0 && out.hook_budget_ms <= 60000)) {
+    message = "--hook-budget must be between 0 and 60000 milliseconds";
     return ParseOutcome::Error;
   }
   if (!(out.slow_grace_seconds >= 0.01 && out.slow_grace_seconds <= 3600)) {

@@ -10,6 +10,7 @@
 #include "mqtt_proxy/app/io.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
 #include "mqtt_proxy/firewall/firewall_guard.hpp"
+#include "mqtt_proxy/hooks/plugin_loader.hpp"
 
 namespace mqtt_proxy::app {
 
@@ -84,6 +85,20 @@ int run_proxy(const Options& opt) {
 
   auto cfg = build_config(opt);
   if (!cfg) return fail(cfg.error());
+  if (!opt.plugins.empty()) {
+    // Loaded before any I/O is set up, so that a plugin that cannot start is one line and exit 1.
+    std::vector<std::unique_ptr<hooks::Hooks>> plugins;
+    for (const auto& spec : opt.plugins) {
+      auto p = hooks::load_plugin(spec, log);
+      if (auto* e = std::get_if<hooks::LoadError>(&p)) return fail(e->message);
+      plugins.push_back(std::move(std::get<std::unique_ptr<hooks::Hooks>>(p)));
+    }
+    cfg->core.broker.hooks = std::make_shared<hooks::HookChain>(
+        std::move(plugins),
+        std::chrono::duration_cast<Duration>(
+            std::chrono::duration<double, std::milli>(opt.hook_budget_ms)),
+        [] { return std::chrono::steady_clock::now(); }, log);
+  }
   auto io = open_io(opt, cfg->interfaces, cfg->core, log);
   if (!io) return fail(io.error());
 

@@ -93,6 +93,9 @@ struct Broker::Session {
   std::uint64_t delivery_mark = 0;
   std::uint64_t dropped_in_a_row = 0;  // QoS 0 copies lost to a full queue since the last delivery
   bool closing = false;                // ended; takes no input, destroyed by reap()
+  bool websocket = false;              // MQTT over WebSocket
+  hooks::Client hook;                  // what hooks see of it, once CONNECT was accepted
+  bool hooked = false;  // the hooks were told it connected (and will be told it went)
 };
 
 Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, log::Logger& log,
@@ -103,7 +106,24 @@ Broker::Broker(BrokerConfig cfg, BrokerHost& host, peering::Peering& peering, lo
       log_(log),
       counters_(counters),
       flow_(flow),
-      retained_(cfg_.max_retained_messages) {}
+      retained_(cfg_.max_retained_messages) {
+  reads_ = cfg_.hooks && cfg_.hooks->reads();
+}
+
+hooks::Client Broker::hook_client(const Session& s, std::string_view client_id,
+                                  std::string_view username) const {
+  hooks::Client who;
+  who.connection = s.handle;
+  who.client_id = std::string(client_id);
+  who.username = std::string(username);
+  who.address = s.peer;
+  who.address_text = s.peer.is_ipv6 ? wire::format_ipv6(s.peer.ipv6) : s.peer.ipv4.to_string();
+  who.protocol_version = static_cast<std::uint8_t>(s.version);
+  who.transport = s.websocket ? hooks::Transport::WebSocket : hooks::Transport::Tcp;
+  who.tls = s.tls;
+  who.tls_cn = s.certificate_cn;
+  return who;
+}
 
 Broker::~Broker() = default;
 
@@ -171,6 +191,7 @@ void Broker::on_open(ClientHandle c, const ingress::ClientOrigin& origin, TimePo
   s->peer = origin.address;
   s->tls = origin.tls;
   s->certificate_cn = origin.certificate_cn;
+  s->websocket = origin.websocket;
   s->deadline = now + cfg_.connect_timeout;
   schedule(*s);
   log_.debug(kLog, "connection opened client={}", s->peer);
@@ -551,7 +572,10 @@ Duration Broker::session_keep_for(std::uint32_t expiry_seconds) const {
   return std::min<Duration>(std::chrono::seconds(expiry_seconds), cfg_.session_expiry);
 }
 
-void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
+void Broker::handle_connect(Session& s, const mqtt::Connect& connect, TimePoint now) {
+  // What the rest sees: the CONNECT as the hooks left it (their values live in `cred`).
+  mqtt::Connect c = connect;
+  hooks::Credentials cred;
   const bool v5 = c.version == mqtt::ProtocolVersion::V5;
   auto refuse = [&](std::uint8_t v3_code, std::uint8_t v5_code, std::string_view why) {
     ++counters_.mqtt_connects_refused;
@@ -570,6 +594,24 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   if (c.properties.authentication_method) {
     return refuse(0, mqtt::reason::kBadAuthenticationMethod,
                   "enhanced authentication is not supported");
+  }
+  if (cfg_.hooks) {
+    // mProxy's AuthConnect, before the proxy's own check: a hook may map the client's
+    // credentials to others (a token to a user, say), which are then what is checked.
+    s.version = c.version;
+    const hooks::Client who = hook_client(s, c.client_id, c.username.value_or(""));
+    cred.client_id = hooks::Field(c.client_id);
+    cred.username = hooks::Field(c.username.value_or(""));
+    cred.password = hooks::Field(as_chars(c.password.value_or(ByteSpan{})));
+    cred.has_username = c.username.has_value();
+    cred.has_password = c.password.has_value();
+    std::string_view by;
+    if (const hooks::Reason r = cfg_.hooks->auth_connect(who, cred, &by); r != hooks::kOk) {
+      return refuse(hooks::connack_code(r), r, fmt::format("refused by hook {}", by));
+    }
+    c.client_id = cred.client_id.get();
+    if (cred.has_username) c.username = cred.username.get();
+    if (cred.has_password) c.password = as_bytes(cred.password.get());
   }
   const auto user = authorized(s, c);
   if (!user) {
@@ -612,6 +654,31 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
     }
     client_id = fmt::format("auto-{}", ++auto_id_);
     assigned = true;
+  }
+
+  // The will is a PUBLISH to come: hooks check it now, as Mosquitto checks its ACL at CONNECT,
+  // and may change its topic and payload.
+  hooks::Field will_topic;
+  hooks::Field will_payload;
+  if (cfg_.hooks) {
+    s.version = c.version;
+    s.hook = hook_client(s, client_id, *user);
+    if (c.will) {
+      will_topic = hooks::Field(c.will->topic);
+      will_payload = hooks::Field(as_chars(c.will->payload));
+      std::string_view by;
+      hooks::Reason r = cfg_.hooks->auth_publish(s.hook, will_topic, will_payload, c.will->qos,
+                                                 c.will->retain, &by);
+      if (r == hooks::kOk && will_topic.changed() && !mqtt::is_valid_topic_name(will_topic.get())) {
+        r = mqtt::reason::kTopicNameInvalid;
+      }
+      if (r != hooks::kOk) {
+        return refuse(hooks::connack_code(r), r,
+                      fmt::format("will topic {} refused by hook {}", c.will->topic, by));
+      }
+      c.will->topic = will_topic.get();
+      c.will->payload = as_bytes(will_payload.get());
+    }
   }
 
   // Session takeover [MQTT-3.1.4-2]: the new connection wins.
@@ -715,6 +782,10 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& c, TimePoint now) {
   } else {
     s.out = std::make_unique<Outbound>(outbound_config(), window);
   }
+  if (cfg_.hooks) {
+    s.hooked = true;
+    cfg_.hooks->on_connect(s.hook);
+  }
 }
 
 void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
@@ -742,6 +813,25 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   counters_.mqtt_payload_bytes_received += p.payload.size();
   log_.debug(kLog, "PUBLISH client={} id={} topic={} qos={} bytes={}", s.peer, s.client_id, topic,
              p.qos, p.payload.size());
+  ByteSpan payload = p.payload;
+  hooks::Field hooked_topic(topic);
+  hooks::Field hooked_payload(as_chars(payload));
+  if (s.hooked) {
+    // mProxy's AuthPublish: the topic and payload may change, or the message is refused.
+    std::string_view by;
+    hooks::Reason r =
+        cfg_.hooks->auth_publish(s.hook, hooked_topic, hooked_payload, p.qos, p.retain, &by);
+    if (r == hooks::kOk && hooked_topic.changed() &&
+        !mqtt::is_valid_topic_name(hooked_topic.get())) {
+      r = mqtt::reason::kTopicNameInvalid;
+    }
+    if (r != hooks::kOk) {
+      refuse_publish(s, p, topic, r, by);
+      return;
+    }
+    topic = hooked_topic.get();
+    payload = as_bytes(hooked_payload.get());
+  }
   bool deliver = true;
   if (p.qos == 1) {
     scratch_.clear();
@@ -765,11 +855,39 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   }
   if (p.retain) retain(topic, p.payload, RetainedStore::Origin::Local, props, expires, p.qos);
   const flow::Id source = flow::client(s.handle);
-  deliver_local(Outgoing{topic, p.payload, false, p.retain, &s, props, source, p.qos, expires, {}},
+  deliver_local(Outgoing{topic, payload, false, p.retain, &s, props, source, p.qos, expires, {}},
                 now);
   // Between mqtt_proxies that speak the extension the v5 properties go along (DATA5).
-  peering_.forward_publish(topic, p.payload, p.retain, source, now, props);
-  if (m2m_) m2m_->publish(topic, p.payload, p.retain, now);
+  peering_.forward_publish(topic, payload, p.retain, source, now, props);
+  if (m2m_) m2m_->publish(topic, payload, p.retain, now);
+  if (s.hooked) cfg_.hooks->on_publish(s.hook, topic, as_chars(payload));
+}
+
+void Broker::refuse_publish(Session& s, const mqtt::Publish& p, std::string_view topic,
+                            hooks::Reason r, std::string_view by) {
+  ++counters_.mqtt_publish_refused;
+  log_.info(kLog, "PUBLISH refused client={} id={} topic={} qos={}: hook {} said 0x{:02x}", s.peer,
+            s.client_id, topic, p.qos, by, r);
+  // v5 tells the publisher why (3.4.2.1, 3.5.2.1). 3.1.1 has no way to: its acknowledgement is
+  // the plain one, as Mosquitto sends for a message its ACL denies, and QoS 0 has none.
+  scratch_.clear();
+  if (p.qos == 1) {
+    if (s.v5) {
+      mqtt::encode_packet_id_ack_v5(scratch_, mqtt::PacketType::Puback, p.packet_id, r);
+    } else {
+      mqtt::encode_packet_id_ack(scratch_, mqtt::PacketType::Puback, p.packet_id);
+    }
+  } else if (p.qos == 2) {
+    if (s.v5) {
+      // A PUBREC with a failure ends the flow: no PUBREL follows [MQTT-4.3.3].
+      mqtt::encode_packet_id_ack_v5(scratch_, mqtt::PacketType::Pubrec, p.packet_id, r);
+    } else {
+      // The client goes on with PUBREL, which is answered as for a message delivered.
+      s.qos2_awaiting_pubrel.insert(p.packet_id);
+      mqtt::encode_packet_id_ack(scratch_, mqtt::PacketType::Pubrec, p.packet_id);
+    }
+  }
+  if (!scratch_.empty()) send(s, scratch_);
 }
 
 void Broker::on_peer_publish(const mqtt::Publish& p, flow::Id source, TimePoint now) {
@@ -911,6 +1029,7 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
     Session* sub = match.session;
     if (sub->delivery_mark == mark) return;  // several matching filters: one copy
     sub->delivery_mark = mark;
+    if (!may_read(sub->hook, m.topic)) return;
     bool retain = m.retain;
     ids_.clear();
     std::uint8_t qos = 0;  // the highest of the matching subscriptions' (3.3.4, one copy)
@@ -947,6 +1066,7 @@ void Broker::deliver_local(const Outgoing& m, TimePoint now) {
   offline_.match(m.topic, [&](StoredSession* st) {
     if (st->delivery_mark == mark || !st->out) return;
     st->delivery_mark = mark;
+    if (!may_read(st->hook, m.topic)) return;
     std::vector<std::uint32_t> ids;
     const Wanted w = wanted_by(st->filters, m.topic, false, ids);
     const bool retain = m.retain || (w.retain_as_published && m.published_retain);
@@ -990,6 +1110,9 @@ void Broker::deliver_shared(SharedGroup& g, const Outgoing& m, TimePoint now) {
   // One member per message, in turn (Mosquitto's round robin). It gets its own copy beside any of
   // its non-shared subscriptions (v5 4.8.2 allows both), with this subscription's options.
   Session& sub = *g.members[g.next++ % g.members.size()];
+  // A member the hooks do not let read it does not get it, and the turn is spent (as in
+  // Mosquitto, whose ACL check comes after the member is chosen).
+  if (!may_read(sub.hook, m.topic)) return;
   const auto o = sub.filters.find(g.key);
   const FilterOptions options = o == sub.filters.end() ? FilterOptions{} : o->second;
   const bool retain = m.retain || (options.retain_as_published && m.published_retain);
@@ -1023,6 +1146,9 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   codes.reserve(sub.topics.size());
   std::vector<bool> send_retained(sub.topics.size(), false);
   granted_.assign(sub.topics.size(), 0);
+  // The filters as subscribed: as the client sent them, or as a hook changed them.
+  std::vector<std::string> filters(sub.topics.size());
+  std::vector<std::string> accepted;  // for the hooks' notification
   for (std::size_t i = 0; i < sub.topics.size(); ++i) {
     const auto& t = sub.topics[i];
     if (!t.filter_valid) {
@@ -1031,29 +1157,48 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
       codes.push_back(s.v5 ? mqtt::reason::kTopicFilterInvalid : mqtt::kSubackFailure);
       continue;
     }
+    filters[i] = std::string(t.filter);
+    if (s.hooked) {
+      // mProxy's AuthSubscribe, one filter at a time: changed, or refused with its own code.
+      hooks::Field f(t.filter);
+      std::string_view by;
+      hooks::Reason r = cfg_.hooks->auth_subscribe(s.hook, f, t.requested_qos, &by);
+      if (r == hooks::kOk && f.changed() && !mqtt::is_valid_topic_filter(f.get())) {
+        r = mqtt::reason::kTopicFilterInvalid;
+      }
+      if (r != hooks::kOk) {
+        ++counters_.mqtt_subscribe_refused;
+        log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: hook {} said 0x{:02x}", s.peer,
+                  s.client_id, t.filter, by, r);
+        codes.push_back(s.v5 ? r : mqtt::kSubackFailure);
+        continue;
+      }
+      if (f.changed()) filters[i] = std::string(f.get());
+    }
+    const std::string& filter = filters[i];
     bool share_valid = true;
-    const bool shared = shared_filter(t.filter, share_valid).has_value();
+    const bool shared = shared_filter(filter, share_valid).has_value();
     if (!share_valid) {
       log_.info(kLog, "SUBSCRIBE refused client={} id={} topic={}: invalid shared subscription",
-                s.peer, s.client_id, t.filter);
+                s.peer, s.client_id, filter);
       codes.push_back(s.v5 ? mqtt::reason::kTopicFilterInvalid : mqtt::kSubackFailure);
       continue;
     }
     if (shared && t.no_local) {
       // [MQTT-3.8.3-4]: No Local on a shared subscription is a protocol error.
-      protocol_error(s, fmt::format("No Local on the shared subscription {}", t.filter), now,
+      protocol_error(s, fmt::format("No Local on the shared subscription {}", filter), now,
                      mqtt::reason::kProtocolError);
       return;
     }
     ++counters_.mqtt_subscriptions;
-    log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.peer, s.client_id, t.filter,
+    log_.info(kLog, "SUBSCRIBE client={} id={} topic={} qos={}", s.peer, s.client_id, filter,
               t.requested_qos);
     const std::uint8_t granted = std::min<std::uint8_t>(t.requested_qos, 2);
     granted_[i] = granted;
     codes.push_back(granted);
     const bool is_new = add_subscription(
-        s, std::string(t.filter),
-        FilterOptions{t.no_local, t.retain_as_published, subscription_id, granted}, now);
+        s, filter, FilterOptions{t.no_local, t.retain_as_published, subscription_id, granted}, now);
+    if (s.hooked) accepted.push_back(filter);
     // v5 Retain Handling: 0 always, 1 only for a new subscription, 2 never (3.8.3.1). A shared
     // subscription gets none (v5 4.8.2: they would go to every member).
     send_retained[i] = !shared && (t.retain_handling == 0 || (t.retain_handling == 1 && is_new));
@@ -1071,7 +1216,8 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
   for (std::size_t i = 0; i < sub.topics.size(); ++i) {
     if (!send_retained[i]) continue;
     retained_.for_each_match(
-        sub.topics[i].filter, [&](std::string_view topic, const RetainedStore::Message& m) {
+        filters[i], [&](std::string_view topic, const RetainedStore::Message& m) {
+          if (!may_read(s.hook, topic)) return;
           if (s.out && (std::min(m.qos, granted_[i]) > 0 || s.out->queued_count() > 0)) {
             // At min(its publisher's QoS, the subscription's) through the session's flows.
             auto msg = std::make_shared<StoredMessage>();
@@ -1114,6 +1260,7 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
           }
         });
   }
+  if (s.hooked && !accepted.empty()) cfg_.hooks->on_subscribe(s.hook, accepted);
 }
 
 bool Broker::add_subscription(Session& s, const std::string& filter, FilterOptions options,
@@ -1181,6 +1328,7 @@ void Broker::store_session(Session& s, TimePoint now) {
   StoredSession& st = stored_[s.client_id];
   index_offline(st, false);  // stored before, and taken over since
   st.filters = s.filters;
+  st.hook = s.hook;
   st.expires_at = now + s.keep_for;
   st.out = std::move(s.out);
   // Queued QoS 0 messages go now, unless --queue-qos0: not counted as drops, as a QoS 0 message
@@ -1244,6 +1392,10 @@ void Broker::handle_unsubscribe(Session& s, const mqtt::Unsubscribe& u, TimePoin
     mqtt::encode_unsuback(scratch_, u.packet_id);
   }
   send(s, scratch_);
+  if (s.hooked) {
+    const std::vector<std::string> filters(u.filters.begin(), u.filters.end());
+    cfg_.hooks->on_unsubscribe(s.hook, filters);
+  }
 }
 
 void Broker::publish_will(Session& s, TimePoint now) {
@@ -1291,6 +1443,10 @@ void Broker::end_session(Session& s, bool publish_will_msg, TimePoint now) {
   if (s.closing) return;
   s.closing = true;
   closing_.push_back(s.handle);
+  if (s.hooked) {
+    s.hooked = false;
+    cfg_.hooks->on_disconnect(s.hook);
+  }
   if (s.phase == Phase::Connected) store_session(s, now);
   for (const auto& [f, options] : s.filters) index_remove(s, f, now);
   s.filters.clear();

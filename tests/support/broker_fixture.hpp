@@ -59,6 +59,15 @@ class FakeHost : public broker::BrokerHost {
   std::set<broker::ClientHandle> closed;
 };
 
+struct BrokerFixtureDefaults {
+  static broker::BrokerConfig config() {
+    broker::BrokerConfig c;
+    c.username = std::string(kUsername);
+    c.password = std::string(kPassword);
+    return c;
+  }
+};
+
 class BrokerFixture : public ::testing::Test {
  protected:
   // With `flow`, the broker applies backpressure through flow_ (high-water mark 100 bytes, low 50,
@@ -75,12 +84,7 @@ class BrokerFixture : public ::testing::Test {
     return f;
   }
 
-  static broker::BrokerConfig default_config() {
-    broker::BrokerConfig c;
-    c.username = std::string(kUsername);
-    c.password = std::string(kPassword);
-    return c;
-  }
+  static broker::BrokerConfig default_config() { return BrokerFixtureDefaults::config(); }
 
   void open(broker::ClientHandle c) {
     broker_.on_open(

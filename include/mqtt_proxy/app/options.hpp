@@ -14,6 +14,7 @@
 #include "mqtt_proxy/broker/broker.hpp"
 #include "mqtt_proxy/capture/pcap_capture.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
+#include "mqtt_proxy/hooks/plugin_loader.hpp"
 #include "mqtt_proxy/ingress/admission.hpp"
 #include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/peering/peering.hpp"
@@ -96,6 +97,10 @@ struct Options {
   unsigned sys_interval_seconds = 10;   // 0: no $SYS topics
   unsigned stats_interval_seconds = 0;  // 0: counters are logged at exit only
   unsigned shutdown_grace_ms = 2000;    // for clients to take their FIN after SIGTERM
+  // Plugins (docs/plugins.md), in the order given, each with the --plugin-opt that followed it,
+  // and the time a hook call may take before it is logged and counted.
+  std::vector<hooks::PluginSpec> plugins;
+  double hook_budget_ms = 5;
 };
 
 enum class ParseOutcome { Run, Exit0, Error };

@@ -15,6 +15,7 @@
 #include "mqtt_proxy/broker/outbound.hpp"
 #include "mqtt_proxy/broker/retained_store.hpp"
 #include "mqtt_proxy/flow/flow_control.hpp"
+#include "mqtt_proxy/hooks/hooks.hpp"
 #include "mqtt_proxy/ingress/admission.hpp"
 #include "mqtt_proxy/m2m/client.hpp"
 #include "mqtt_proxy/metrics/counters.hpp"
@@ -78,6 +79,8 @@ struct BrokerConfig {
   // cannot wait for a window it does not fit in; smaller ones are read where they are, and wait
   // there while their publisher is paused (backpressure). At most half the receive buffer.
   std::size_t max_unread_frame = 16 * 1024;
+  // Inspection hooks and plugins (hooks.hpp), in order; none when null or empty.
+  std::shared_ptr<hooks::HookChain> hooks;
 };
 
 class Broker {
@@ -181,10 +184,20 @@ class Broker {
   enum class Phase { AwaitConnect, Connected };
 
   void handle_frame(Session& s, const mqtt::FrameView& f, TimePoint now);
-  void handle_connect(Session& s, const mqtt::Connect& c, TimePoint now);
+  void handle_connect(Session& s, const mqtt::Connect& connect, TimePoint now);
+  // What hooks are told of a session's client (`client_id` and `username` as known so far).
+  hooks::Client hook_client(const Session& s, std::string_view client_id,
+                            std::string_view username) const;
+  // Mosquitto's read access, asked of the hooks for each copy delivered (only when one has it).
+  bool may_read(const hooks::Client& who, std::string_view topic) const {
+    return !reads_ || cfg_.hooks->auth_read(who, topic) == hooks::kOk;
+  }
   // The user the client connects as (empty: anonymous), or nullopt: it may not connect.
   std::optional<std::string> authorized(const Session& s, const mqtt::Connect& c) const;
   void handle_publish(Session& s, const mqtt::Publish& p, TimePoint now);
+  // A hook refused the PUBLISH: counted, and acknowledged as the version allows.
+  void refuse_publish(Session& s, const mqtt::Publish& p, std::string_view topic, hooks::Reason r,
+                      std::string_view by);
   void handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint now);
   // Adds or replaces one subscription (false: the session had the filter already, and only its
   // options change); the peers hear of the filter if it is new here.
@@ -276,6 +289,7 @@ class Broker {
   void send(Session& s, const Bytes& b);
 
   BrokerConfig cfg_;
+  bool reads_ = false;  // a hook checks every delivery (auth_read)
   BrokerHost& host_;
   peering::Peering& peering_;
   m2m::Client* m2m_ = nullptr;
@@ -293,6 +307,7 @@ class Broker {
     TimePoint expires_at;
     std::unique_ptr<Outbound> out;  // open flows and the queue, for the reconnect
     std::uint64_t delivery_mark = 0;
+    hooks::Client hook;  // who it was, for the hooks' read checks while it is away
   };
   // Messages for stored sessions are queued by these (shared subscriptions are not: their
   // messages go to the members that are connected).

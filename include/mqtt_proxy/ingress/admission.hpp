@@ -38,6 +38,8 @@ struct ClientOrigin {
   bool tls = false;
   // The Common Name of a client certificate the load balancer verified; empty: none.
   std::string certificate_cn;
+  // It speaks MQTT over WebSocket (--ws-port), not over plain TCP.
+  bool websocket = false;
 
   ClientOrigin() = default;
   // Implicit: without the PROXY protocol a client is its TCP peer, and nothing more is known.
