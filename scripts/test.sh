@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test: set-up, then
-#   1. formatting (clang-format) and static checks (clang-tidy, .clang-tidy's checks, on src/),
+#   1. formatting (clang-format) and static checks (clang-tidy, .clang-tidy's checks, on src/ and plugins/),
 #   2. the unit tests under AddressSanitizer + UBSan (gcc),
 #   3. the fuzz targets for a bounded time each (clang, libFuzzer),
 #   4. the release build with warnings as errors: unit tests and the Mininet end-to-end tests.
@@ -43,15 +43,16 @@ step "set-up"
 bash scripts/setup.sh
 
 step "format and static checks"
-mapfile -t sources < <(git ls-files '*.cpp' '*.hpp')
+mapfile -t sources < <(git ls-files '*.cpp' '*.hpp' '*.c' '*.h')
 clang-format --dry-run --Werror "${sources[@]}"
 cmake --preset release >/dev/null  # compile_commands.json for clang-tidy
-run-clang-tidy -quiet -p build -j "$jobs" "$PWD/src/" >/tmp/mqtt_proxy_tidy.log 2>&1 || {
+# The proxy's sources and the shipped plugins (C and C++), which are code the proxy runs too.
+run-clang-tidy -quiet -p build -j "$jobs" "$PWD/src/" "$PWD/plugins/" >/tmp/mqtt_proxy_tidy.log 2>&1 || {
   grep -E "(warning|error):" /tmp/mqtt_proxy_tidy.log | sort -u
   echo "clang-tidy found problems (the full log is in /tmp/mqtt_proxy_tidy.log)" >&2
   exit 1
 }
-echo "clang-format and clang-tidy: clean (${#sources[@]} files formatted, src/ checked)"
+echo "clang-format and clang-tidy: clean (${#sources[@]} files formatted, src/ and plugins/ checked)"
 
 step "unit tests under ASan+UBSan"
 cmake --preset asan >/dev/null

@@ -26,8 +26,10 @@ extern "C" {
  * plugins whose api_version equals its own. */
 #define MQTT_PROXY_PLUGIN_API_VERSION 1
 
-/* The value a hook returns: MQTT_PROXY_OK lets the packet through; anything else refuses it, and
- * is an MQTT 5 reason code that the client is told (translated for an MQTT 3.1/3.1.1 client). */
+/* The value a hook returns: MQTT_PROXY_OK lets the packet through; anything else refuses it. A
+ * reason code (0x80-0xff) is what the client is told (translated for an MQTT 3.1/3.1.1 client);
+ * any other value refuses as MQTT_PROXY_UNSPECIFIED_ERROR, so that 1, true or a Mosquitto error
+ * code never lets a packet through. */
 #define MQTT_PROXY_OK 0x00
 #define MQTT_PROXY_UNSPECIFIED_ERROR 0x80
 #define MQTT_PROXY_IMPLEMENTATION_SPECIFIC_ERROR 0x83
@@ -94,9 +96,10 @@ typedef struct mqtt_proxy_plugin {
   uint32_t struct_size; /* sizeof(mqtt_proxy_plugin), the same check by another route */
   const char* name;     /* for the log and the metrics */
 
-  /* Called once at start. Returns the plugin's state, passed back as `self` to every hook, or
-   * NULL to stop the proxy: then `error` (capacity `error_len`, NUL-terminated) says why. `host`
-   * lives as long as the plugin. */
+  /* Called once at start; required (a plugin without it is refused). Returns the plugin's state,
+   * passed back as `self` to every hook, or NULL to stop the proxy: then `error` (capacity
+   * `error_len`, NUL-terminated) says why. `options` live only for this call (copy what is kept);
+   * `host` lives as long as the plugin. */
   void* (*init)(const mqtt_proxy_option* options, size_t option_count, const mqtt_proxy_host* host,
                 char* error, size_t error_len);
   /* Called once at exit. */
@@ -110,7 +113,7 @@ typedef struct mqtt_proxy_plugin {
   /* A client's PUBLISH (and its will, at CONNECT): may change the topic and the payload, or
    * refuse. A refused one is dropped and counted; the client gets PUBACK or PUBREC with the
    * reason (3.1.1: a plain acknowledgement, which is all 3.1.1 has; QoS 0: nothing). A refused
-   * will refuses the CONNECT. */
+   * will is dropped, and the CONNECT goes on (as Mosquitto 2 does with a will its ACL refuses). */
   int (*auth_publish)(void* self, const mqtt_proxy_client* client, mqtt_proxy_value* topic,
                       mqtt_proxy_value* payload, uint8_t qos, int retain);
   /* One filter of a SUBSCRIBE (called for each): may change the filter, or refuse it (SUBACK 0x80

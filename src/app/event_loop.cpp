@@ -72,6 +72,13 @@ telemetry::Snapshot EventLoop::snapshot() const {
     s.interfaces.push_back(
         {cap->iface(), own.capture_dropped, own.capture_if_dropped, own.capture_truncated});
   }
+  if (const hooks::HookChain* chain = core_.broker().hooks()) {
+    for (const hooks::HookStats& h : chain->stats()) {
+      s.hooks.push_back({h.name, h.calls, h.refusals, h.slow,
+                         std::chrono::duration<double>(h.time).count(),
+                         std::chrono::duration<double>(h.longest).count()});
+    }
+  }
   for (const Duration rtt : core_.connection_rtts()) {
     s.rtt_seconds.push_back(std::chrono::duration<double>(rtt).count());
   }

@@ -656,8 +656,10 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& connect, TimePoint 
     assigned = true;
   }
 
-  // The will is a PUBLISH to come: hooks check it now, as Mosquitto checks its ACL at CONNECT,
-  // and may change its topic and payload.
+  // The will is a PUBLISH to come: hooks check it now and may change its topic and payload. One
+  // they refuse is dropped and the CONNECT goes on, as Mosquitto 2 drops a will its ACL refuses
+  // (when it would send it): refusing the CONNECT would have a client with a will it may not
+  // publish reconnect forever.
   hooks::Field will_topic;
   hooks::Field will_payload;
   if (cfg_.hooks) {
@@ -673,11 +675,14 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& connect, TimePoint 
         r = mqtt::reason::kTopicNameInvalid;
       }
       if (r != hooks::kOk) {
-        return refuse(hooks::connack_code(r), r,
-                      fmt::format("will topic {} refused by hook {}", c.will->topic, by));
+        ++counters_.mqtt_publish_refused;
+        log_.info(kLog, "will of client={} id={} topic={} dropped: hook {} said 0x{:02x}", s.peer,
+                  client_id, c.will->topic, by, r);
+        c.will.reset();
+      } else {
+        c.will->topic = will_topic.get();
+        c.will->payload = as_bytes(will_payload.get());
       }
-      c.will->topic = will_topic.get();
-      c.will->payload = as_bytes(will_payload.get());
     }
   }
 
@@ -853,7 +858,7 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
   if (p.properties.message_expiry) {
     expires = now + std::chrono::seconds(*p.properties.message_expiry);
   }
-  if (p.retain) retain(topic, p.payload, RetainedStore::Origin::Local, props, expires, p.qos);
+  if (p.retain) retain(topic, payload, RetainedStore::Origin::Local, props, expires, p.qos);
   const flow::Id source = flow::client(s.handle);
   deliver_local(Outgoing{topic, payload, false, p.retain, &s, props, source, p.qos, expires, {}},
                 now);

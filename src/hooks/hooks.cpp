@@ -61,10 +61,10 @@ Reason HookChain::run(std::string_view what, Call&& call, std::string_view* by, 
     const TimePoint start = clock_();
     const Reason r = call(h);
     timed_end(i, what, start);
-    if (r >= 0x80) {
+    if (r != kOk) {
       ++stats_[i].refusals;
       if (by) *by = stats_[i].name;
-      return r;
+      return r >= 0x80 ? r : Reason{0x80};
     }
   }
   return kOk;

@@ -121,10 +121,12 @@ class PluginHooks final : public Hooks {
     for (const auto& f : filters) v.push_back(view(f));
     fn(self_, &client, v.data(), v.size());
   }
-  // A plugin's int, as a reason: 0 passes, and so does any other success code (below 0x80);
-  // something outside a byte is a plugin's error, and refuses.
+  // A plugin's int, as a reason: 0 passes; a reason code (0x80-0xff) refuses with itself; any
+  // other value refuses too, as 0x80, failing closed (a plugin returning 1 or a Mosquitto error
+  // code such as MOSQ_ERR_ACL_DENIED means "no").
   static Reason reason(int r) {
-    if (r < 0 || r > 0xff) return 0x80;
+    if (r == MQTT_PROXY_OK) return kOk;
+    if (r < 0x80 || r > 0xff) return 0x80;
     return static_cast<Reason>(r);
   }
   static mqtt_proxy_client to_c(const Client& c) {

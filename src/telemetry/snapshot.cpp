@@ -96,6 +96,23 @@ void add_interfaces(const std::vector<InterfaceFigures>& ifaces, std::vector<Sam
   }
 }
 
+void add_hooks(const std::vector<HookFigures>& hooks, std::vector<Sample>& out) {
+  for (const HookFigures& h : hooks) {
+    const auto label = [&] { return std::vector<Label>{{"plugin", h.plugin}}; };
+    out.push_back(make("mqtt_proxy_hook_calls", MetricType::kCounter,
+                       "calls of the plugin's hooks (docs/plugins.md)", h.calls, label()));
+    out.push_back(make("mqtt_proxy_hook_refusals", MetricType::kCounter,
+                       "CONNECTs, PUBLISHes, filters and deliveries the plugin refused", h.refusals,
+                       label()));
+    out.push_back(make("mqtt_proxy_hook_slow", MetricType::kCounter,
+                       "calls of the plugin that took longer than --hook-budget", h.slow, label()));
+    out.push_back(make("mqtt_proxy_hook_seconds", MetricType::kCounter,
+                       "time spent in the plugin's hooks, in the event loop", h.seconds, label()));
+    out.push_back(make("mqtt_proxy_hook_longest_seconds", MetricType::kGauge,
+                       "the longest single call of the plugin so far", h.longest_seconds, label()));
+  }
+}
+
 void add_rtt(std::vector<double> rtt, std::vector<Sample>& out) {
   constexpr std::string_view kFamily = "mqtt_proxy_tcp_rtt_seconds";
   constexpr std::string_view kHelp =
@@ -168,6 +185,7 @@ std::vector<Sample> collect_samples(const Snapshot& s) {
   out.reserve(256);
   add_counters(s.counters, out);
   add_peers(s.peers, out);
+  add_hooks(s.hooks, out);
   add_interfaces(s.interfaces, out);
   add_rtt(s.rtt_seconds, out);
   if (s.process) add_process(*s.process, out);

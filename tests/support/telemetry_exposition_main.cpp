@@ -26,6 +26,8 @@ int main() {
   peer.state = PeerFigures::State::kPlain;
   s.peers.push_back(peer);
   s.interfaces.push_back({"h1-eth0", 1, 2, 3});
+  s.hooks.push_back({"acl_file", 100, 3, 1, 0.0125, 0.006});
+  s.hooks.push_back({"topic_rewrite", 50, 0, 0, 0.001, 0.0001});
   s.rtt_seconds = {0.001, 0.002, 0.010};
   auto process = read_process_stats();
   if (!process) {

@@ -138,6 +138,8 @@ class Broker {
   std::size_t inflight_count() const;
   std::size_t queued_message_count() const;
   const RetainedStore& retained() const { return retained_; }
+  // The hooks and plugins, for their figures; null without any.
+  const hooks::HookChain* hooks() const { return cfg_.hooks.get(); }
 
  private:
   struct Session;

@@ -45,7 +45,15 @@ class Field {
   Field() = default;
   explicit Field(std::string_view original) : view_(original) {}
   std::string_view get() const { return value_ ? std::string_view(*value_) : view_; }
-  void set(std::string_view v) { value_.emplace(v); }
+  // `v` may be a part of the current value (a second plugin trimming what the first set):
+  // assign() copies from an overlapping range correctly, emplace() would free it first.
+  void set(std::string_view v) {
+    if (value_) {
+      value_->assign(v.data(), v.size());
+    } else {
+      value_.emplace(v);
+    }
+  }
   bool changed() const { return value_.has_value(); }
 
  private:
@@ -54,7 +62,8 @@ class Field {
 };
 
 // A hook's answer: kOk, or an MQTT 5 reason code (0x80 and above) that the client is told,
-// translated for a 3.1/3.1.1 client (see connack_code()).
+// translated for a 3.1/3.1.1 client (see connack_code()). Anything else that is not kOk refuses
+// too, as 0x80 (Unspecified error): a hook that means "no" with 1 or true is not read as "yes".
 using Reason = std::uint8_t;
 inline constexpr Reason kOk = 0x00;
 inline constexpr Reason kNotAuthorized = 0x87;
@@ -78,7 +87,7 @@ class Hooks {
   virtual std::string_view name() const = 0;
 
   virtual Reason auth_connect(const Client&, Credentials&) { return kOk; }
-  // A client's PUBLISH, or its will at CONNECT (a refused will refuses the CONNECT).
+  // A client's PUBLISH, or its will at CONNECT (a refused will is dropped, the CONNECT accepted).
   virtual Reason auth_publish(const Client&, Field& /*topic*/, Field& /*payload*/,
                               std::uint8_t /*qos*/, bool /*retain*/) {
     return kOk;

@@ -36,7 +36,8 @@ namespace mqtt_proxy::metrics {
   X(tcp_bad_acks, Counter, "segments acknowledging data never sent or too old (RFC 5961 5.2)")     \
   X(mqtt_connects, Counter, "clients accepted by CONNECT")                                         \
   X(mqtt_connects_refused, Counter, "CONNECTs answered with a refusal")                            \
-  X(mqtt_publish_refused, Counter, "client PUBLISHes a hook or plugin refused (not delivered)")    \
+  X(mqtt_publish_refused, Counter,                                                                 \
+    "client PUBLISHes and wills a hook or plugin refused (not sent)")                              \
   X(mqtt_subscribe_refused, Counter, "SUBSCRIBE filters a hook or plugin refused")                 \
   X(mqtt_disconnects, Counter, "clients that sent DISCONNECT")                                     \
   X(mqtt_connections_lost, Counter, "clients gone without DISCONNECT")                             \

@@ -38,6 +38,16 @@ struct InterfaceFigures {
   std::uint64_t truncated = 0;   // capture_truncated: cut to the snap length
 };
 
+// One hook or plugin of the chain (`plugin="acl_file"`): what HookChain::stats() counted.
+struct HookFigures {
+  std::string plugin;
+  std::uint64_t calls = 0;
+  std::uint64_t refusals = 0;
+  std::uint64_t slow = 0;  // calls over --hook-budget
+  double seconds = 0;      // spent in it, all calls
+  double longest_seconds = 0;
+};
+
 // The process figures of the Prometheus client libraries (process_stats.hpp reads them).
 struct ProcessStats {
   double cpu_seconds = 0;  // user + system
@@ -54,6 +64,7 @@ struct Snapshot {
   metrics::Counters counters;
   std::vector<PeerFigures> peers;
   std::vector<InterfaceFigures> interfaces;
+  std::vector<HookFigures> hooks;  // in the chain's order; none without --plugin
   // The smoothed RTT of each current connection, seconds (a summary over connections now, not
   // over time: its _sum and _count go down when connections close).
   std::vector<double> rtt_seconds;
@@ -62,7 +73,7 @@ struct Snapshot {
 };
 
 // Every sample of a snapshot: each Counters field once (catalogue.hpp), the derived Mosquitto
-// families, the per-peer and per-interface families, the RTT summary, process_* and
+// families, the per-peer, per-interface and per-hook families, the RTT summary, process_* and
 // mqtt_proxy_build_info.
 std::vector<Sample> collect_samples(const Snapshot& s);
 

@@ -168,6 +168,12 @@ TEST_F(Hooked, PublishHookRewritesTopicAndPayloadAndAnInvalidRewriteIsRefused) {
   publish(2, "bad", "v");
   EXPECT_TRUE(received(1).empty());
   EXPECT_EQ(counters_.mqtt_publish_refused, 1u);
+  // What is retained is what the hook made of it, so a later subscriber reads the same.
+  publish(2, "in/r", "kept", 0, 0, false, true);
+  EXPECT_EQ(received(1), (std::vector<std::string>{"out/r=[kept]"}));
+  connect(3, "late");
+  subscribe(3, "out/r");
+  EXPECT_EQ(received(3), (std::vector<std::string>{"out/r=[kept] (retained)"}));
 }
 
 TEST_F(Hooked, SubscribeRefusalIsSuback0x80In311And0x87In5AndARewriteIsSubscribed) {
@@ -218,6 +224,59 @@ TEST_F(Hooked, NotificationsComeInOrderAndTheSlowHookIsCounted) {
   EXPECT_EQ(s.slow, 1u);  // on_connect took 10 ms of a 5 ms budget
   EXPECT_EQ(s.longest, std::chrono::milliseconds(10));
   EXPECT_GE(s.calls, 5u);
+}
+
+TEST_F(Hooked, ARefusedWillIsDroppedAndTheConnectAccepted) {
+  connect(1, "watcher");
+  subscribe(1, "#");
+  host_.take(1);
+  mqtt::Will refused{"secret/will", as_bytes(std::string_view("gone")), 0, false, {}};
+  EXPECT_EQ(connack(2, connect_packet("w", 60, kUsername, kPassword, refused)), "00 00");
+  EXPECT_EQ(counters_.mqtt_publish_refused, 1u);
+  mqtt::Will rewritten{"in/will", as_bytes(std::string_view("gone")), 0, false, {}};
+  EXPECT_EQ(connack(3, connect_packet("r", 60, kUsername, kPassword, rewritten)), "00 00");
+  broker_.on_lost(2, "test", now_);
+  broker_.on_lost(3, "test", now_);
+  // The refused will is not published; the rewritten one is, as the hook made it.
+  EXPECT_EQ(received(1), (std::vector<std::string>{"out/will=[gone]"}));
+}
+
+// A hook that answers with `r` whatever it is asked.
+class Says final : public hooks::Hooks {
+ public:
+  explicit Says(hooks::Reason r) : r_(r) {}
+  std::string_view name() const override { return "says"; }
+  hooks::Reason auth_publish(const hooks::Client&, hooks::Field&, hooks::Field&, std::uint8_t,
+                             bool) override {
+    return r_;
+  }
+
+ private:
+  hooks::Reason r_;
+};
+
+TEST(HookChainAnswers, AnythingButOkRefusesAndANonReasonIsUnspecifiedError) {
+  for (const auto& [said, told] : std::vector<std::pair<hooks::Reason, hooks::Reason>>{
+           {0, 0}, {1, 0x80}, {0x7f, 0x80}, {0x80, 0x80}, {0x97, 0x97}}) {
+    std::vector<std::unique_ptr<hooks::Hooks>> h;
+    h.push_back(std::make_unique<Says>(said));
+    hooks::HookChain chain(
+        std::move(h), std::chrono::milliseconds(5), [] { return TimePoint{}; }, log::null_logger());
+    hooks::Field topic("t");
+    hooks::Field payload("p");
+    EXPECT_EQ(chain.auth_publish(hooks::Client{}, topic, payload, 0, false), told) << int{said};
+    EXPECT_EQ(chain.stats()[0].refusals, said == 0 ? 0u : 1u);
+  }
+}
+
+TEST(HookField, ASetFromAPartOfItsOwnValueKeepsThatPart) {
+  hooks::Field f("original");
+  f.set("prefix/value");
+  f.set(f.get().substr(7));  // a second plugin trimming what the first set
+  EXPECT_EQ(f.get(), "value");
+  f.set(f.get());
+  EXPECT_EQ(f.get(), "value");
+  EXPECT_TRUE(f.changed());
 }
 
 TEST(HookConnack, V5ReasonsMapToThe311ReturnCodes) {

@@ -199,6 +199,7 @@ TEST(TelemetryPrometheus, DerivedPeerProcessAndBuildInfoFamilies) {
   peer.datagrams_lost = 1;
   s.peers.push_back(peer);
   s.interfaces.push_back({"h1-eth0", 4, 5, 6});
+  s.hooks.push_back({"acl_file", 40, 3, 2, 0.25, 0.125});
   s.process = ProcessStats{1.5, 4096, 8192, 18446744073709551615u, 9, 1024, 1700000000.25};
   s.version = "0.1.0";
   const Parsed p = parse(render_prometheus(s));
@@ -212,6 +213,12 @@ TEST(TelemetryPrometheus, DerivedPeerProcessAndBuildInfoFamilies) {
   EXPECT_EQ(p.values.at("mqtt_proxy_per_peer_datagrams_in_total{peer=\"10.0.0.2\"}"), "7");
   EXPECT_EQ(p.values.at("mqtt_proxy_per_peer_datagrams_lost_total{peer=\"10.0.0.2\"}"), "1");
   EXPECT_EQ(p.values.at("mqtt_proxy_per_peer_filters{peer=\"10.0.0.2\"}"), "3");
+  EXPECT_EQ(p.values.at("mqtt_proxy_hook_calls_total{plugin=\"acl_file\"}"), "40");
+  EXPECT_EQ(p.values.at("mqtt_proxy_hook_refusals_total{plugin=\"acl_file\"}"), "3");
+  EXPECT_EQ(p.values.at("mqtt_proxy_hook_slow_total{plugin=\"acl_file\"}"), "2");
+  EXPECT_EQ(p.values.at("mqtt_proxy_hook_seconds_total{plugin=\"acl_file\"}"), "0.25");
+  EXPECT_EQ(p.values.at("mqtt_proxy_hook_longest_seconds{plugin=\"acl_file\"}"), "0.125");
+  EXPECT_EQ(p.types.at("mqtt_proxy_hook_slow_total"), "counter");
   EXPECT_EQ(p.values.at("mqtt_proxy_per_interface_capture_dropped_total{interface=\"h1-eth0\"}"),
             "4");
   EXPECT_EQ(p.values.at("mqtt_proxy_per_interface_capture_if_dropped_total{interface=\"h1-eth0\"}"),
