@@ -538,17 +538,23 @@ class EndToEnd(unittest.TestCase):
         topic = "e2e/restart"
         sub, lines = self.subscriber("h2", H1, [topic], 1000)
         self.wait_peer_interest(self.h4, topic)
-        [rule] = self.tb.raw_prerouting_rules("h4")
-        self.assertIn("mqtt_proxy pid=%d" % self.h4.proc.pid, rule)
+        rules = self.tb.raw_prerouting_rules("h4")  # --tcpport's and --ws-port's
+        self.assertEqual(len(rules), 2, rules)
+        self.assertEqual(sum("--dport 8080" in r for r in rules), 1, rules)
+        for rule in rules:
+            self.assertIn("mqtt_proxy pid=%d" % self.h4.proc.pid, rule)
         self.assertEqual(self.h4.kill(), -signal.SIGKILL)
-        self.assertEqual(self.tb.raw_prerouting_rules("h4"), [rule])  # left behind
+        self.assertEqual(self.tb.raw_prerouting_rules("h4"), rules)  # left behind
         restarted_at = time.monotonic()
         type(self).h4 = self.tb.start_proxy("h4", peers=[H1], extra=["--log-level", "debug"],
                                             log_suffix="-restarted")
-        [new_rule] = self.tb.raw_prerouting_rules("h4")
-        self.assertIn("mqtt_proxy pid=%d" % self.h4.proc.pid, new_rule)
-        self.assertIn("removed a leftover of pid %d" % int(rule.split("pid=")[1].split('"')[0]),
-                      self.h4.log())
+        new_rules = self.tb.raw_prerouting_rules("h4")
+        self.assertEqual(len(new_rules), 2, new_rules)
+        for rule in new_rules:
+            self.assertIn("mqtt_proxy pid=%d" % self.h4.proc.pid, rule)
+        old_pid = int(rules[0].split("pid=")[1].split('"')[0])
+        self.assertEqual(self.h4.log().count("removed a leftover of pid %d" % old_pid), 2,
+                         self.h4.log())
         # Publish every 50 ms from h3 (one mosquitto_pub connection) until h2 has one.
         pub = self.tb.popen("h3", ["mosquitto_pub", "-h", H4, "-t", topic, "-l"] + self.auth(),
                             stdin=subprocess.PIPE)
@@ -577,11 +583,13 @@ class EndToEnd(unittest.TestCase):
         before = self.tb.raw_prerouting_rules("h3")
         h1_rules = self.tb.raw_prerouting_rules("h1")
         stray = self.tb.start_proxy("h3", extra=[], log_suffix="-stray")
-        self.assertEqual(len(self.tb.raw_prerouting_rules("h3")), len(before) + 1)
+        # One rule for the MQTT port, one for the WebSocket port (--ws-port 8080 by default).
+        self.assertEqual(len(self.tb.raw_prerouting_rules("h3")), len(before) + 2)
         stray.kill()
         rc, out, err = self.tb.run("h3", [ARGS.proxy, "--cleanup", "-t", "1883"])
         self.assertEqual(rc, 0, out + err)
-        self.assertIn("removed 1 leftover rule(s)", out)
+        self.assertIn("removed 1 leftover rule(s) for tcp/1883", out)
+        self.assertIn("removed 1 leftover rule(s) for tcp/8080", out)
         self.assertEqual(self.tb.raw_prerouting_rules("h3"), before)
         # A running proxy's rule is not a leftover.
         rc, out, err = self.tb.run("h1", [ARGS.proxy, "--cleanup", "-t", "1883", "-i", "h1-eth0"])

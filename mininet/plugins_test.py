@@ -108,7 +108,7 @@ def short(version):
     return "5" if version == "mqttv5" else "4"
 
 
-class Plugins(unittest.TestCase):
+class Plugins(testbed.ProxyChecks if testbed else object, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         assert len(PAYLOAD_16.encode()) == 16 and len(PAYLOAD_17.encode()) == 17
@@ -152,23 +152,6 @@ class Plugins(unittest.TestCase):
                                     log_suffix="-%s%s" % (self.tag(), suffix))
         self.addCleanup(self.stop_proxy, proxy)
         return proxy
-
-    def stop_proxy(self, proxy):
-        rc = proxy.stop()
-        if proxy in self.tb.proxies:
-            self.tb.proxies.remove(proxy)
-        return rc
-
-    def stop_and_count(self, proxy):
-        """Stops the proxy, which must exit 0; its final counters."""
-        self.assertEqual(self.stop_proxy(proxy), 0, proxy.log()[-2000:])
-        counters = proxy.final_counters()
-        self.assertTrue(counters, proxy.log()[-2000:])
-        return counters
-
-    def no_errors(self, proxy):
-        bad = [line for line in proxy.log().splitlines() if re.match(r"^\S+ (WARN |ERROR) ", line)]
-        self.assertEqual(bad, [])
 
     def loaded(self, proxy):
         """The plugins the proxy logged as loaded, in order: [(name, path, option count)]."""

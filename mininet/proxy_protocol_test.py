@@ -211,7 +211,7 @@ class HAProxy:
         return self.proc.returncode
 
 
-class BehindHAProxy(unittest.TestCase):
+class BehindHAProxy(testbed.ProxyChecks if testbed else object, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.certs = tls.Certificates(os.path.join(ARGS.artifacts, "certs"))
@@ -244,12 +244,6 @@ class BehindHAProxy(unittest.TestCase):
                                     log_suffix="-%s%s" % (self.tag(), suffix))
         self.addCleanup(self.stop_proxy, proxy)
         return proxy
-
-    def stop_proxy(self, proxy):
-        rc = proxy.stop()
-        if proxy in self.tb.proxies:
-            self.tb.proxies.remove(proxy)
-        return rc
 
     def start_haproxy(self, name, host="h4", proxy=None, suffix=""):
         """HAProxy on `host` with configuration `name`, forwarding to `proxy` (default h1)."""
@@ -332,19 +326,6 @@ class BehindHAProxy(unittest.TestCase):
         out, err = sub.communicate(timeout=timeout)
         self.assertEqual(sub.returncode, 0, err.decode(errors="replace"))
         return out.decode(errors="replace").splitlines()
-
-    def no_errors(self, proxy, allowed=()):
-        """No line at warn or error level, but those containing one of `allowed`."""
-        bad = [line for line in proxy.log().splitlines()
-               if re.match(r"^\S+ (WARN |ERROR) ", line)
-               and not any(a in line for a in allowed)]
-        self.assertEqual(bad, [])
-
-    def stop_and_count(self, proxy):
-        self.assertEqual(self.stop_proxy(proxy), 0, proxy.log()[-2000:])
-        counters = proxy.final_counters()
-        self.assertTrue(counters, proxy.log()[-2000:])
-        return counters
 
     def identity_proxy(self, *more):
         """The proxy of the TLS cases: headers from HAProxy on h4 only, the CN as username."""

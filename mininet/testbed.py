@@ -14,6 +14,7 @@ the MQTT packets in them) and stats.py (CPU and memory figures from /proc).
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 from functools import partial
@@ -362,6 +363,13 @@ class Testbed:
         proxy.wait_ready(ready_timeout)
         return proxy
 
+    def stop_proxy(self, proxy):
+        """Stops one proxy (SIGTERM, by PID) and forgets it; its exit status."""
+        rc = proxy.stop()
+        if proxy in self.proxies:
+            self.proxies.remove(proxy)
+        return rc
+
     def capture(self, host_name):
         path = os.path.join(self.artifacts, "%s.pcap" % host_name)
         cap = Capture(self.host(host_name), "%s-eth0" % host_name, path)
@@ -390,3 +398,24 @@ class Testbed:
     def raw_prerouting_rules(self, host_name):
         rc, out, _ = self.run(host_name, ["iptables", "-t", "raw", "-S", "PREROUTING"])
         return [line for line in out.splitlines() if "mqtt_proxy" in line]
+
+
+class ProxyChecks:
+    """Checks of a test that starts its own proxies on `self.tb` (a unittest.TestCase mixin)."""
+
+    def stop_proxy(self, proxy):
+        return self.tb.stop_proxy(proxy)
+
+    def stop_and_count(self, proxy):
+        """Stops the proxy, which must exit 0; the counters it logged at exit."""
+        self.assertEqual(self.stop_proxy(proxy), 0, proxy.log()[-2000:])
+        counters = proxy.final_counters()
+        self.assertTrue(counters, proxy.log()[-2000:])
+        return counters
+
+    def no_errors(self, proxy, allowed=()):
+        """No line at warn or error level in its log, but those containing one of `allowed`."""
+        bad = [line for line in proxy.log().splitlines()
+               if re.match(r"^\S+ (WARN |ERROR) ", line)
+               and not any(a in line for a in allowed)]
+        self.assertEqual(bad, [], "warnings or errors in %s" % proxy.log_path)

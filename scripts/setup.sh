@@ -15,6 +15,8 @@ PACKAGES=(
   libnetfilter-queue-dev python3-matplotlib
   # behind HAProxy (PROXY protocol, TLS), scraped by Prometheus, pushed to InfluxDB (docs/deployment.md)
   haproxy prometheus influxdb libcivetweb-dev openssl
+  # MQTT over WebSocket in a real browser, driven through DevTools (mininet/websocket_test.py)
+  chromium python3-websocket
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -83,6 +83,11 @@ Result<ProxyConfig> build_config(const Options& opt) {
 
   core::CoreConfig& cfg = pc.core;
   cfg.tcp_port = opt.tcp_port;
+  cfg.ws_port = opt.ws_port;
+  cfg.ws.path = opt.ws_path;
+  // A frame may carry the largest packet and a few small ones beside it (MQTT 6.0).
+  cfg.ws.max_frame_payload = opt.max_packet_size + 64 * 1024;
+  cfg.ws.max_message = cfg.ws.max_frame_payload;
   cfg.max_connections = opt.max_connections;
   cfg.max_half_open = opt.max_half_open;
   cfg.tcp.rcv_buffer = opt.tcp_rcv_buffer;

@@ -21,7 +21,9 @@ Result<std::unique_ptr<capture::PcapCapture>> open_capture(const Options& opt,
   // Frames are at most MTU-sized unless this interface merges what it receives (GRO/LRO); a
   // sender's TSO super-frame would arrive truncated, be counted, and be retransmitted by TCP.
   cc.snaplen = merges ? capture::CaptureConfig{}.snaplen : static_cast<int>(i.mtu) + 14 + 4;
-  cc.filter = fmt::format("tcp dst port {} and (", opt.tcp_port);
+  cc.filter = opt.ws_port == 0 ? fmt::format("tcp dst port {} and (", opt.tcp_port)
+                               : fmt::format("tcp and (dst port {} or dst port {}) and (",
+                                             opt.tcp_port, opt.ws_port);
   for (std::size_t k = 0; k < i.addresses.size(); ++k) {
     cc.filter += fmt::format("{}dst host {}", k ? " or " : "", i.addresses[k]);
   }
@@ -94,6 +96,11 @@ Result<std::unique_ptr<Io>> open_io(const Options& opt, const std::vector<System
     auto guard = firewall::FirewallGuard::install(names, opt.tcp_port, log);
     if (!guard) return Error{guard.error()};
     io->firewall = std::move(*guard);
+    if (opt.ws_port != 0) {
+      auto ws = firewall::FirewallGuard::install(names, opt.ws_port, log);
+      if (!ws) return Error{"--ws-port: " + ws.error()};
+      io->ws_firewall = std::move(*ws);
+    }
   }
   return io;
 }

@@ -50,6 +50,7 @@ bool to_port(unsigned v, std::uint16_t& out) {
 ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std::string& message) {
   const Options d;  // the defaults
   unsigned tcp_port = d.tcp_port;
+  unsigned ws_port = d.ws_port;
   unsigned udp_port = d.udp_port;
   std::vector<std::string> forwarders;
   std::vector<std::string> unsigned_names;
@@ -85,6 +86,11 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("help,h", "show this help and exit")
     ("version", "show the version and exit")
     ("tcpport,t", po::value<unsigned>(&tcp_port)->default_value(tcp_port), "MQTT TCP port to serve")
+    ("ws-port", po::value<unsigned>(&ws_port)->default_value(ws_port),
+     "MQTT over WebSocket (RFC 6455, subprotocol mqtt) on this TCP port, as mProxy's; captured and "
+     "guarded like -t; 0: off (docs/websocket.md)")
+    ("ws-path", po::value<std::string>(&out.ws_path)->default_value(out.ws_path),
+     "with --ws-port: the request path WebSocket clients must ask for (others get 404)")
     ("username,u", po::value<std::string>(), "username clients must present (default: anonymous allowed)")
     ("password,p", po::value<std::string>(), "password clients must present (needs --username)")
     ("password-file", po::value<std::string>(&out.password_file),
@@ -271,6 +277,23 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     message = "--tcpport must be 1..65535, not " + std::to_string(tcp_port);
     return ParseOutcome::Error;
   }
+  if (ws_port > 65535) {
+    message = "--ws-port must be 0..65535, not " + std::to_string(ws_port);
+    return ParseOutcome::Error;
+  }
+  out.ws_port = static_cast<std::uint16_t>(ws_port);
+  if (out.ws_port == out.tcp_port) {
+    message = "--ws-port must differ from --tcpport (" + std::to_string(tcp_port) + ")";
+    return ParseOutcome::Error;
+  }
+  if (out.ws_path.empty() || out.ws_path[0] != '/' ||
+      std::any_of(out.ws_path.begin(), out.ws_path.end(), [](char ch) {
+        return ch == '?' || ch == '#' || static_cast<unsigned char>(ch) <= 0x20 ||
+               static_cast<unsigned char>(ch) >= 0x7f;
+      })) {
+    message = "--ws-path must be a path starting with / (no query, no spaces), not " + out.ws_path;
+    return ParseOutcome::Error;
+  }
   if (!to_port(udp_port, out.udp_port)) {
     message = "--udpport must be 1..65535, not " + std::to_string(udp_port);
     return ParseOutcome::Error;
@@ -423,6 +446,17 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   if (!out.metrics_listen.empty() && !valid_listen_address(out.metrics_listen)) {
     message = "--metrics must be IPv4ADDR:PORT (port 1..65535), not " + out.metrics_listen;
     return ParseOutcome::Error;
+  }
+  if (!out.metrics_listen.empty()) {
+    // The kernel never sees the captured ports: the firewall rule drops them before its TCP.
+    const auto port = static_cast<unsigned>(
+        std::stoul(out.metrics_listen.substr(out.metrics_listen.rfind(':') + 1)));
+    if (port == out.tcp_port || port == out.ws_port) {
+      message = "--metrics " + out.metrics_listen + ": the port is " +
+                (port == out.tcp_port ? "--tcpport's" : "--ws-port's") +
+                ", which the proxy captures (pick another, or move that one)";
+      return ParseOutcome::Error;
+    }
   }
   if (!influx_url.empty()) {
     auto target = telemetry::parse_influx_url(influx_url);

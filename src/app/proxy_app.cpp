@@ -60,11 +60,15 @@ int fail(const std::string& msg) {
 
 int run_cleanup(const Options& opt) {
   log::Logger log(opt.log_level, stderr_sink);
-  auto removed = firewall::remove_leftovers(opt.ifaces, opt.tcp_port, log);
-  if (!removed) return fail(removed.error());
-  std::printf("mqtt_proxy: removed %zu leftover rule(s) for tcp/%u\n", removed->removed,
-              static_cast<unsigned>(opt.tcp_port));
-  if (removed->failed > 0) return fail(std::to_string(removed->failed) + " could not be removed");
+  std::vector<std::uint16_t> ports{opt.tcp_port};
+  if (opt.ws_port != 0) ports.push_back(opt.ws_port);
+  for (const std::uint16_t port : ports) {
+    auto removed = firewall::remove_leftovers(opt.ifaces, port, log);
+    if (!removed) return fail(removed.error());
+    std::printf("mqtt_proxy: removed %zu leftover rule(s) for tcp/%u\n", removed->removed,
+                static_cast<unsigned>(port));
+    if (removed->failed > 0) return fail(std::to_string(removed->failed) + " could not be removed");
+  }
   auto lo = firewall::restore_loopback_leftovers(log);
   if (!lo) return fail(lo.error());
   if (*lo) std::printf("mqtt_proxy: restored lo's route_localnet and accept_local\n");
@@ -148,7 +152,9 @@ int run_proxy(const Options& opt) {
   stderr_sink(
       log::Level::Info, kLog,
       fmt::format(
-          "ready: tcp/{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}{}", opt.tcp_port,
+          "ready: tcp/{}{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}{}", opt.tcp_port,
+          opt.ws_port ? fmt::format(", websocket tcp/{} {}", opt.ws_port, opt.ws_path)
+                      : std::string(),
           ifs,
           cfg->core.proxy_protocol ? proxy_protocol_summary(*cfg->core.proxy_protocol)
                                    : std::string(),

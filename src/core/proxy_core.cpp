@@ -15,6 +15,19 @@ constexpr std::string_view kLog = "tcp";
 constexpr Duration kCookieLifetime = std::chrono::seconds(130);
 }  // namespace
 
+// A WebSocket client's state beside its TCP endpoint: the codec, the MQTT bytes it unmasked that
+// the broker has not read yet (at most a receive buffer's worth: beyond, the rest stays in the TCP
+// receive buffer and the window closes), and whom the session is for once the handshake is done.
+struct WsState {
+  ws::ServerConnection conn;
+  Bytes app;
+  ingress::ClientOrigin origin;
+  bool closed = false;  // the codec's Closed was acted on (counted, FIN, the broker told)
+  WsState(const ws::Config& cfg, const ingress::ClientOrigin& o) : conn(cfg), origin(o) {
+    origin.websocket = true;
+  }
+};
+
 struct ProxyCore::Connection {
   std::uint64_t id = 0;
   tcp::ConnKey key;
@@ -29,6 +42,7 @@ struct ProxyCore::Connection {
   bool awaiting_header = false;  // PROXY protocol: the header is not complete yet
   bool health_check = false;     // PROXY LOCAL while TLS is required: may not speak MQTT
   std::optional<TimePoint> scheduled_at;
+  std::unique_ptr<WsState> ws;  // a --ws-port connection, from ESTABLISHED (or its PROXY header)
 
   explicit Connection(tcp::Endpoint e) : ep(std::move(e)) {}
   // The client, for log lines (not kept as a string: that would cost every connection 64 bytes).
@@ -223,7 +237,7 @@ void ProxyCore::on_frame(std::size_t iface, ByteSpan frame, TimePoint now) {
     ++counters_.frames_malformed;
     return;
   }
-  if (tcp->dst_port() != cfg_.tcp_port) {
+  if (tcp->dst_port() != cfg_.tcp_port && (cfg_.ws_port == 0 || tcp->dst_port() != cfg_.ws_port)) {
     ++counters_.frames_not_for_us;
     return;
   }
@@ -370,6 +384,22 @@ void ProxyCore::on_timers(TimePoint now) {
                                       cfg_.proxy_protocol->header_timeout)
                                       .count()));
   });
+  ws_timers_.pop_due(now, [&](TimePoint, std::uint64_t id) {
+    Connection* c = find(id);
+    if (!c || !c->ws || c->ws->conn.state() != ws::ServerConnection::State::Handshake ||
+        c->ep.is_closed()) {
+      return;
+    }
+    ++counters_.ws_handshake_timeouts;
+    log_.info(kLog, "{}: WebSocket connection closed: no complete Upgrade request within {} ms",
+              c->label(),
+              std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.ws_timeout).count());
+    ws_scratch_.clear();
+    c->ws->conn.close(ws::close_code::kNormal, "", ws_scratch_);  // nothing to send yet
+    c->ep.consume(c->ep.received().size());
+    c->ep.close();
+    mark_dirty(*c);
+  });
   broker_.on_timers(now);
   peering_.on_timers(now);
   if (m2m_) m2m_->on_timers(now);
@@ -388,7 +418,7 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     if (cfg_.proxy_protocol) {
       await_proxy_header(c, now);
     } else {
-      open_session(c, c.key.remote(), now);
+      start_transport(c, c.key.remote(), now);
     }
   }
   if (ev & tcp::event::kPeerFin) {
@@ -402,7 +432,9 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     refuse_connection(c, counters_.proxy_protocol_insecure,
                       "a LOCAL (health check) connection sent data, and TLS is required");
   }
-  if (offer && c.broker_open) {
+  if (c.ws) {
+    if (offer) read_websocket(c, now);
+  } else if (offer && c.broker_open) {
     // What the broker does not take (backpressure, a small incomplete frame) stays in the
     // receive buffer and narrows the window the client sees.
     c.ep.consume(broker_.on_data(c.id, c.ep.received(), now));
@@ -446,6 +478,79 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
 void ProxyCore::open_session(Connection& c, const ingress::ClientOrigin& origin, TimePoint now) {
   c.broker_open = true;
   broker_.on_open(c.id, origin, now);
+}
+
+void ProxyCore::start_transport(Connection& c, const ingress::ClientOrigin& origin, TimePoint now) {
+  if (cfg_.ws_port == 0 || c.key.local_port != cfg_.ws_port) {
+    open_session(c, origin, now);
+    return;
+  }
+  // The broker hears of the client once the Upgrade is accepted: an HTTP request that is refused
+  // (a port scanner, a browser on the wrong path) never was an MQTT session.
+  c.ws = std::make_unique<WsState>(cfg_.ws, origin);
+  ws_timers_.push(now + cfg_.ws_timeout, c.id);
+}
+
+void ProxyCore::send_ws_output(Connection& c, Bytes& out) {
+  if (!out.empty() && c.ep.can_send()) c.ep.send(out);
+  out.clear();
+}
+
+void ProxyCore::read_websocket(Connection& c, TimePoint now) {
+  using State = ws::ServerConnection::State;
+  WsState& w = *c.ws;
+  // What the broker left (it was paused, or a frame is incomplete) goes first.
+  const auto to_broker = [&] {
+    if (!c.broker_open || w.app.empty()) return;
+    const std::size_t n = broker_.on_data(c.id, w.app, now);
+    w.app.erase(w.app.begin(), w.app.begin() + static_cast<std::ptrdiff_t>(n));
+  };
+  to_broker();
+  // The unmasked bytes the broker has yet to read are bounded by what TCP would have held for it.
+  const std::size_t cap = std::max<std::size_t>(cfg_.tcp.rcv_buffer, 4096);
+  while (w.conn.state() != State::Closed && !c.ep.received().empty()) {
+    const State before = w.conn.state();
+    const std::size_t room = w.app.size() < cap ? cap - w.app.size() : 0;
+    // Pongs wait while the queue toward the client is as long as the broker lets it grow for
+    // messages: one segment's pongs at most beyond that limit.
+    w.conn.answer_pings(c.ep.queued_bytes() < cfg_.broker.max_queued_bytes);
+    const std::size_t n = w.conn.feed(c.ep.received(), room, w.app, ws_scratch_);
+    c.ep.consume(n);
+    send_ws_output(c, ws_scratch_);
+    if (before == State::Handshake && w.conn.state() == State::Open) {
+      ++counters_.ws_upgrades;
+      log_.debug(kLog, "{}: WebSocket open (path {}, subprotocol {})", c.label(),
+                 w.conn.request().path,
+                 w.conn.request().subprotocol.empty() ? "none" : w.conn.request().subprotocol);
+      open_session(c, w.origin, now);
+    }
+    to_broker();
+    if (n == 0) break;  // the broker's room ran out inside a payload: TCP holds the rest
+  }
+  if (w.conn.state() != State::Closed || w.closed) return;
+  c.ep.consume(c.ep.received().size());  // discarded from now on
+  // What came before the Close is the client's too (MQTT.js sends DISCONNECT, then the Close at
+  // once): a broker that is paused reads it first, as a TCP client's bytes before its FIN.
+  if (c.broker_open && !w.app.empty() && flow_.is_paused(flow::client(c.id))) return;
+  w.closed = true;
+  std::string why;
+  if (w.conn.http_status() != 101) {
+    ++counters_.ws_upgrades_refused;
+    log_.info(kLog, "{}: WebSocket handshake refused ({}): {}", c.label(), w.conn.http_status(),
+              w.conn.error());
+  } else if (w.conn.failed()) {
+    ++counters_.ws_protocol_errors;
+    log_.info(kLog, "{}: WebSocket failed (close {}): {}", c.label(), w.conn.close_code_sent(),
+              w.conn.error());
+    why = fmt::format("WebSocket: {}", w.conn.error());
+  } else {
+    why = w.conn.error();  // "client closed: 1000 ..."
+  }
+  c.ep.close();
+  if (c.broker_open) {
+    c.broker_open = false;
+    broker_.on_lost(c.id, why, now);
+  }
 }
 
 void ProxyCore::refuse_connection(Connection& c, std::uint64_t& counter, std::string_view why) {
@@ -509,7 +614,7 @@ void ProxyCore::read_proxy_header(Connection& c, TimePoint now) {
                ok.origin.tls ? " over TLS" : "",
                ok.origin.certificate_cn.empty() ? "" : " cn=" + ok.origin.certificate_cn);
   }
-  open_session(c, ok.origin, now);
+  start_transport(c, ok.origin, now);
 }
 
 void ProxyCore::update_flow(TimePoint now) {
@@ -607,9 +712,9 @@ void ProxyCore::flush(TimePoint now) {
 }
 
 std::optional<TimePoint> ProxyCore::next_deadline() const {
-  const auto d = earliest(
-      earliest(earliest(timers_.earliest(), header_timers_.earliest()), broker_.next_deadline()),
-      earliest(peering_.next_deadline(), flow_.next_deadline()));
+  const auto d = earliest(earliest(earliest(timers_.earliest(), header_timers_.earliest()),
+                                   earliest(ws_timers_.earliest(), broker_.next_deadline())),
+                          earliest(peering_.next_deadline(), flow_.next_deadline()));
   return m2m_ ? earliest(d, m2m_->next_deadline()) : d;
 }
 
@@ -617,8 +722,8 @@ void ProxyCore::shutdown(TimePoint now) {
   broker_.close_all("shutting down", now);
   // Connections the broker never saw (handshake not finished) are simply dropped.
   for (auto& [id, c] : conns_) {
-    if (!c->broker_open &&
-        (c->ep.state() == tcp::State::SynReceived || c->awaiting_header || c->health_check)) {
+    if (!c->broker_open && (c->ep.state() == tcp::State::SynReceived || c->awaiting_header ||
+                            c->health_check || c->ws)) {
       c->ep.close();
       mark_dirty(*c);
     }
@@ -667,7 +772,15 @@ metrics::Counters ProxyCore::counters() const {
 void ProxyCore::send(broker::ClientHandle h, ByteSpan bytes) {
   Connection* c = find(h);
   if (!c || !c->ep.can_send()) return;
-  c->ep.send(bytes);
+  if (c->ws) {
+    if (c->ws->conn.state() != ws::ServerConnection::State::Open) return;
+    // One binary frame per call: MQTT 6.0 lets frames and packets fall apart as they like.
+    ws_tx_.clear();
+    ws::ServerConnection::wrap(bytes, ws_tx_);
+    send_ws_output(*c, ws_tx_);
+  } else {
+    c->ep.send(bytes);
+  }
   mark_dirty(*c);
 }
 
@@ -680,6 +793,12 @@ void ProxyCore::close(broker::ClientHandle h) {
   Connection* c = find(h);
   if (!c) return;
   c->broker_open = false;
+  if (c->ws && c->ws->conn.state() == ws::ServerConnection::State::Open) {
+    // The Close frame, then our FIN once it and what the broker queued before it are out.
+    ws_tx_.clear();
+    c->ws->conn.close(ws::close_code::kNormal, "", ws_tx_);
+    send_ws_output(*c, ws_tx_);
+  }
   c->ep.close();
   mark_dirty(*c);
 }

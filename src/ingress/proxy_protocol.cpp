@@ -12,6 +12,8 @@
 #include <algorithm>
 #include <bitset>
 
+#include "mqtt_proxy/util/log.hpp"
+
 namespace mqtt_proxy::ingress {
 
 std::string_view command_name(Command c) {
@@ -52,6 +54,8 @@ std::string_view transport_name(Transport t) {
 
 namespace {
 
+using log::escaped;
+
 constexpr std::array<std::uint8_t, 12> kV2Signature{0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d,
                                                     0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a};
 constexpr std::string_view kV1Prefix = "PROXY ";
@@ -76,23 +80,6 @@ std::uint32_t crc32c_update(std::uint32_t crc, ByteSpan b) {
     crc = kCrc32cTable[(crc ^ std::to_integer<std::uint32_t>(x)) & 0xff] ^ (crc >> 8);
   }
   return crc;
-}
-
-// Network bytes in a log line: printable ASCII as it is, the rest as \xNN, at most 40 bytes, so a
-// reason is always one readable line.
-std::string escaped(std::string_view s) {
-  constexpr std::size_t kMax = 40;
-  std::string out;
-  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      out += fmt::format("\\x{:02x}", c);
-    }
-  }
-  if (s.size() > kMax) out += "...";
-  return out;
 }
 
 Error fail(std::string reason) {

@@ -35,4 +35,19 @@ Logger& null_logger() {
   return logger;
 }
 
+std::string escaped(std::string_view s) {
+  constexpr std::size_t kMax = 40;
+  std::string out;
+  for (std::size_t i = 0; i < s.size() && i < kMax; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out += fmt::format("\\x{:02x}", c);
+    }
+  }
+  if (s.size() > kMax) out += "...";
+  return out;
+}
+
 }  // namespace mqtt_proxy::log

@@ -250,3 +250,33 @@ write("proxy_header", "v2_tlv_past_end", pp2(0x21, 0x11, inet + b"\x01\x00\x05mq
 write("influx_url", "host_port_db", b"http://influx.example.com:8086/edge_data")
 write("influx_url", "credentials", b"http://me:p%40ss@10.0.0.5/my%20db")
 write("influx_url", "https", b"https://h/db")
+
+# websocket: [flags][room][ncuts][cuts...][client bytes] (fuzz_websocket.cpp); flags bit 0 puts a
+# valid upgrade request first. Frames are masked with RFC 6455 5.7's key.
+WS_KEY = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+def ws_frame(first, payload, key=WS_KEY):
+    n = len(payload)
+    if n < 126:
+        head = bytes([first, 0x80 | n])
+    elif n <= 0xFFFF:
+        head = bytes([first, 0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([first, 0x80 | 127]) + struct.pack(">Q", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+WS_UPGRADE = (b"GET /mqtt?x=1 HTTP/1.1\r\nHost: broker.example\r\nUpgrade: websocket\r\n"
+              b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+              b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: wamp, mqttv3.1, mqtt\r\n"
+              b"X-Forwarded-For: 198.51.100.7\r\n\r\n")
+ws_connect = b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00"
+write("websocket", "upgrade_connect", b"\x00\x00\x00" + WS_UPGRADE + ws_frame(0x82, ws_connect))
+write("websocket", "frames", b"\x01\x01\x03\x05\x01\x40" + ws_frame(0x82, ws_connect)
+      + ws_frame(0x02, b"ab") + ws_frame(0x89, b"ping") + ws_frame(0x80, b"cd")
+      + ws_frame(0x82, bytes(300)) + ws_frame(0x8A, b"") + ws_frame(0x88, b"\x03\xe8bye"))
+write("websocket", "limits", b"\x03\x02\x00" + ws_frame(0x82, bytes(301)))
+write("websocket", "bad_frames", b"\x01\x00\x00" + ws_frame(0x81, b"text"))
+write("websocket", "bad_close", b"\x01\x00\x00" + ws_frame(0x88, b"\x03\xed"))
+write("websocket", "bad_head", b"\x04\x00\x01\x07" + WS_UPGRADE.replace(b"\r\nHost", b"\nHost"))

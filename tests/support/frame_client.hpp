@@ -22,17 +22,18 @@ struct Client {
   Seq rcv_nxt;
   Bytes stream;  // in-order bytes received from the proxy
   std::uint16_t window = 65535;
+  std::uint16_t server_port = 1883;  // the proxy's port it connects to (1883, or --ws-port's)
 
   Bytes frame(std::uint8_t flags, ByteSpan payload = {}, std::optional<Seq> seq = {},
               wire::MacAddress dst_mac = kProxyMac, wire::Ipv4Address dst_ip = kProxyIp,
-              std::uint16_t dst_port = 1883) const {
+              std::uint16_t dst_port = 0) const {
     wire::TcpFrameSpec s;
     s.src_mac = mac;
     s.dst_mac = dst_mac;
     s.src_ip = ip;
     s.dst_ip = dst_ip;
     s.src_port = port;
-    s.dst_port = dst_port;
+    s.dst_port = dst_port != 0 ? dst_port : server_port;
     s.seq = seq.value_or(snd_nxt);
     s.ack = rcv_nxt;
     s.flags = flags;

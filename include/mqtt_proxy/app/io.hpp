@@ -31,8 +31,9 @@ struct Io {
   // interface toward the controller.
   udp::UdpSocket m2m;
   std::unique_ptr<udp::GroupMemberships> groups;
-  std::unique_ptr<firewall::FirewallGuard> firewall;    // null with --no-firewall
-  std::unique_ptr<firewall::LoopbackSysctls> loopback;  // set while lo is captured
+  std::unique_ptr<firewall::FirewallGuard> firewall;     // null with --no-firewall
+  std::unique_ptr<firewall::FirewallGuard> ws_firewall;  // --ws-port's rules, likewise
+  std::unique_ptr<firewall::LoopbackSysctls> loopback;   // set while lo is captured
 
   // `counters` plus the captures' figures, read now.
   metrics::Counters snapshot() const;

@@ -42,6 +42,8 @@ inline unsigned whole_seconds(Duration d) {
 
 struct Options {
   std::uint16_t tcp_port = defaults::kCore.tcp_port;
+  std::uint16_t ws_port = defaults::kCore.ws_port;  // MQTT over WebSocket; 0: off
+  std::string ws_path = defaults::kCore.ws.path;
   std::uint16_t udp_port = 1883;  // the prototype's; ours and the peers'
   std::optional<std::string> username;
   std::optional<std::string> password;

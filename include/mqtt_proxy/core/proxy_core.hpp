@@ -24,6 +24,7 @@
 #include "mqtt_proxy/util/deadline_queue.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/wire/frame.hpp"
+#include "mqtt_proxy/ws/websocket.hpp"
 
 namespace mqtt_proxy::core {
 
@@ -53,6 +54,13 @@ struct CoreConfig {
   // The PROXY protocol (--proxy-protocol): on when set. Every connection's first bytes are then a
   // header from a load balancer, read before the broker hears of the connection.
   std::optional<ingress::ProxyProtocolPolicy> proxy_protocol;
+  // MQTT over WebSocket (RFC 6455, docs/websocket.md): connections to this port start with an
+  // HTTP Upgrade (after the PROXY header, when that is on); 0: off. mProxy's default port.
+  std::uint16_t ws_port = 8080;
+  ws::Config ws;  // the path (--ws-path) and the header and frame limits
+  // A WebSocket connection has this long to complete its Upgrade request. (A close we start needs
+  // no timer: our FIN follows the Close frame, and TCP bounds the rest.)
+  Duration ws_timeout = std::chrono::seconds(10);
   // MQTT2MULTICAST (-s): on when set, on interface `m2m_iface` (the one toward the controller).
   std::optional<m2m::ClientConfig> m2m;
   std::size_t m2m_iface = 0;
@@ -150,6 +158,13 @@ class ProxyCore final : private broker::BrokerHost {
   void read_proxy_header(Connection& c, TimePoint now);
   void refuse_connection(Connection& c, std::uint64_t& counter, std::string_view why);
   void open_session(Connection& c, const ingress::ClientOrigin& origin, TimePoint now);
+  // The transport after TCP (and the PROXY header): MQTT directly, or a WebSocket handshake first.
+  void start_transport(Connection& c, const ingress::ClientOrigin& origin, TimePoint now);
+  // WebSocket: the client's bytes through the frame codec to the broker, what the codec answers
+  // (the 101, pongs, Close) to the client; the broker's bytes to the client as frames.
+  void read_websocket(Connection& c, TimePoint now);
+  // Sends `out` (if the connection still may) and empties it.
+  void send_ws_output(Connection& c, Bytes& out);
 
   CoreConfig cfg_;
   log::Logger& log_;
@@ -172,6 +187,9 @@ class ProxyCore final : private broker::BrokerHost {
   std::vector<flow::Id> resumed_;  // scratch of resume_sources()
   DeadlineQueue<std::uint64_t> timers_;
   DeadlineQueue<std::uint64_t> header_timers_;  // PROXY headers due, by connection id
+  DeadlineQueue<std::uint64_t> ws_timers_;      // WebSocket handshakes and closes due
+  Bytes ws_scratch_;                            // what a WebSocket codec call answers
+  Bytes ws_tx_;                                 // the broker's bytes framed for a client
   FrameBatch frames_;
   std::uint64_t next_id_ = 1;
   std::uint16_t ip_id_ = 0;

@@ -112,6 +112,11 @@ namespace mqtt_proxy::metrics {
     "connections closed: not from a --proxy-protocol-from address")                                \
   X(proxy_protocol_insecure, Counter,                                                              \
     "connections closed: TLS or a verified client certificate required and not reported")          \
+  X(ws_upgrades, Counter, "WebSocket handshakes accepted (101 sent)")                              \
+  X(ws_upgrades_refused, Counter, "WebSocket handshakes refused with an HTTP error")               \
+  X(ws_handshake_timeouts, Counter, "WebSocket connections closed: no Upgrade request in time")    \
+  X(ws_protocol_errors, Counter,                                                                   \
+    "WebSocket connections failed for a frame they sent (close code)")                             \
   X(peer_datagrams_in, Counter, "datagrams from configured peers")                                 \
   X(peer_datagrams_out, Counter, "datagrams sent to peers")                                        \
   X(peer_datagrams_unknown_source, Counter,                                                        \

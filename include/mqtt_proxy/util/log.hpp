@@ -64,4 +64,8 @@ class Logger {
 // A logger that drops everything; the default for components built in tests.
 Logger& null_logger();
 
+// Network bytes in a log line: printable ASCII as it is, the rest (and '"', '\\') as \xNN, at most
+// 40 bytes and then "...", so a reason quoting them is always one readable line.
+std::string escaped(std::string_view s);
+
 }  // namespace mqtt_proxy::log

@@ -255,6 +255,32 @@ TEST(Options, MetricsMistakesAreOneLineErrors) {
   expect_one_line_errors(cases);
 }
 
+TEST(Options, WebSocketIsOnAtMProxysPortUnlessTurnedOff) {
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({}, o, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(o.ws_port, 8080);
+  EXPECT_EQ(o.ws_path, "/mqtt");
+  Options off;
+  ASSERT_EQ(parse({"--ws-port", "0", "--ws-path", "/ws/v1"}, off, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(off.ws_port, 0);
+  EXPECT_EQ(off.ws_path, "/ws/v1");
+  Options moved;
+  ASSERT_EQ(parse({"-t", "8080", "--ws-port", "9001"}, moved, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(moved.tcp_port, 8080);
+  EXPECT_EQ(moved.ws_port, 9001);
+  expect_one_line_errors({
+      {{"--ws-port", "70000"}, "--ws-port must be 0..65535"},
+      {{"--ws-port", "1883"}, "--ws-port must differ from --tcpport"},
+      {{"-t", "8080"}, "--ws-port must differ from --tcpport"},
+      {{"--ws-path", "mqtt"}, "--ws-path must be a path"},
+      {{"--ws-path", "/mqtt?x=1"}, "--ws-path must be a path"},
+      {{"--ws-path", "/a b"}, "--ws-path must be a path"},
+      {{"--metrics", "10.0.0.1:8080"}, "--metrics 10.0.0.1:8080: the port is --ws-port's"},
+      {{"--metrics", "10.0.0.1:1883"}, "--metrics 10.0.0.1:1883: the port is --tcpport's"},
+  });
+}
+
 TEST(Options, HelpAndVersionExitZero) {
   Options o;
   std::string msg;

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <functional>
 #include <set>
 #include <utility>
@@ -68,7 +69,7 @@ class ProxyCoreTest : public ::testing::Test {
       EXPECT_TRUE(tcp.checksum_ok(ip.src(), ip.dst()));
       EXPECT_EQ(eth.src(), kProxyMac);
       EXPECT_EQ(ip.src(), kProxyIp);
-      EXPECT_EQ(tcp.src_port(), 1883);
+      EXPECT_TRUE(tcp.src_port() == 1883 || tcp.src_port() == 8080) << tcp.src_port();
       pending_.push_back(OutSegment{eth.dst(), ip.dst(), tcp.dst_port(), tcp.seq(), tcp.ack(),
                                     tcp.flags(), tcp.options().mss,
                                     Bytes(tcp.payload().begin(), tcp.payload().end())});
@@ -952,6 +953,317 @@ TEST_F(ProxyCorePp, LocalIsTheBalancerItselfAndMayNotSpeakMqttWhenTlsIsRequired)
   receive_noting_fin(sneaky);
   EXPECT_TRUE(closed_by_proxy(sneaky));
   EXPECT_EQ(core_->counters().proxy_protocol_insecure, 1u);
+}
+
+// MQTT over WebSocket on --ws-port (8080 by default): the Upgrade, then MQTT in frames both ways,
+// and every way such a connection ends.
+Bytes ws_frame(std::uint8_t first, const Bytes& payload) {
+  constexpr std::array<std::uint8_t, 4> key{0x37, 0xfa, 0x21, 0x3d};
+  Bytes f{std::byte{first}};
+  if (payload.size() < 126) {
+    f.push_back(std::byte(0x80 | payload.size()));
+  } else {
+    f.push_back(std::byte{0x80 | 126});
+    f.push_back(std::byte(payload.size() >> 8));
+    f.push_back(std::byte(payload.size() & 0xff));
+  }
+  for (const auto k : key) f.push_back(std::byte{k});
+  for (std::size_t i = 0; i < payload.size(); ++i) f.push_back(payload[i] ^ std::byte{key[i % 4]});
+  return f;
+}
+
+Bytes ws_request(std::string_view path = "/mqtt") {
+  const auto r = fmt::format(
+      "GET {} HTTP/1.1\r\nHost: 192.168.1.1:8080\r\nUpgrade: websocket\r\nConnection: "
+      "Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
+      "13\r\nSec-WebSocket-Protocol: mqtt\r\nOrigin: http://192.168.1.1\r\n\r\n",
+      path);
+  return text(r);
+}
+
+// What a client read from the proxy: an HTTP response head (first only), the binary frames'
+// payloads joined (MQTT), and the control frames (opcode, payload).
+struct WsRead {
+  std::string head;
+  Bytes app;
+  std::vector<std::pair<std::uint8_t, Bytes>> control;
+};
+
+class ProxyCoreWs : public ProxyCorePp {
+ protected:
+  void SetUp() override {
+    logger_ = &recorder_;
+    make_core();
+  }
+
+  Client ws_client(std::uint8_t n, std::uint16_t port) {
+    Client c = client(n, port);
+    c.server_port = 8080;
+    return c;
+  }
+
+  WsRead take_ws(Client& c) {
+    WsRead r;
+    std::string_view all(reinterpret_cast<const char*>(c.stream.data()), c.stream.size());
+    std::size_t at = 0;
+    if (all.starts_with("HTTP/")) {
+      at = all.find("\r\n\r\n");
+      EXPECT_NE(at, std::string_view::npos);
+      at += 4;
+      r.head = all.substr(0, at);
+    }
+    while (at < c.stream.size()) {
+      EXPECT_GE(c.stream.size() - at, 2u);
+      const auto first = std::to_integer<std::uint8_t>(c.stream[at]);
+      std::size_t len = std::to_integer<std::uint8_t>(c.stream[at + 1]);
+      EXPECT_EQ(len & 0x80, 0u) << "a server never masks";
+      at += 2;
+      if (len == 126) {
+        len = std::to_integer<std::size_t>(c.stream[at]) << 8 |
+              std::to_integer<std::size_t>(c.stream[at + 1]);
+        at += 2;
+      }
+      EXPECT_LE(at + len, c.stream.size());
+      const Bytes payload(c.stream.begin() + static_cast<std::ptrdiff_t>(at),
+                          c.stream.begin() + static_cast<std::ptrdiff_t>(at + len));
+      at += len;
+      EXPECT_EQ(first & 0x80, 0x80) << "FIN";
+      if ((first & 0x0f) == 0x2) {
+        append(r.app, payload);
+      } else {
+        r.control.emplace_back(first & 0x0f, payload);
+      }
+    }
+    c.stream.clear();
+    return r;
+  }
+
+  // The handshake, the Upgrade answered 101, and CONNECT (with a will "gone" on "will", if asked)
+  // answered CONNACK, over frames.
+  void ws_connect(Client& c, std::string_view id, bool with_will = false) {
+    open(c);
+    send_raw(c, ws_request());
+    const auto r = take_ws(c);
+    ASSERT_TRUE(r.head.starts_with("HTTP/1.1 101 ")) << r.head;
+    EXPECT_NE(r.head.find("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+              std::string::npos)
+        << r.head;
+    EXPECT_NE(r.head.find("Sec-WebSocket-Protocol: mqtt\r\n"), std::string::npos) << r.head;
+    std::optional<mqtt::Will> will;
+    if (with_will) {
+      will.emplace();
+      will->topic = "will";
+      will->payload = as_bytes(std::string_view("gone"));
+    }
+    send_raw(c, ws_frame(0x82, connect_packet(id, 60, kUsername, kPassword, will)));
+    const auto f = mqtt_of(c);
+    ASSERT_EQ(f.size(), 1u);
+    ASSERT_EQ(f[0].type, mqtt::PacketType::Connack);
+    ASSERT_EQ(to_hex(f[0].body), "00 00");
+  }
+
+  std::vector<OwnedFrame> mqtt_of(Client& c) {
+    auto r = take_ws(c);
+    EXPECT_TRUE(r.control.empty());
+    return split_frames(r.app);
+  }
+};
+
+TEST_F(ProxyCoreWs, MqttInFramesBothWaysBetweenAWebSocketAndATcpClient) {
+  Client browser = ws_client(2, 40001);
+  ws_connect(browser, "browser");
+  EXPECT_TRUE(logged("CONNECT client=192.168.1.2:40001 id=browser"))
+      << testing::PrintToString(lines_);
+  // SUBSCRIBE cut over two frames of one message (a continuation), and over two segments.
+  const Bytes sub = subscribe_packet("t/#");
+  const Bytes head(sub.begin(), sub.begin() + 3);
+  const Bytes tail(sub.begin() + 3, sub.end());
+  send_raw(browser, ws_frame(0x02, head));
+  send_raw(browser, ws_frame(0x80, tail));
+  auto f = mqtt_of(browser);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Suback);
+
+  Client tcp_pub = client(3, 40002);
+  connect(tcp_pub, "tcp-pub");
+  send_mqtt(tcp_pub, publish_packet("t/1", "to the browser"));
+  receive(browser);
+  f = mqtt_of(browser);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Publish);
+  EXPECT_NE(to_hex(f[0].body).find(to_hex(text("to the browser"))), std::string::npos);
+
+  // Two PUBLISHes in one frame, from the browser to a TCP subscriber.
+  send_mqtt(tcp_pub, subscribe_packet("b"));
+  take_mqtt(tcp_pub);
+  send_raw(browser, ws_frame(0x82, with(publish_packet("b", "one"), publish_packet("b", "two"))));
+  receive(tcp_pub);
+  f = take_mqtt(tcp_pub);
+  ASSERT_EQ(f.size(), 2u);
+  EXPECT_EQ(core_->counters().ws_upgrades, 1u);
+  EXPECT_EQ(core_->counters().ws_upgrades_refused, 0u);
+
+  // A ping is answered with a pong of the same payload, MQTT going on around it.
+  send_raw(browser, ws_frame(0x89, text("are you there")));
+  const auto r = take_ws(browser);
+  ASSERT_EQ(r.control.size(), 1u);
+  EXPECT_EQ(r.control[0].first, 0xA);
+  EXPECT_EQ(r.control[0].second, text("are you there"));
+}
+
+TEST_F(ProxyCoreWs, ARefusedUpgradeIsAnHttpErrorAndNeverASession) {
+  Client lost = ws_client(2, 40001);
+  open(lost);
+  send_raw(lost, ws_request("/other"));
+  const auto r = take_ws(lost);
+  EXPECT_TRUE(r.head.starts_with("HTTP/1.1 404 ")) << r.head;
+  EXPECT_TRUE(closed_by_proxy(lost));
+  EXPECT_EQ(core_->counters().ws_upgrades_refused, 1u);
+  EXPECT_EQ(core_->broker().connected_count(), 0u);
+  EXPECT_TRUE(logged("WebSocket handshake refused (404)")) << testing::PrintToString(lines_);
+
+  // Plain MQTT on the WebSocket port is not an Upgrade either.
+  Client plain = ws_client(3, 40002);
+  open(plain);
+  send_raw(plain, connect_packet("plain"));
+  EXPECT_TRUE(take_ws(plain).head.starts_with("HTTP/1.1 400 "));
+  EXPECT_TRUE(closed_by_proxy(plain));
+  EXPECT_EQ(core_->counters().mqtt_connect_received, 0u);
+}
+
+TEST_F(ProxyCoreWs, AnUpgradeThatNeverCompletesIsClosedAfterTheTimeout) {
+  Client slow = ws_client(2, 40001);
+  open(slow);
+  const Bytes req = ws_request();
+  send_raw(slow, Bytes(req.begin(), req.begin() + 20));
+  now_ += 9s;
+  core_->on_timers(now_);
+  core_->flush(now_);
+  receive_noting_fin(slow);
+  EXPECT_FALSE(closed_by_proxy(slow));
+  now_ += 1s;
+  core_->on_timers(now_);
+  core_->flush(now_);
+  receive_noting_fin(slow);
+  EXPECT_TRUE(closed_by_proxy(slow));
+  EXPECT_TRUE(slow.stream.empty());  // nothing but the FIN
+  EXPECT_EQ(core_->counters().ws_handshake_timeouts, 1u);
+}
+
+TEST_F(ProxyCoreWs, ATextFrameFailsTheConnectionAndTheWillGoesOut) {
+  Client watcher = client(3, 40002);
+  connect(watcher, "watcher");
+  send_mqtt(watcher, subscribe_packet("will"));
+  take_mqtt(watcher);
+
+  Client browser = ws_client(2, 40001);
+  ws_connect(browser, "browser", /*with_will=*/true);
+  send_raw(browser, ws_frame(0x81, text("{}")));
+  const auto r = take_ws(browser);
+  ASSERT_EQ(r.control.size(), 1u);
+  EXPECT_EQ(r.control[0].first, 0x8);
+  EXPECT_EQ(to_hex(r.control[0].second), "03 eb");  // 1003
+  EXPECT_TRUE(closed_by_proxy(browser));
+  EXPECT_EQ(core_->counters().ws_protocol_errors, 1u);
+  receive(watcher);
+  const auto f = take_mqtt(watcher);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Publish);
+}
+
+TEST_F(ProxyCoreWs, TheClientsCloseIsEchoedAndEndsTheSession) {
+  Client browser = ws_client(2, 40001);
+  ws_connect(browser, "browser");
+  send_raw(browser, ws_frame(0x88, text("\x03\xe9")));  // 1001, going away
+  const auto r = take_ws(browser);
+  ASSERT_EQ(r.control.size(), 1u);
+  EXPECT_EQ(r.control[0].first, 0x8);
+  EXPECT_EQ(to_hex(r.control[0].second), "03 e9");
+  EXPECT_TRUE(closed_by_proxy(browser));
+  EXPECT_EQ(core_->broker().connected_count(), 0u);
+  EXPECT_EQ(core_->counters().ws_protocol_errors, 0u);
+}
+
+TEST_F(ProxyCoreWs, WhatCameBeforeTheCloseInTheSameSegmentIsReadFirst) {
+  // MQTT.js: DISCONNECT in two frames, then at once an empty Close; here with a last PUBLISH.
+  Client watcher = client(3, 40002);
+  connect(watcher, "watcher");
+  send_mqtt(watcher, subscribe_packet("#"));
+  take_mqtt(watcher);
+  Client browser = ws_client(2, 40001);
+  ws_connect(browser, "browser", /*with_will=*/true);
+  Bytes disconnect;
+  mqtt::encode_disconnect(disconnect);
+  const Bytes d1(disconnect.begin(), disconnect.begin() + 1);
+  const Bytes d2(disconnect.begin() + 1, disconnect.end());
+  Bytes last = ws_frame(0x82, publish_packet("last", "words"));
+  append(last, ws_frame(0x82, d1));
+  append(last, ws_frame(0x82, d2));
+  append(last, ws_frame(0x88, {}));
+  send_raw(browser, last);
+  EXPECT_TRUE(closed_by_proxy(browser));
+  receive(watcher);
+  const auto f = take_mqtt(watcher);
+  ASSERT_EQ(f.size(), 1u);  // the PUBLISH, and no will: the DISCONNECT was read
+  EXPECT_NE(to_hex(f[0].body).find(to_hex(text("words"))), std::string::npos);
+  EXPECT_EQ(core_->counters().mqtt_wills_published, 0u);
+  EXPECT_EQ(core_->counters().mqtt_disconnects, 1u);
+}
+
+TEST_F(ProxyCoreWs, TheBrokerEndingASessionSendsACloseFrameBeforeTheFin) {
+  Client browser = ws_client(2, 40001);
+  ws_connect(browser, "browser");
+  Bytes d;
+  mqtt::encode_disconnect(d);
+  send_raw(browser, ws_frame(0x82, d));
+  const auto r = take_ws(browser);
+  ASSERT_EQ(r.control.size(), 1u);
+  EXPECT_EQ(r.control[0].first, 0x8);
+  EXPECT_EQ(to_hex(r.control[0].second), "03 e8");  // 1000
+  EXPECT_TRUE(closed_by_proxy(browser));
+  // The client's answering Close is read and dropped; nothing more is sent but ACKs.
+  send_raw(browser, ws_frame(0x88, text("\x03\xe8")));
+  EXPECT_TRUE(browser.stream.empty());
+}
+
+TEST_F(ProxyCoreWs, BehindAProxyHeaderTheUpgradeFollowsIt) {
+  start({});  // the PROXY protocol on
+  Client browser = ws_client(2, 40001);
+  open(browser);
+  send_raw(browser, with(pp2_inet(Ipv4Address{0x0a010203}, 5555), ws_request()));
+  EXPECT_TRUE(take_ws(browser).head.starts_with("HTTP/1.1 101 "));
+  send_raw(browser, ws_frame(0x82, connect_packet("b")));
+  ASSERT_EQ(mqtt_of(browser).size(), 1u);
+  EXPECT_TRUE(logged("CONNECT client=10.1.2.3:5555 id=b")) << testing::PrintToString(lines_);
+}
+
+TEST_F(ProxyCoreWs, PingsFasterThanTheClientReadsDoNotGrowTheQueueWithoutBound) {
+  make_core([](core::CoreConfig& c) { c.broker.max_queued_bytes = 8192; });
+  Client browser = ws_client(2, 40001);
+  ws_connect(browser, "browser");
+  Bytes pings;
+  for (int i = 0; i < 10; ++i) append(pings, ws_frame(0x89, Bytes(100, std::byte{'p'})));
+  for (int i = 0; i < 200; ++i) {  // 200 KiB of pongs asked for; the client acknowledges none
+    inject(browser.frame(kAck | kPsh, pings));
+    browser.snd_nxt = browser.snd_nxt + static_cast<std::uint32_t>(pings.size());
+  }
+  EXPECT_LE(core_->largest_send_queue(), 8192u + pings.size());
+  EXPECT_GE(core_->largest_send_queue(), 8192u);
+  // Once the client reads, pings are answered again.
+  receive(browser);
+  take_ws(browser);
+  send_raw(browser, ws_frame(0x89, text("again")));
+  const auto r = take_ws(browser);
+  ASSERT_EQ(r.control.size(), 1u);
+  EXPECT_EQ(r.control[0].second, text("again"));
+}
+
+TEST_F(ProxyCoreWs, PortZeroTurnsWebSocketOff) {
+  make_core([](core::CoreConfig& c) { c.ws_port = 0; });
+  Client c = ws_client(2, 40001);
+  inject(c.frame(kSyn));
+  EXPECT_TRUE(drain().empty());
+  EXPECT_EQ(core_->counters().frames_not_for_us, 1u);
 }
 
 }  // namespace
