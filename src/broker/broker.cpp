@@ -443,17 +443,27 @@ void Broker::handle_ack(Session& s, const mqtt::PacketIdAck& a, TimePoint now) {
   emit(s, flow::kNone, now);
 }
 
+namespace {
+// A message to keep for the sessions' flows. Its expiry is written per send from expires_at (what
+// is left of it then), so the property itself is not kept.
+std::shared_ptr<StoredMessage> make_stored(std::string_view topic, ByteSpan payload,
+                                           ByteSpan v5_properties, std::uint8_t qos, bool retain,
+                                           std::optional<TimePoint> expires_at) {
+  auto msg = std::make_shared<StoredMessage>();
+  msg->topic = std::string(topic);
+  msg->payload.assign(payload.begin(), payload.end());
+  msg->properties = mqtt::without_properties(v5_properties, {property::kMessageExpiryInterval});
+  msg->qos = qos;
+  msg->retain = retain;
+  msg->expires_at = expires_at;
+  return msg;
+}
+}  // namespace
+
 std::shared_ptr<const StoredMessage> Broker::stored_message(const Outgoing& m) const {
   if (!m.stored) {
-    auto msg = std::make_shared<StoredMessage>();
-    msg->topic = std::string(m.topic);
-    msg->payload.assign(m.payload.begin(), m.payload.end());
-    // The expiry is written per send from expires_at (what is left of it then).
-    msg->properties = mqtt::without_properties(m.v5_properties, {property::kMessageExpiryInterval});
-    msg->qos = m.qos;
-    msg->retain = m.published_retain;
-    msg->expires_at = m.expires_at;
-    m.stored = std::move(msg);
+    m.stored =
+        make_stored(m.topic, m.payload, m.v5_properties, m.qos, m.published_retain, m.expires_at);
   }
   return m.stored;
 }
@@ -468,6 +478,23 @@ void Broker::deliver_outbound(Session& sub, const Outgoing& m, std::uint8_t qos,
 }
 
 void Broker::emit(Session& s, flow::Id source, TimePoint now) {
+  // Until nothing is left: ending an abandoned flow frees its window slot, which the next waiting
+  // message takes.
+  while (!sends_.empty()) {
+    emit_round(s, source, now);
+    sends_.clear();
+    for (const auto& [packet_id, qos] : abandoned_) {
+      if (qos == 1) {
+        s.out->on_puback(packet_id, now, sends_);
+      } else {
+        s.out->on_pubrec(packet_id, mqtt::reason::kUnspecifiedError, now, sends_);
+      }
+    }
+    abandoned_.clear();
+  }
+}
+
+void Broker::emit_round(Session& s, flow::Id source, TimePoint now) {
   for (const Send& out : sends_) {
     emitted_.clear();
     if (out.kind == Send::Kind::Pubrel) {
@@ -499,9 +526,10 @@ void Broker::emit(Session& s, flow::Id source, TimePoint now) {
     // QoS 1 and 2 are bounded by the window, not dropped for a full send queue: Outbound holds
     // them open until the client acknowledges them.
     if (emitted_.size() > s.max_packet_out) {
-      // [MQTT-3.1.2-25]: never sent. Its flow stays open (Outbound has no way to abandon one), so
-      // it takes a window slot until the client reconnects.
+      // [MQTT-3.1.2-25]: never sent, and the flow ends "as if it had completed sending that
+      // Application Message", so it does not hold a window slot (emit() ends it).
       ++counters_.mqtt_publish_dropped_too_large;
+      abandoned_.emplace_back(out.packet_id, out.qos);
       continue;
     }
     const std::size_t queued = host_.queued_bytes(s.handle);
@@ -513,7 +541,6 @@ void Broker::emit(Session& s, flow::Id source, TimePoint now) {
       flow_->on_queued(source, flow::client(s.handle), queued + emitted_.size(), now);
     }
   }
-  sends_.clear();
 }
 
 void Broker::handle_pingreq(Session& s) {
@@ -1225,14 +1252,7 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
           if (!may_read(s.hook, topic)) return;
           if (s.out && (std::min(m.qos, granted_[i]) > 0 || s.out->queued_count() > 0)) {
             // At min(its publisher's QoS, the subscription's) through the session's flows.
-            auto msg = std::make_shared<StoredMessage>();
-            msg->topic = std::string(topic);
-            msg->payload = m.payload;
-            msg->properties =
-                mqtt::without_properties(m.properties, {property::kMessageExpiryInterval});
-            msg->qos = m.qos;
-            msg->retain = true;
-            msg->expires_at = m.expires_at;
+            auto msg = make_stored(topic, m.payload, m.properties, m.qos, true, m.expires_at);
             std::vector<std::uint32_t> ids;
             if (subscription_id != 0) ids.push_back(subscription_id);
             const DropTally tally(*s.out, counters_);

@@ -246,6 +246,8 @@ class Broker {
   void commit_alias(Session& s, std::string_view topic, std::uint16_t alias);
   // Encodes and sends what Outbound said to send now.
   void emit(Session& s, flow::Id source, TimePoint now);
+  // One pass over sends_: encodes and sends each, noting the flows it must abandon.
+  void emit_round(Session& s, flow::Id source, TimePoint now);
   // What the filters of one session that match `topic` ask of its one copy (3.3.4): whether any
   // wants it (v5 No Local leaves out the publisher's own filters), the highest QoS, whether one
   // has Retain As Published; their subscription identifiers are appended to `ids`, sorted.
@@ -336,7 +338,9 @@ class Broker {
   std::vector<std::uint8_t> granted_;  // handle_subscribe(): the QoS granted per filter
   Bytes own_;                          // deliver_local(): a copy that carries them
   std::vector<Send> sends_;            // what Outbound says to send, encoded by emit()
-  Bytes emitted_;                      // emit()'s encoding
+  // QoS 1 and 2 flows emit() did not send (over the client's Maximum Packet Size): packet id, QoS.
+  std::vector<std::pair<std::uint16_t, std::uint8_t>> abandoned_;
+  Bytes emitted_;  // emit()'s encoding
   std::uint64_t auto_id_ = 0;
   Bytes scratch_;
 };

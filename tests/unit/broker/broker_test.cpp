@@ -832,6 +832,25 @@ TEST_F(BrokerV5, MaximumPacketSizeOfTheClientIsRespected) {
   EXPECT_EQ(counters_.mqtt_publish_dropped_too_large, 1u);
 }
 
+TEST_F(BrokerV5, AQos1MessageOverTheMaximumPacketSizeEndsItsFlowAndFreesTheWindow) {
+  // [MQTT-3.1.2-25]: "as if it had completed sending": a Receive Maximum of 1 is not held up.
+  const Bytes props =
+      mqtt::PropertyWriter().u32(0x27, 30).u16(mqtt::property::kReceiveMaximum, 1).bytes();
+  connect5(1, "small", props);
+  subscribe5(1, "t", 2);
+  sent5(1);
+  connect5(2, "pub");
+  Bytes b;
+  mqtt::encode_publish_v5(b, "t", as_bytes(std::string(50, 'L')), 1, false, false, 1, {});
+  mqtt::encode_publish_v5(b, "t", as_bytes(std::string_view("fits")), 2, false, false, 2, {});
+  feed(2, b);
+  const auto got = sent5(1);
+  ASSERT_EQ(got.size(), 1u) << testing::PrintToString(got);
+  EXPECT_TRUE(got[0].starts_with("PUBLISH t=fits")) << got[0];
+  EXPECT_EQ(counters_.mqtt_publish_dropped_too_large, 1u);
+  EXPECT_EQ(broker_.inflight_count(), 1u);  // only "fits", awaiting its PUBREC
+}
+
 TEST_F(BrokerV5, TakenOverSessionIsToldWhy) {
   connect5(1, "same");
   connect5(2, "same");
