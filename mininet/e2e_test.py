@@ -686,7 +686,8 @@ class EndToEnd(unittest.TestCase):
 
     def test_99_sigterm_exits_zero_and_removes_rules(self):
         for name, proxy in (("h1", self.h1), ("h4", self.h4)):
-            self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 1)
+            # The MQTT port's rule and the WebSocket port's (--ws-port 8080 by default).
+            self.assertEqual(len(self.tb.raw_prerouting_rules(name)), 2)
             self.assertEqual(proxy.stop(), 0, proxy.log()[-2000:])
             self.assertEqual(self.tb.raw_prerouting_rules(name), [])
             counters = proxy.final_counters()

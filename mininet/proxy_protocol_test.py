@@ -85,7 +85,8 @@ backend mqtt_proxy
     server proxy1 {proxy}:1883 send-proxy-v2-ssl-cn
 """,
     # Plain TCP with a v2 header (no SSL TLV: the proxy sees a plain connection). One socket
-    # per family: a dual-stack one (v4v6) would name IPv4 clients as ::ffff:a.b.c.d.
+    # per family; a dual-stack one (v4v6) works too: HAProxy names IPv4 clients ::ffff:a.b.c.d,
+    # which the proxy maps back to the IPv4 clients they are.
     "plain-v2": """\
 frontend mqtt
     bind :1883
@@ -94,6 +95,16 @@ frontend mqtt
 
 backend mqtt_proxy
     server proxy1 {proxy}:1883 send-proxy-v2
+""",
+    # MQTT over WebSocket with TLS (wss://): HAProxy terminates TLS in front of the WebSocket port;
+    # the HTTP Upgrade passes through untouched (docs/websocket.md).
+    "wss": """\
+frontend mqtt_wss
+    bind :8443 ssl crt {certs}/haproxy.pem
+    default_backend mqtt_proxy_ws
+
+backend mqtt_proxy_ws
+    server proxy1 {proxy}:8080 send-proxy-v2-ssl
 """,
     # Plain TCP with the text (v1) header.
     "plain-v1": """\
@@ -250,7 +261,8 @@ class BehindHAProxy(testbed.ProxyChecks if testbed else object, unittest.TestCas
         path = os.path.join(ARGS.artifacts, "haproxy-%s-%s%s.cfg" % (self.tag(), name, suffix))
         with open(path, "w") as f:
             f.write(render(name, {"proxy": proxy or H1, "certs": self.certs.dir}))
-        ports = [8883] if "ssl" in HAPROXY_CASES[name] else [1883]
+        text = HAPROXY_CASES[name]
+        ports = [8443] if ":8443" in text else [8883] if "ssl" in text else [1883]
         ha = HAProxy(self.tb.host(host), path, path[:-len(".cfg")] + ".log", ports)
         self.addCleanup(ha.stop)
         ha.wait_ready()
@@ -522,6 +534,48 @@ class BehindHAProxy(testbed.ProxyChecks if testbed else object, unittest.TestCas
         self.assertEqual(rc, 0, out)
         # HAProxy reaches the proxy over IPv4; the header names the client by its IPv6 address.
         self.assert_connect(proxy, "pp-pub-09", "[%s]" % V6_H3, testbed.USER, False)
+
+    def test_10_wss_through_haproxy_to_the_websocket_port(self):
+        """wss://: Paho's websockets transport with TLS to HAProxy on h4, which terminates TLS and
+        forwards to the WebSocket port (8080) with a v2 header: the clients keep their addresses
+        and are known to have used TLS, so --proxy-protocol-require-tls lets them in."""
+        proxy = self.start_proxy(["--proxy-protocol", "v2", "--proxy-protocol-from", H4,
+                                  "--proxy-protocol-require-tls"], auth=True)
+        self.start_haproxy("wss")
+        sub, sub_lines = self.paho_wss("h2", "pp-wss-sub")
+        self.command(sub, "sub pp/wss 1")
+        self.assertEqual(sub_lines.expect("SUBACK", 15), "SUBACK 1")
+        pub, pub_lines = self.paho_wss("h3", "pp-wss-pub")
+        self.command(pub, "pub pp/wss 1 over-wss")
+        pub_lines.expect("PUBACK", 15)  # QoS 1: the proxy acknowledged it
+        self.assertEqual(sub_lines.expect("MSG", 15), "MSG pp/wss 1 0 over-wss")
+        for p in (sub, pub):
+            self.command(p, "quit")
+            self.assertEqual(p.wait(10), 0)
+        self.assert_connect(proxy, "pp-wss-sub", H2, testbed.USER, True)
+        self.assert_connect(proxy, "pp-wss-pub", H3, testbed.USER, True)
+        self.no_errors(proxy)
+        counters = self.stop_and_count(proxy)
+        self.assertEqual(counters.get("ws_upgrades"), 2, counters)
+        self.assertEqual(counters.get("proxy_protocol_headers"), 2, counters)
+        self.assertEqual(counters.get("proxy_protocol_insecure", 0), 0, counters)
+
+    def paho_wss(self, host, client_id):
+        """mininet/web/paho_ws_client.py to wss://h4:8443/mqtt, connected; (process, lines)."""
+        p = self.tb.popen(host, ["/usr/bin/python3", os.path.join(HERE, "web", "paho_ws_client.py"),
+                                 "--host", H4, "--port", "8443", "--path", "/mqtt", "--cafile",
+                                 self.certs.ca_crt, "--user", testbed.USER, "--password",
+                                 testbed.PASSWORD, "--id", client_id, "--version", "5"],
+                          stdin=subprocess.PIPE)
+        self.addCleanup(lambda: p.poll() is not None or (p.kill(), p.wait()))
+        lines = procs.Lines(p.stdout)
+        self.assertEqual(lines.next(15), "CONNACK 0", "Paho over wss:// did not connect")
+        return p, lines
+
+    @staticmethod
+    def command(p, line):
+        p.stdin.write((line + "\n").encode())
+        p.stdin.flush()
 
     def add_ipv6(self, host, address):
         """`address`/64 on the host's link (the testbed itself is IPv4 only), removed again at

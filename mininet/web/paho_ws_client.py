@@ -6,7 +6,7 @@ Commands (one per line): `sub TOPIC QOS`, `pub TOPIC QOS PAYLOAD`, `quit`. One l
 stdout: `CONNACK rc`, `SUBACK granted,...`, `PUBACK mid` (QoS 1 and 2: the broker acknowledged it;
 QoS 0: handed to the socket), `PUBLISHED mid qos` (the mid of each pub command, in order),
 `MSG topic qos retain payload`, `DISCONNECTED rc`, `ERROR text` (connect() raised). --version 5
-speaks MQTT 5.0. Paho is used unchanged: the point is that a stock library's WebSocket transport
+speaks MQTT 5.0; --cafile makes it wss:// (TLS). Paho is used unchanged: the point is that a stock library's WebSocket transport
 (its own handshake, masking and framing) works with the proxy.
 """
 
@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--id", default="")
     ap.add_argument("--keepalive", type=int, default=60)
     ap.add_argument("--version", choices=("311", "5"), default="311")
+    ap.add_argument("--cafile", help="wss://: TLS, the server's certificate checked against this CA")
     a = ap.parse_args()
 
     v5 = a.version == "5"
@@ -40,6 +41,8 @@ def main():
         c = mqtt.Client(client_id=a.id, clean_session=True, protocol=mqtt.MQTTv311,
                         transport="websockets")
     c.ws_set_options(path=a.path)
+    if a.cafile:
+        c.tls_set(ca_certs=a.cafile)
     if a.user:
         c.username_pw_set(a.user, a.password)
 
