@@ -698,7 +698,9 @@ void Broker::handle_connect(Session& s, const mqtt::Connect& connect, TimePoint 
       std::string_view by;
       hooks::Reason r = cfg_.hooks->auth_publish(s.hook, will_topic, will_payload, c.will->qos,
                                                  c.will->retain, &by);
-      if (r == hooks::kOk && will_topic.changed() && !mqtt::is_valid_topic_name(will_topic.get())) {
+      if (r == hooks::kOk && will_topic.changed() &&
+          !(mqtt::is_mqtt_string(will_topic.get()) &&
+            mqtt::is_valid_topic_name(will_topic.get()))) {
         r = mqtt::reason::kTopicNameInvalid;
       }
       if (r != hooks::kOk) {
@@ -854,7 +856,8 @@ void Broker::handle_publish(Session& s, const mqtt::Publish& p, TimePoint now) {
     hooks::Reason r =
         cfg_.hooks->auth_publish(s.hook, hooked_topic, hooked_payload, p.qos, p.retain, &by);
     if (r == hooks::kOk && hooked_topic.changed() &&
-        !mqtt::is_valid_topic_name(hooked_topic.get())) {
+        !(mqtt::is_mqtt_string(hooked_topic.get()) &&
+          mqtt::is_valid_topic_name(hooked_topic.get()))) {
       r = mqtt::reason::kTopicNameInvalid;
     }
     if (r != hooks::kOk) {
@@ -1195,7 +1198,8 @@ void Broker::handle_subscribe(Session& s, const mqtt::Subscribe& sub, TimePoint 
       hooks::Field f(t.filter);
       std::string_view by;
       hooks::Reason r = cfg_.hooks->auth_subscribe(s.hook, f, t.requested_qos, &by);
-      if (r == hooks::kOk && f.changed() && !mqtt::is_valid_topic_filter(f.get())) {
+      if (r == hooks::kOk && f.changed() &&
+          !(mqtt::is_mqtt_string(f.get()) && mqtt::is_valid_topic_filter(f.get()))) {
         r = mqtt::reason::kTopicFilterInvalid;
       }
       if (r != hooks::kOk) {

@@ -46,6 +46,10 @@ Utf8Status check_utf8(std::string_view s) {
   return has_null ? Utf8Status::ContainsNull : Utf8Status::Ok;
 }
 
+bool is_mqtt_string(std::string_view s) {
+  return s.size() <= 0xffff && check_utf8(s) == Utf8Status::Ok;
+}
+
 bool is_valid_topic_name(std::string_view topic) {
   return !topic.empty() && topic.find_first_of("+#") == std::string_view::npos;
 }

@@ -13,6 +13,12 @@ enum class Utf8Status { Ok, Invalid, ContainsNull };
 // [MQTT-1.5.3-2].
 Utf8Status check_utf8(std::string_view s);
 
+// A value that can go on the wire as an MQTT UTF-8 string (1.5.4): at most 65535 bytes,
+// well-formed, no U+0000. What the decoder already checked of what a client sent; to be checked of
+// what a hook made of it, before it is encoded with a 16-bit length (a longer one would spill into
+// the fields after it).
+bool is_mqtt_string(std::string_view s);
+
 // A topic name as a PUBLISH carries it: at least one character, no wildcards [MQTT-3.3.2-2].
 bool is_valid_topic_name(std::string_view topic);
 

@@ -37,6 +37,9 @@ class Rules final : public hooks::Hooks {
       payload.set("[" + std::string(payload.get()) + "]");
     }
     if (topic.get() == "bad") topic.set("bad/#");  // not a topic name
+    // Not an MQTT string: too long for its 16-bit length, or with a U+0000.
+    if (topic.get() == "long") topic.set(std::string(70000, 'x'));
+    if (topic.get() == "nul") topic.set(std::string("a\0b", 3));
     return hooks::kOk;
   }
   hooks::Reason auth_subscribe(const hooks::Client&, hooks::Field& filter, std::uint8_t) override {
@@ -166,8 +169,10 @@ TEST_F(Hooked, PublishHookRewritesTopicAndPayloadAndAnInvalidRewriteIsRefused) {
   EXPECT_EQ(received(1), (std::vector<std::string>{"out/x=[v]"}));
   EXPECT_EQ(g_events.back(), "publish pub out/x=[v]");
   publish(2, "bad", "v");
+  publish(2, "long", "v");
+  publish(2, "nul", "v");
   EXPECT_TRUE(received(1).empty());
-  EXPECT_EQ(counters_.mqtt_publish_refused, 1u);
+  EXPECT_EQ(counters_.mqtt_publish_refused, 3u);
   // What is retained is what the hook made of it, so a later subscriber reads the same.
   publish(2, "in/r", "kept", 0, 0, false, true);
   EXPECT_EQ(received(1), (std::vector<std::string>{"out/r=[kept]"}));
