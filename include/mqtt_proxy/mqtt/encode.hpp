@@ -41,7 +41,8 @@ void encode_unsuback(Bytes& out, ProtocolVersion version, std::uint16_t packet_i
 void encode_disconnect(Bytes& out, ProtocolVersion version, std::uint8_t reason);
 void encode_pingresp(Bytes& out);
 
-// --- Client side, for tests and tools
+// --- Client side: for tests and tools, and for upstream::Relay, which forwards a CONNECT the hooks
+// changed
 
 // In the version `c.version`, with `c.properties.raw` and the will's properties in v5.
 void encode_connect(Bytes& out, const Connect& c);
