@@ -280,3 +280,31 @@ write("websocket", "limits", b"\x03\x02\x00" + ws_frame(0x82, bytes(301)))
 write("websocket", "bad_frames", b"\x01\x00\x00" + ws_frame(0x81, b"text"))
 write("websocket", "bad_close", b"\x01\x00\x00" + ws_frame(0x88, b"\x03\xed"))
 write("websocket", "bad_head", b"\x04\x00\x01\x07" + WS_UPGRADE.replace(b"\r\nHost", b"\nHost"))
+
+# upstream_relay: [flags][tag][bytes]... (fuzz_upstream_relay.cpp); tag bit 7: the broker's bytes.
+
+
+def chunks(flags, *parts):
+    out = bytes([flags])
+    for side, data in parts:
+        for i in range(0, len(data), 127):
+            piece = data[i:i + 127]
+            out += bytes([(0x80 if side == "broker" else 0) | len(piece)]) + piece
+    return out
+
+
+relay_connect = connect("c1", user="u", pw="p")
+relay_connack = b"\x20\x02\x00\x00"
+relay_sub = pkt(0x82, b"\x00\x01" + s("a/#") + b"\x01" + s("secret/#") + b"\x00")
+relay_suback = pkt(0x90, b"\x00\x01\x01")
+relay_pub = pkt(0x32, s("abc") + b"\x00\x07" + b"payload")
+relay_delivery = pkt(0x30, s("hidden/x") + b"p") + pkt(0x34, s("t") + b"\x00\x09" + b"q2")
+write("upstream_relay", "session", chunks(1, ("client", relay_connect), ("broker", relay_connack),
+                                          ("client", relay_sub), ("broker", relay_suback),
+                                          ("client", relay_pub), ("broker", relay_delivery)))
+write("upstream_relay", "no_hooks", chunks(0, ("client", relay_connect), ("broker", relay_connack),
+                                           ("client", relay_pub)))
+write("upstream_relay", "backpressure", chunks(7, ("client", relay_connect),
+                                               ("broker", relay_connack),
+                                               *([("client", relay_pub)] * 20)))
+
