@@ -396,6 +396,7 @@ void ProxyCore::on_timers(TimePoint now) {
               std::chrono::duration_cast<std::chrono::milliseconds>(cfg_.ws_timeout).count());
     ws_scratch_.clear();
     c->ws->conn.close(ws::close_code::kNormal, "", ws_scratch_);  // nothing to send yet
+    c->ws->closed = true;  // counted here, not again as a refused handshake
     c->ep.consume(c->ep.received().size());
     c->ep.close();
     mark_dirty(*c);

@@ -1148,6 +1148,10 @@ TEST_F(ProxyCoreWs, AnUpgradeThatNeverCompletesIsClosedAfterTheTimeout) {
   EXPECT_TRUE(closed_by_proxy(slow));
   EXPECT_TRUE(slow.stream.empty());  // nothing but the FIN
   EXPECT_EQ(core_->counters().ws_handshake_timeouts, 1u);
+  // The rest of its request, late, is read and dropped; it is not a refused handshake as well.
+  send_raw(slow, Bytes(req.begin() + 20, req.end()));
+  EXPECT_EQ(core_->counters().ws_upgrades_refused, 0u);
+  EXPECT_EQ(core_->counters().ws_upgrades, 0u);
 }
 
 TEST_F(ProxyCoreWs, ATextFrameFailsTheConnectionAndTheWillGoesOut) {
