@@ -207,8 +207,16 @@ std::uint8_t options_byte(const mqtt::TopicRequest& t) {
 Relay::Relay(Config cfg, hooks::Client client, metrics::Counters& counters)
     : cfg_(std::move(cfg)), counters_(counters), who_(std::move(client)) {}
 
-bool Relay::over_limit() const {
-  return to_client_.size() > cfg_.max_buffered || to_upstream_.size() > cfg_.max_buffered;
+// Each direction looks at the queue it feeds, so a broker that stops reading holds up only the
+// client's packets, not its deliveries. The other queue gets a looser bound of its own: it
+// takes the relay's answers (PUBACK, PUBREC, PUBCOMP, SUBACK), which a peer that floods without
+// reading could otherwise grow without end.
+bool Relay::client_blocked() const {
+  return to_upstream_.size() > cfg_.max_buffered || to_client_.size() > 2 * cfg_.max_buffered;
+}
+
+bool Relay::upstream_blocked() const {
+  return to_client_.size() > cfg_.max_buffered || to_upstream_.size() > 2 * cfg_.max_buffered;
 }
 
 void Relay::close(std::string why) {
@@ -228,7 +236,7 @@ void Relay::client_error(std::string_view why, std::uint8_t v5_reason) {
 
 std::size_t Relay::from_client(ByteSpan data) {
   std::size_t used = 0;
-  while (state_ != State::Closed && used < data.size() && !over_limit()) {
+  while (state_ != State::Closed && used < data.size() && !client_blocked()) {
     bool need_more = false;
     mqtt::DecodeError err = mqtt::DecodeError::None;
     const auto f = mqtt::parse_frame(data.subspan(used), cfg_.max_packet_size, need_more, err);
@@ -394,7 +402,10 @@ std::optional<std::string_view> Relay::resolve(Aliases& a, const mqtt::Publish& 
     return std::nullopt;
   }
   if (!p.topic.empty()) {
-    a.sender[alias] = std::string(p.topic);
+    if (!remember(a, a.sender, alias, p.topic)) {
+      why = reason::kQuotaExceeded;
+      return std::nullopt;
+    }
     return p.topic;
   }
   const auto it = a.sender.find(alias);
@@ -405,14 +416,24 @@ std::optional<std::string_view> Relay::resolve(Aliases& a, const mqtt::Publish& 
   return std::string_view(it->second);
 }
 
+bool Relay::remember(Aliases& a, std::unordered_map<std::uint16_t, std::string>& map,
+                     std::uint16_t alias, std::string_view topic) const {
+  std::string& known = map[alias];
+  a.bytes = a.bytes - known.size() + topic.size();
+  known.assign(topic.data(), topic.size());
+  return a.bytes <= cfg_.max_alias_bytes;
+}
+
 void Relay::forward_publish(Bytes& out, Aliases& a, const mqtt::Publish& p, ByteSpan wire,
                             std::string_view topic, ByteSpan payload, bool payload_changed) {
   std::string_view on_wire = topic;
   if (p.properties.topic_alias) {
     // The alias alone when the receiver has it for this topic; else the topic, which sets it.
-    std::string& known = a.receiver[*p.properties.topic_alias];
-    if (p.topic.empty() && known == topic) on_wire = {};
-    known = std::string(topic);
+    const std::uint16_t alias = *p.properties.topic_alias;
+    const auto it = a.receiver.find(alias);
+    if (p.topic.empty() && it != a.receiver.end() && it->second == topic) on_wire = {};
+    // Over the budget only by this topic: resolve() refuses the sender's next one.
+    remember(a, a.receiver, alias, topic);
   }
   if (on_wire == p.topic && !payload_changed) {
     append(out, wire);
@@ -462,8 +483,10 @@ void Relay::refuse_publish(const mqtt::Publish& p, hooks::Reason r) {
   } else {
     mqtt::encode_packet_id_ack(to_client_, type, p.packet_id);
   }
-  // 3.1.1 goes on with PUBREL; v5 should not after a failure [MQTT-4.3.3], but is answered too.
-  if (p.qos == 2) refused_from_client_.insert(p.packet_id);
+  // 3.1.1 goes on with PUBREL, which the relay completes. In v5 the failing PUBREC ends the flow
+  // (v5 4.3.3, 3.5): nothing is kept, so ids the client never uses again cannot pile up, and a
+  // PUBREL it sends anyway goes to the broker, which answers 0x92 (packet identifier not found).
+  if (p.qos == 2 && !v5_) refused_from_client_.insert(p.packet_id);
 }
 
 void Relay::client_subscribe(const mqtt::Subscribe& s, ByteSpan wire) {
@@ -544,7 +567,7 @@ std::size_t Relay::from_upstream(ByteSpan data) {
     return data.size();
   }
   std::size_t used = 0;
-  while (state_ != State::Closed && used < data.size() && !over_limit()) {
+  while (state_ != State::Closed && used < data.size() && !upstream_blocked()) {
     bool need_more = false;
     mqtt::DecodeError err = mqtt::DecodeError::None;
     const auto f = mqtt::parse_frame(data.subspan(used), cfg_.max_packet_size, need_more, err);
@@ -587,6 +610,11 @@ void Relay::upstream_frame(const mqtt::FrameView& f, ByteSpan wire) {
     case PacketType::Unsubscribe:
     case PacketType::Pingreq:
       return close(fmt::format("upstream: sent {}", name));
+    case PacketType::Auth:
+    case PacketType::Disconnect:
+      // 5.0's: a 3.1.1 client would read either as a protocol error of ours.
+      if (!v5_) return close(fmt::format("upstream: sent {} to an MQTT 3.x client", name));
+      break;
     default:
       break;
   }

@@ -163,6 +163,7 @@ inline constexpr std::uint8_t kTopicNameInvalid = 0x90;
 inline constexpr std::uint8_t kPacketIdentifierNotFound = 0x92;
 inline constexpr std::uint8_t kTopicAliasInvalid = 0x94;
 inline constexpr std::uint8_t kPacketTooLarge = 0x95;
+inline constexpr std::uint8_t kQuotaExceeded = 0x97;
 inline constexpr std::uint8_t kSharedSubscriptionsNotSupported = 0x9e;
 inline constexpr std::uint8_t kSubscriptionIdentifiersNotSupported = 0xa1;
 }  // namespace reason

@@ -24,11 +24,16 @@
 namespace mqtt_proxy::upstream {
 
 struct Config {
-  // A from_*() call stops consuming, at a packet boundary, while to_client() or to_upstream()
-  // holds more than this.
+  // from_client() stops consuming, at a packet boundary, while to_upstream() holds more than
+  // this, and from_upstream() while to_client() does. Each also stops while the other queue holds
+  // more than twice this: the relay's own answers (a PUBACK for a refused PUBLISH) go that way.
   std::size_t max_buffered = 256 * 1024;
   // A larger packet from either side closes the relay.
   std::size_t max_packet_size = 16 * 1024 * 1024;
+  // The topics v5 topic aliases stand for, per direction (what the sender set and what the
+  // receiver was sent): a sender that sets more is a protocol error (Quota exceeded), since the
+  // Topic Alias Maximum alone would let 65535 topics of 64 KiB each be kept.
+  std::size_t max_alias_bytes = 1024 * 1024;
   // Inspection hooks and plugins (hooks.hpp); none when null or empty.
   std::shared_ptr<hooks::HookChain> hooks;
 };
@@ -67,8 +72,15 @@ class Relay {
   Bytes& to_client() { return to_client_; }
   Bytes& to_upstream() { return to_upstream_; }
 
+  // A from_*() call would take nothing now because a queue is full (not for want of the rest of
+  // a packet): the caller waits for that queue to drain before it offers the bytes again.
+  bool client_blocked() const;
+  bool upstream_blocked() const;
+
   State state() const { return state_; }
   bool wants_dial() const { return state_ == State::Dial; }
+  // The broker's CONNACK accepted the client: its packets after CONNECT are read from now on.
+  bool connacked() const { return connacked_; }
   bool closed() const { return state_ == State::Closed; }
   // Why it closed, one line.
   const std::string& error() const { return error_; }
@@ -82,9 +94,12 @@ class Relay {
     std::uint16_t maximum = 0;  // the receiver's Topic Alias Maximum
     std::unordered_map<std::uint16_t, std::string> sender;
     std::unordered_map<std::uint16_t, std::string> receiver;
+    std::size_t bytes = 0;  // of the topics in both maps
   };
+  // Sets `alias` to `topic` in `map`, one of `a`'s; false once `a` holds over the budget.
+  bool remember(Aliases& a, std::unordered_map<std::uint16_t, std::string>& map,
+                std::uint16_t alias, std::string_view topic) const;
 
-  bool over_limit() const;
   bool hooked() const { return cfg_.hooks && !cfg_.hooks->empty(); }
   void client_frame(const mqtt::FrameView& f, ByteSpan wire);
   void client_connect(mqtt::Connect c, ByteSpan wire);

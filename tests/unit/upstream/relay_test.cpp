@@ -415,10 +415,16 @@ TEST_P(RelayTest, RefusedPublishIsAnsweredByTheRelay) {
   EXPECT_EQ(to_client(), cat({ack(PacketType::Puback, 1, v5() ? 0x87 : 0),
                               ack(PacketType::Puback, 2, v5() ? 0x90 : 0),
                               ack(PacketType::Pubrec, 3, v5() ? 0x87 : 0)}));
-  // The refused QoS 2 flow is completed by the relay; the broker never hears of it.
+  // In 3.x the refused QoS 2 flow is completed by the relay; the broker never hears of it. In
+  // 5.0 the failing PUBREC ended it: a PUBREL anyway is the broker's to answer (0x92).
   client(ack(PacketType::Pubrel, 3));
-  EXPECT_EQ(to_client(), ack(PacketType::Pubcomp, 3));
-  EXPECT_TRUE(relay->to_upstream().empty());
+  if (v5()) {
+    EXPECT_TRUE(relay->to_client().empty());
+    EXPECT_EQ(to_upstream(), ack(PacketType::Pubrel, 3));
+  } else {
+    EXPECT_EQ(to_client(), ack(PacketType::Pubcomp, 3));
+    EXPECT_TRUE(relay->to_upstream().empty());
+  }
   EXPECT_EQ(counters.mqtt_publish_refused, 4u);
   EXPECT_TRUE(events.empty());
   // The id used again, accepted this time: its PUBREL is the broker's.
@@ -630,11 +636,33 @@ TEST_P(RelayTest, BackpressureStopsAtAPacketBoundaryAndResumes) {
   const auto down =
       offer_all(p, 10, 64, relay->to_client(), [&](ByteSpan b) { return relay->from_upstream(b); });
   EXPECT_EQ(down.size(), 10 * p.size());
-  // The relay's own answers count too: refused PUBLISHes fill to_client.
+  // The relay's own answers count too: refused PUBLISHes fill to_client, up to twice the limit.
   const Bytes refused = publish(v(), "secret/x", std::string(20, 'x'), 1, 1);
-  const auto acks = offer_all(refused, 40, 64, relay->to_client(),
+  const auto acks = offer_all(refused, 80, 128, relay->to_client(),
                               [&](ByteSpan b) { return relay->from_client(b); });
-  EXPECT_EQ(acks.size(), 40 * ack(PacketType::Puback, 1, v5() ? 0x87 : 0).size());
+  EXPECT_EQ(acks.size(), 80 * ack(PacketType::Puback, 1, v5() ? 0x87 : 0).size());
+}
+
+TEST_P(RelayTest, ABrokerThatStopsReadingHoldsUpOnlyTheClientsPackets) {
+  upstream::Config cfg;
+  cfg.max_buffered = 64;
+  make(cfg);
+  open();
+  const Bytes p = publish(v(), "a/b", std::string(40, 'x'), 1, 1);
+  const Bytes three = cat({p, p, p});
+  EXPECT_LT(relay->from_client(three), three.size());  // to_upstream is over the limit: stops
+  EXPECT_TRUE(relay->client_blocked());
+  EXPECT_FALSE(relay->upstream_blocked());
+  // Deliveries still reach the client, whose queue is empty.
+  EXPECT_EQ(relay->from_upstream(p), p.size());
+  EXPECT_EQ(relay->to_client(), p);
+  // And the other way round: a client that stops reading holds up only its deliveries.
+  relay->to_upstream().clear();
+  EXPECT_EQ(relay->from_upstream(three), p.size());  // to_client holds two now: over the limit
+  EXPECT_TRUE(relay->upstream_blocked());
+  EXPECT_FALSE(relay->client_blocked());
+  EXPECT_EQ(relay->from_client(p), p.size());
+  EXPECT_EQ(relay->to_upstream(), p);
 }
 
 // --- Segmentation
@@ -709,13 +737,17 @@ TEST_P(RelayTest, EverySplitGivesTheSameOutput) {
   };
   const auto whole = run(from_client.size(), from_broker.size(), false);
   const std::uint8_t refused = v5() ? 0x87 : 0x80;
+  // The PUBREL of the refused QoS 2 PUBLISH: completed by the relay in 3.x, the broker's in 5.0
+  // (whose failing PUBREC ended the flow).
+  const Bytes pubrel_answer = v5() ? Bytes{} : ack(PacketType::Pubcomp, 3);
+  const Bytes pubrel_forwarded = v5() ? ack(PacketType::Pubrel, 3) : Bytes{};
   EXPECT_EQ(whole.first,
-            cat({connack(v(), 0), ack(PacketType::Pubrec, 3, v5() ? 0x87 : 0),
-                 ack(PacketType::Pubcomp, 3), ack(PacketType::Puback, 1),
-                 suback(v(), 2, {1, refused}), publish(v(), "news", std::string(150, 'n'), 1, 5)}));
+            cat({connack(v(), 0), ack(PacketType::Pubrec, 3, v5() ? 0x87 : 0), pubrel_answer,
+                 ack(PacketType::Puback, 1), suback(v(), 2, {1, refused}),
+                 publish(v(), "news", std::string(150, 'n'), 1, 5)}));
   EXPECT_EQ(whole.second, cat({c, publish(v(), "out/x", "[p]", 1, 1), subscribe(v(), 2, {{"a", 1}}),
-                               publish(v(), "z", std::string(200, 'z')), ack(PacketType::Pubrec, 4),
-                               ack(PacketType::Pubcomp, 4)}));
+                               pubrel_forwarded, publish(v(), "z", std::string(200, 'z')),
+                               ack(PacketType::Pubrec, 4), ack(PacketType::Pubcomp, 4)}));
   for (std::size_t cut = 1; cut < from_client.size(); ++cut) {
     EXPECT_EQ(run(cut, from_broker.size(), false), whole) << "client stream cut at " << cut;
   }
@@ -752,6 +784,31 @@ TEST_P(RelayV5Test, ClientTopicAliasesAreResolvedForTheHooksAndKeptRightForTheBr
   open({}, max);
   client(publish(v(), "t", "x", 0, 0, alias(6)));
   EXPECT_EQ(to_client(), bytes("e0 02 94 00"));
+}
+
+TEST_P(RelayV5Test, TopicAliasesHaveAByteBudget) {
+  upstream::Config cfg;
+  cfg.max_alias_bytes = 1000;
+  make(cfg);
+  const Bytes max = mqtt::PropertyWriter().u16(property::kTopicAliasMaximum, 100).bytes();
+  open({}, max);
+  auto alias = [](std::uint16_t a) {
+    return mqtt::PropertyWriter().u16(property::kTopicAlias, a).bytes();
+  };
+  // Setting one alias again and again replaces its topic: the budget holds one at a time.
+  for (int i = 0; i < 50; ++i) {
+    client(publish(v(), std::string(300, static_cast<char>('a' + i % 26)), "x", 0, 0, alias(1)));
+  }
+  EXPECT_FALSE(relay->closed());
+  // Kept for both sides (set and sent): 2 x 300 per alias, so the third alias is over 1000.
+  client(publish(v(), std::string(300, 'y'), "x", 0, 0, alias(2)));
+  EXPECT_FALSE(relay->closed());
+  to_upstream();
+  client(publish(v(), std::string(300, 'z'), "x", 0, 0, alias(3)));
+  EXPECT_TRUE(relay->closed());
+  EXPECT_TRUE(relay->to_upstream().empty());
+  EXPECT_EQ(to_client(), bytes("e0 02 97 00"));  // DISCONNECT Quota exceeded
+  EXPECT_EQ(counters.mqtt_protocol_errors, 1u);
 }
 
 TEST_P(RelayV5Test, BrokerTopicAliasesAreFollowedForAuthRead) {
@@ -817,6 +874,32 @@ TEST_P(RelayV5Test, BrokerDisconnectIsForwardedAndCloses) {
   EXPECT_EQ(to_client(), d);
   EXPECT_TRUE(relay->closed());
   EXPECT_EQ(relay->error(), "upstream sent DISCONNECT");
+}
+
+// MQTT 3.1 and 3.1.1 clients (a 5.0 client may get these packets: RelayV5Test).
+class RelayV3Test : public RelayTest {};
+INSTANTIATE_TEST_SUITE_P(V3, RelayV3Test,
+                         ::testing::Values(ProtocolVersion::V31, ProtocolVersion::V311),
+                         [](const auto& i) {
+                           return "v" + std::to_string(static_cast<int>(i.param));
+                         });
+
+TEST_P(RelayV3Test, FivePointOhPacketsFromTheBrokerClose) {
+  for (const bool auth : {false, true}) {
+    make();
+    open();
+    Bytes b;
+    if (auth) {
+      b = {std::byte{0xf0}, std::byte{0x00}};  // AUTH, success
+    } else {
+      mqtt::encode_disconnect_v5(b, mqtt::reason::kServerShuttingDown);
+    }
+    broker(b);
+    EXPECT_TRUE(to_client().empty());  // never reaches a client that cannot read it
+    EXPECT_TRUE(relay->closed());
+    EXPECT_EQ(relay->error(), std::string("upstream: sent ") + (auth ? "AUTH" : "DISCONNECT") +
+                                  " to an MQTT 3.x client");
+  }
 }
 
 TEST(RelayNoHooks, IsAPipe) {
