@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -100,16 +99,10 @@ class Daemon:
         return self.proc.poll() is None
 
     def stop(self, timeout=10):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        rc = procs.terminate(self.proc, timeout)
         if not self._log.closed:
             self._log.close()
-        return self.proc.returncode
+        return rc
 
 
 class Metrics(unittest.TestCase):

@@ -38,6 +38,19 @@ def wait_for(predicate, timeout, interval=0.05):
     return predicate()
 
 
+def terminate(proc, timeout=10):
+    """Stops a process by PID: SIGTERM, and SIGKILL if it is still there after `timeout`
+    seconds. Its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class Lines:
     """Reads a process's stdout line by line in the background."""
 
