@@ -216,6 +216,13 @@ Result<ProxyConfig> build_config(const Options& opt) {
   // A frame waits in the receive buffer only if half of it can hold the frame.
   cfg.broker.max_unread_frame =
       std::min<std::size_t>(cfg.broker.max_unread_frame, opt.tcp_rcv_buffer / 2);
+  if (!opt.upstream_host.empty()) {
+    upstream::SessionsConfig u;
+    u.relay.max_packet_size = opt.max_packet_size;
+    u.connect_timeout = cfg.broker.connect_timeout;
+    u.max_unread_frame = cfg.broker.max_unread_frame;
+    cfg.upstream = u;  // the hooks are added with the plugins
+  }
   return pc;
 }
 
@@ -232,6 +239,7 @@ std::string proxy_protocol_summary(const ingress::ProxyProtocolPolicy& p) {
 }
 
 std::string auth_mode(const Options& opt, const auth::PasswordFile* file) {
+  if (!opt.upstream_host.empty()) return "the upstream broker's";
   if (!opt.username && !file) return "anonymous";
   std::string m = "required (";
   if (opt.username) m += "-u";

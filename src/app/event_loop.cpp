@@ -18,7 +18,16 @@ namespace mqtt_proxy::app {
 namespace {
 constexpr std::string_view kLog = "app";
 
-enum Tag : std::uint32_t { kCapture = 1, kUdp = 2, kTimer = 3, kSignal = 4, kMetrics = 5 };
+enum Tag : std::uint32_t {
+  kCapture = 1,
+  kUdp = 2,
+  kTimer = 3,
+  kSignal = 4,
+  kMetrics = 5,
+  kUpstream = 6,
+};
+// Rounds of upstream work per turn before the loop looks at its other descriptors again.
+constexpr int kUpstreamRounds = 16;
 std::uint64_t tag(Tag t, std::uint32_t index = 0) {
   return (std::uint64_t{t} << 32) | index;
 }
@@ -53,6 +62,12 @@ Result<std::unique_ptr<EventLoop>> EventLoop::create(Io& io, core::ProxyCore& co
   }
   if (cfg.metrics) watched = watched && watch(cfg.metrics->wake_fd(), tag(kMetrics));
   if (!watched) return Error{std::string("epoll_ctl: ") + std::strerror(errno)};
+  if (l->cfg_.upstream) {
+    auto u = UpstreamConnector::create(*l->cfg_.upstream, l->epoll_.get(), kUpstream, log);
+    if (!u) return Error{"--upstream: " + u.error()};
+    l->upstream_ = std::move(*u);
+    l->upstream_->attach(core.attach_upstream(*l->upstream_));
+  }
   return l;
 }
 
@@ -85,6 +100,18 @@ telemetry::Snapshot EventLoop::snapshot() const {
   if (auto p = telemetry::read_process_stats()) s.process = *p;
   s.version = cfg_.version;
   return s;
+}
+
+std::string EventLoop::upstream_description() const {
+  return upstream_ ? upstream_->describe() : std::string();
+}
+
+void EventLoop::service_upstream() {
+  // What a round's calls into the core made (client bytes for the broker, a read resumed) is
+  // acted on in the next: bounded, and busy() keeps the loop awake for the rest.
+  for (int round = 0; round < kUpstreamRounds && upstream_->service(now_); ++round) {
+    core_.flush(now_);
+  }
 }
 
 void EventLoop::publish_sys() {
@@ -225,7 +252,11 @@ int EventLoop::run() {
                                            [](const auto& c) { return c->needs_polling(); });
     arm_timer();
     epoll_event events[64];
-    const int n = ::epoll_wait(epoll_.get(), events, 64, poll_captures ? 10 : -1);
+    const bool upstream_busy = upstream_ && upstream_->busy();
+    const int n = ::epoll_wait(epoll_.get(), events, 64,
+                               upstream_busy   ? 0
+                               : poll_captures ? 10
+                                               : -1);
     if (n < 0 && errno != EINTR) {
       log_.error(kLog, "epoll_wait: {}", std::strerror(errno));
       return 1;
@@ -252,6 +283,9 @@ int EventLoop::run() {
         case kSignal:
           read_signals();
           break;
+        case kUpstream:
+          upstream_->on_ready(index, events[k].events, now_);
+          break;
         case kMetrics:
           // Scrapes wait on civetweb's threads: answered from one snapshot of this turn.
           cfg_.metrics->serve([&] { return telemetry::render_prometheus(snapshot()); });
@@ -273,6 +307,7 @@ int EventLoop::run() {
     }
     core_.on_timers(now_);
     core_.flush(now_);
+    if (upstream_) service_upstream();
     send_output();
 
     if (next_stats_ && now_ >= *next_stats_) {

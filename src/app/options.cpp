@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/program_options.hpp>
 #include <cctype>
+#include <charconv>
 #include <sstream>
 
 namespace mqtt_proxy::app {
@@ -74,12 +75,14 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
   std::string influx_database;
   std::string influx_username;
   std::string influx_password;
+  std::string upstream;
   po::options_description desc(
       "Usage: mqtt_proxy [options]\n"
       "MQTT edge proxy: terminates clients' TCP in user space from captured frames, acts as a QoS "
       "0\n"
       "broker toward them, and exchanges SUBSCRIBE/UNSUBSCRIBE/PUBLISH with peer proxies over "
-      "UDP.\n\n"
+      "UDP.\n"
+      "With --upstream it is a proxy in front of a broker instead (mProxy's upstream mode).\n\n"
       "Options");
   // clang-format off
   desc.add_options()
@@ -228,7 +231,19 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     ("plugin-opt", po::value<std::vector<std::string>>()->composing(),
      "NAME=VALUE for the --plugin given before it; repeatable")
     ("hook-budget", po::value<double>(&out.hook_budget_ms)->default_value(out.hook_budget_ms),
-     "milliseconds a hook call may take; longer ones are logged and counted");
+     "milliseconds a hook call may take; longer ones are logged and counted")
+    ("upstream", po::value<std::string>(&upstream),
+     "HOST[:PORT] (port 1883): upstream mode, mProxy's: stand in front of that broker instead of "
+     "being one. Each client gets its own TCP connection to it, dialled once the plugins accepted "
+     "its CONNECT, and its packets pass through the plugins both ways (docs/upstream.md). UDP "
+     "peering (-F), MQTT2MULTICAST (-s), $SYS topics and the broker's own options (-u, "
+     "--password-file, queue and session limits) are off: the upstream broker does that")
+    ("upstream-tls", po::bool_switch(&out.upstream_tls),
+     "with --upstream: TLS to the broker, its certificate verified against --upstream-cafile and "
+     "HOST (mProxy's MPROXY_CLIENT_TLS)")
+    ("upstream-cafile", po::value<std::string>(&out.upstream_cafile),
+     "with --upstream-tls: the CA certificates (PEM) to verify the broker with (default: the "
+     "system's)");
   // clang-format on
 
   po::variables_map vm;
@@ -504,7 +519,80 @@ ParseOutcome parse_options(int argc, const char* const* argv, Options& out, std:
     message = "--slow-grace must be between 0.01 and 3600 seconds";
     return ParseOutcome::Error;
   }
+  if (upstream.empty()) {
+    for (const auto* name : {"upstream-tls", "upstream-cafile"}) {
+      if (vm.count(name) && !vm[name].defaulted()) {
+        message = std::string("--") + name + " needs --upstream";
+        return ParseOutcome::Error;
+      }
+    }
+    return ParseOutcome::Run;
+  }
+  if (!parse_host_port(upstream, out.upstream_host, out.upstream_port)) {
+    message =
+        "--upstream must be HOST[:PORT] (IPv6 as [ADDR]:PORT, port 1..65535), not " + upstream;
+    return ParseOutcome::Error;
+  }
+  if (vm.count("upstream-cafile") && !out.upstream_tls) {
+    message = "--upstream-cafile needs --upstream-tls";
+    return ParseOutcome::Error;
+  }
+  // What the upstream broker does is not done twice, and not half: a password file here would
+  // look like it protected the broker while the relay never reads it.
+  const std::pair<const char*, bool> broker_only[] = {
+      {"--forwarder (-F): UDP peering", !out.peers.empty()},
+      {"--m2m-server (-s): MQTT2MULTICAST", out.m2m_server.has_value()},
+      {"--username (-u): the broker's own credentials", out.username.has_value()},
+      {"--password-file: the broker's own credentials", !out.password_file.empty()},
+      {"--peer-key-file: UDP peering", !out.peer_key_file.empty()},
+      {"--use-identity-as-username: the broker's own credentials", out.use_identity_as_username},
+  };
+  for (const auto& [what, given] : broker_only) {
+    if (given) {
+      message = std::string(what) +
+                " is off in upstream mode (--upstream): the upstream broker authenticates and "
+                "routes";
+      return ParseOutcome::Error;
+    }
+  }
   return ParseOutcome::Run;
+}
+
+bool parse_host_port(std::string_view s, std::string& host, std::uint16_t& port) {
+  std::string_view h = s;
+  std::string_view p;
+  if (!s.empty() && s.front() == '[') {
+    const auto close = s.find(']');
+    if (close == std::string_view::npos || close == 1) return false;
+    h = s.substr(1, close - 1);
+    const auto rest = s.substr(close + 1);
+    if (!rest.empty()) {
+      if (rest.front() != ':') return false;
+      p = rest.substr(1);
+      if (p.empty()) return false;
+    }
+  } else {
+    const auto colon = s.rfind(':');
+    if (colon != std::string_view::npos) {
+      if (s.find(':') != colon) return false;  // an IPv6 address needs its brackets
+      h = s.substr(0, colon);
+      p = s.substr(colon + 1);
+      if (p.empty()) return false;
+    }
+  }
+  if (h.empty() || std::any_of(h.begin(), h.end(), [](char ch) {
+        return static_cast<unsigned char>(ch) <= 0x20 || static_cast<unsigned char>(ch) >= 0x7f ||
+               ch == '/' || ch == '@';
+      })) {
+    return false;
+  }
+  if (!p.empty()) {
+    unsigned v = 0;
+    const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+    if (ec != std::errc() || end != p.data() + p.size() || !to_port(v, port)) return false;
+  }
+  host = std::string(h);
+  return true;
 }
 
 }  // namespace mqtt_proxy::app

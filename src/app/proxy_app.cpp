@@ -48,7 +48,9 @@ std::string exporters_summary(const Options& opt,
     s += fmt::format("; influxdb http://{}:{} db {} every {} s", influx->host, influx->port,
                      influx->database, opt.metrics_interval_seconds);
   }
-  if (opt.sys_interval_seconds > 0) s += fmt::format("; $SYS every {} s", opt.sys_interval_seconds);
+  if (opt.sys_interval_seconds > 0 && opt.upstream_host.empty()) {
+    s += fmt::format("; $SYS every {} s", opt.sys_interval_seconds);
+  }
   return s;
 }
 
@@ -102,6 +104,7 @@ int run_proxy(const Options& opt) {
         std::chrono::duration_cast<Duration>(
             std::chrono::duration<double, std::milli>(opt.hook_budget_ms)),
         [] { return std::chrono::steady_clock::now(); }, log);
+    if (cfg->core.upstream) cfg->core.upstream->relay.hooks = cfg->core.broker.hooks;
   }
   auto io = open_io(opt, cfg->interfaces, cfg->core, log);
   if (!io) return fail(io.error());
@@ -129,7 +132,12 @@ int run_proxy(const Options& opt) {
   lc.influx = influx.get();
   lc.influx_target = influx_target;
   lc.metrics_interval = std::chrono::seconds(opt.metrics_interval_seconds);
-  lc.sys_interval = std::chrono::seconds(opt.sys_interval_seconds);
+  // $SYS is the upstream broker's to publish in upstream mode.
+  lc.sys_interval = std::chrono::seconds(opt.upstream_host.empty() ? opt.sys_interval_seconds : 0);
+  if (!opt.upstream_host.empty()) {
+    lc.upstream =
+        UpstreamTarget{opt.upstream_host, opt.upstream_port, opt.upstream_tls, opt.upstream_cafile};
+  }
   lc.udp_port = opt.udp_port;
   lc.stats_interval = std::chrono::seconds(opt.stats_interval_seconds);
   lc.shutdown_grace = std::chrono::milliseconds(opt.shutdown_grace_ms);
@@ -152,7 +160,7 @@ int run_proxy(const Options& opt) {
   stderr_sink(
       log::Level::Info, kLog,
       fmt::format(
-          "ready: tcp/{}{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}{}", opt.tcp_port,
+          "ready: tcp/{}{} on {}{}; peers {} on udp/{}{}; auth {}; firewall {}{}{}{}", opt.tcp_port,
           opt.ws_port ? fmt::format(", websocket tcp/{} {}", opt.ws_port, opt.ws_path)
                       : std::string(),
           ifs,
@@ -169,7 +177,9 @@ int run_proxy(const Options& opt) {
                             cfg->core.m2m->server_port, cfg->core.m2m->address,
                             cfg->core.m2m->client_port, cfg->interfaces[cfg->core.m2m_iface].name)
               : std::string(),
-          exporters_summary(opt, influx_target)));
+          exporters_summary(opt, influx_target),
+          opt.upstream_host.empty() ? std::string()
+                                    : "; upstream " + (*loop)->upstream_description()));
 
   int exit_code = (*loop)->run();
 

@@ -94,6 +94,13 @@ ProxyCore::ProxyCore(CoreConfig cfg, log::Logger& log)
 
 ProxyCore::~ProxyCore() = default;
 
+upstream::LinkEvents& ProxyCore::attach_upstream(upstream::Link& link) {
+  if (!cfg_.upstream) cfg_.upstream.emplace();  // the defaults, rather than undefined behaviour
+  broker::BrokerHost& clients = *this;          // the relays reach clients as the broker does
+  sessions_ = std::make_unique<upstream::Sessions>(*cfg_.upstream, clients, link, log_, counters_);
+  return *sessions_;
+}
+
 void ProxyCore::start(TimePoint now) {
   peering_.start(now);
   if (m2m_) m2m_->start(now);
@@ -402,6 +409,7 @@ void ProxyCore::on_timers(TimePoint now) {
     mark_dirty(*c);
   });
   broker_.on_timers(now);
+  if (sessions_) sessions_->on_timers(now);
   peering_.on_timers(now);
   if (m2m_) m2m_->on_timers(now);
 }
@@ -438,14 +446,14 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
   } else if (offer && c.broker_open) {
     // What the broker does not take (backpressure, a small incomplete frame) stays in the
     // receive buffer and narrows the window the client sees.
-    c.ep.consume(broker_.on_data(c.id, c.ep.received(), now));
+    c.ep.consume(session_data(c, c.ep.received(), now));
   } else if (offer && !c.awaiting_header) {
     c.ep.consume(c.ep.received().size());  // the session is gone; nobody reads this any more
   }
   std::string_view lost;
   // A client that sent a burst and closed (mosquitto_pub -l) must not lose what waits unread
   // behind backpressure: its FIN counts once the broker has read everything before it.
-  if (c.peer_fin && !(c.broker_open && flow_.is_paused(flow::client(c.id)))) {
+  if (c.peer_fin && !(c.broker_open && fin_waits(c))) {
     c.peer_fin = false;
     lost = "client closed the connection";
     c.ep.close();  // answer the half-close with our FIN once queued data is out
@@ -470,15 +478,36 @@ void ProxyCore::handle_events(Connection& c, TimePoint now) {
     lost = "no progress sending to the client (stall timeout)";
   }
   if ((ev & tcp::event::kClosed) && lost.empty()) lost = "connection closed";
-  if (!lost.empty() && c.broker_open) {
-    c.broker_open = false;
-    broker_.on_lost(c.id, lost, now);
-  }
+  if (!lost.empty() && c.broker_open) lose_session(c, lost, now);
 }
 
 void ProxyCore::open_session(Connection& c, const ingress::ClientOrigin& origin, TimePoint now) {
   c.broker_open = true;
-  broker_.on_open(c.id, origin, now);
+  if (sessions_) {
+    sessions_->on_open(c.id, origin, now);
+  } else {
+    broker_.on_open(c.id, origin, now);
+  }
+}
+
+std::size_t ProxyCore::session_data(Connection& c, ByteSpan data, TimePoint now) {
+  return sessions_ ? sessions_->on_data(c.id, data, now) : broker_.on_data(c.id, data, now);
+}
+
+void ProxyCore::lose_session(Connection& c, std::string_view why, TimePoint now) {
+  c.broker_open = false;
+  if (sessions_) {
+    sessions_->on_lost(c.id, why, now);
+  } else {
+    broker_.on_lost(c.id, why, now);
+  }
+}
+
+bool ProxyCore::fin_waits(const Connection& c) {
+  if (sessions_) return sessions_->hold(c.id, c.ws ? !c.ws->app.empty() : !c.ep.received().empty());
+  // A paused client waits whatever its buffers hold: the broker may keep the start of a long
+  // frame itself.
+  return flow_.is_paused(flow::client(c.id));
 }
 
 void ProxyCore::start_transport(Connection& c, const ingress::ClientOrigin& origin, TimePoint now) {
@@ -503,7 +532,7 @@ void ProxyCore::read_websocket(Connection& c, TimePoint now) {
   // What the broker left (it was paused, or a frame is incomplete) goes first.
   const auto to_broker = [&] {
     if (!c.broker_open || w.app.empty()) return;
-    const std::size_t n = broker_.on_data(c.id, w.app, now);
+    const std::size_t n = session_data(c, w.app, now);
     w.app.erase(w.app.begin(), w.app.begin() + static_cast<std::ptrdiff_t>(n));
   };
   to_broker();
@@ -532,7 +561,10 @@ void ProxyCore::read_websocket(Connection& c, TimePoint now) {
   c.ep.consume(c.ep.received().size());  // discarded from now on
   // What came before the Close is the client's too (MQTT.js sends DISCONNECT, then the Close at
   // once): a broker that is paused reads it first, as a TCP client's bytes before its FIN.
-  if (c.broker_open && !w.app.empty() && flow_.is_paused(flow::client(c.id))) return;
+  if (c.broker_open && (sessions_ ? sessions_->hold(c.id, !w.app.empty())
+                                  : !w.app.empty() && flow_.is_paused(flow::client(c.id)))) {
+    return;
+  }
   w.closed = true;
   std::string why;
   if (w.conn.http_status() != 101) {
@@ -548,10 +580,7 @@ void ProxyCore::read_websocket(Connection& c, TimePoint now) {
     why = w.conn.error();  // "client closed: 1000 ..."
   }
   c.ep.close();
-  if (c.broker_open) {
-    c.broker_open = false;
-    broker_.on_lost(c.id, why, now);
-  }
+  if (c.broker_open) lose_session(c, why, now);
 }
 
 void ProxyCore::refuse_connection(Connection& c, std::uint64_t& counter, std::string_view why) {
@@ -647,6 +676,14 @@ void ProxyCore::update_flow(TimePoint now) {
   resume_sources(now);
 }
 
+void ProxyCore::redeliver(std::uint64_t id, TimePoint now) {
+  if (Connection* c = find(id)) {
+    c->redeliver = true;
+    mark_dirty(*c);
+    handle_events(*c, now);
+  }
+}
+
 void ProxyCore::resume_sources(TimePoint now) {
   // Offering a client's bytes again may pause or release others in turn.
   while (!flow_.resumed().empty()) {
@@ -654,12 +691,16 @@ void ProxyCore::resume_sources(TimePoint now) {
     for (const flow::Id id : resumed_) {
       if (flow::is_peer(id)) {
         peering_.resume(flow::peer_index(id));
-      } else if (Connection* c = find(id)) {
-        c->redeliver = true;
-        mark_dirty(*c);
-        handle_events(*c, now);
+      } else {
+        redeliver(id, now);
       }
     }
+    resumed_.clear();
+  }
+  // Upstream mode: a relay's queue drained, or the broker's CONNACK came.
+  while (sessions_ && !sessions_->resumed().empty()) {
+    resumed_.swap(sessions_->resumed());
+    for (const std::uint64_t id : resumed_) redeliver(id, now);
     resumed_.clear();
   }
 }
@@ -687,6 +728,15 @@ void ProxyCore::flush(TimePoint now) {
   // flushed below.
   for (std::size_t i = 0; i < dirty_.size(); ++i) {
     if (Connection* c = find(dirty_[i])) handle_events(*c, now);
+  }
+  if (sessions_) {
+    // Upstream mode: ACKs made room in a client's queue for what its relay holds, which may let
+    // the broker's socket be read again, and the client's unread bytes go on (resumed below).
+    for (std::size_t i = 0; i < dirty_.size(); ++i) {
+      if (Connection* c = find(dirty_[i]); c && c->broker_open) {
+        sessions_->on_client_progress(c->id, now);
+      }
+    }
   }
   resume_sources(now);  // released while the broker worked (a subscriber went away)
   peering_.end_turn();
@@ -716,11 +766,13 @@ std::optional<TimePoint> ProxyCore::next_deadline() const {
   const auto d = earliest(earliest(earliest(timers_.earliest(), header_timers_.earliest()),
                                    earliest(ws_timers_.earliest(), broker_.next_deadline())),
                           earliest(peering_.next_deadline(), flow_.next_deadline()));
-  return m2m_ ? earliest(d, m2m_->next_deadline()) : d;
+  const auto u = sessions_ ? earliest(d, sessions_->next_deadline()) : d;
+  return m2m_ ? earliest(u, m2m_->next_deadline()) : u;
 }
 
 void ProxyCore::shutdown(TimePoint now) {
   broker_.close_all("shutting down", now);
+  if (sessions_) sessions_->close_all("shutting down", now);
   // Connections the broker never saw (handshake not finished) are simply dropped.
   for (auto& [id, c] : conns_) {
     if (!c->broker_open && (c->ep.state() == tcp::State::SynReceived || c->awaiting_header ||
@@ -759,7 +811,7 @@ metrics::Counters ProxyCore::counters() const {
   // The gauges, read when asked.
   c.mqtt_retained_topics = broker_.retained().size();
   c.mqtt_retained_bytes = broker_.retained().payload_bytes();
-  c.mqtt_clients_online = broker_.connected_count();
+  c.mqtt_clients_online = sessions_ ? sessions_->connected_count() : broker_.connected_count();
   c.mqtt_sessions_offline = broker_.stored_session_count();
   c.mqtt_subscriptions_active = broker_.subscription_count();
   c.mqtt_shared_subscriptions_active = broker_.shared_subscription_count();

@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "mqtt_proxy/app/io.hpp"
+#include "mqtt_proxy/app/upstream_connector.hpp"
 #include "mqtt_proxy/core/proxy_core.hpp"
 #include "mqtt_proxy/os/fd.hpp"
 #include "mqtt_proxy/telemetry/http_exporter.hpp"
@@ -35,6 +36,8 @@ struct LoopConfig {
   std::optional<telemetry::InfluxTarget> influx_target;
   Duration metrics_interval{0};  // InfluxDB pushes
   Duration sys_interval{0};      // $SYS topics; 0: none
+  // Upstream mode: the broker the core's relays connect to, through sockets the loop owns.
+  std::optional<UpstreamTarget> upstream;
 };
 
 class EventLoop {
@@ -53,6 +56,8 @@ class EventLoop {
   void log_counters(std::string_view what) const;
   // Everything the exporters export, read now.
   telemetry::Snapshot snapshot() const;
+  // Upstream mode: the broker, as the ready line names it; empty otherwise.
+  std::string upstream_description() const;
 
  private:
   EventLoop(Io& io, core::ProxyCore& core, LoopConfig cfg, log::Logger& log)
@@ -69,7 +74,11 @@ class EventLoop {
   core::ProxyCore& core_;
   LoopConfig cfg_;
   log::Logger& log_;
+  // Acts on what the core's relays asked of the broker side, flushing the core after each round.
+  void service_upstream();
+
   os::Fd epoll_, timer_, signals_;
+  std::unique_ptr<UpstreamConnector> upstream_;  // upstream mode
   TimePoint now_{};
   std::optional<TimePoint> next_stats_;
   std::optional<TimePoint> next_sys_;

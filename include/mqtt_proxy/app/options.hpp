@@ -103,7 +103,17 @@ struct Options {
   // and the time a hook call may take before it is logged and counted.
   std::vector<hooks::PluginSpec> plugins;
   double hook_budget_ms = 5;
+  // Upstream mode (--upstream HOST[:PORT], docs/upstream.md): in front of that broker instead of
+  // being one; empty: off.
+  std::string upstream_host;
+  std::uint16_t upstream_port = 1883;
+  bool upstream_tls = false;
+  std::string upstream_cafile;  // with --upstream-tls; empty: the system's CAs
 };
+
+// "HOST", "HOST:PORT", "[IPV6]" or "[IPV6]:PORT" (the port defaults to `port`); false when none
+// of these.
+bool parse_host_port(std::string_view s, std::string& host, std::uint16_t& port);
 
 enum class ParseOutcome { Run, Exit0, Error };
 

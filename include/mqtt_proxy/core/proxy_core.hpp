@@ -21,6 +21,7 @@
 #include "mqtt_proxy/tcp/endpoint.hpp"
 #include "mqtt_proxy/tcp/isn.hpp"
 #include "mqtt_proxy/tcp/syn_cookie.hpp"
+#include "mqtt_proxy/upstream/sessions.hpp"
 #include "mqtt_proxy/util/deadline_queue.hpp"
 #include "mqtt_proxy/util/log.hpp"
 #include "mqtt_proxy/wire/frame.hpp"
@@ -61,6 +62,10 @@ struct CoreConfig {
   // A WebSocket connection has this long to complete its Upgrade request. (A close we start needs
   // no timer: our FIN follows the Close frame, and TCP bounds the rest.)
   Duration ws_timeout = std::chrono::seconds(10);
+  // Upstream mode (--upstream, docs/upstream.md): on when set. Each client's packets go through
+  // the hooks to a broker of its own connection, not to the broker here; peering and
+  // MQTT2MULTICAST are off. attach_upstream() gives it the broker side before start().
+  std::optional<upstream::SessionsConfig> upstream;
   // MQTT2MULTICAST (-s): on when set, on interface `m2m_iface` (the one toward the controller).
   std::optional<m2m::ClientConfig> m2m;
   std::size_t m2m_iface = 0;
@@ -70,6 +75,10 @@ class ProxyCore final : private broker::BrokerHost {
  public:
   ProxyCore(CoreConfig cfg, log::Logger& log);
   ~ProxyCore() override;
+
+  // Upstream mode: the event loop's connections to the broker. Returns what the link reports to.
+  upstream::LinkEvents& attach_upstream(upstream::Link& link);
+  const upstream::Sessions* upstream() const { return sessions_.get(); }
 
   void start(TimePoint now);
   void on_frame(std::size_t iface, ByteSpan frame, TimePoint now);
@@ -157,7 +166,15 @@ class ProxyCore final : private broker::BrokerHost {
   void await_proxy_header(Connection& c, TimePoint now);
   void read_proxy_header(Connection& c, TimePoint now);
   void refuse_connection(Connection& c, std::uint64_t& counter, std::string_view why);
+  // The session of a client: with the broker here, or with its relay in upstream mode.
   void open_session(Connection& c, const ingress::ClientOrigin& origin, TimePoint now);
+  std::size_t session_data(Connection& c, ByteSpan data, TimePoint now);
+  void lose_session(Connection& c, std::string_view why, TimePoint now);
+  // The session has the client's unread bytes wait (backpressure, or the upstream's CONNACK),
+  // and the client's FIN behind them waits too (until the client is resumed).
+  bool fin_waits(const Connection& c);
+  // A client whose unread bytes may go on: offered again.
+  void redeliver(std::uint64_t id, TimePoint now);
   // The transport after TCP (and the PROXY header): MQTT directly, or a WebSocket handshake first.
   void start_transport(Connection& c, const ingress::ClientOrigin& origin, TimePoint now);
   // WebSocket: the client's bytes through the frame codec to the broker, what the codec answers
@@ -174,6 +191,7 @@ class ProxyCore final : private broker::BrokerHost {
   // Before the broker, which holds a pointer to it.
   std::unique_ptr<m2m::Client> m2m_;
   broker::Broker broker_;
+  std::unique_ptr<upstream::Sessions> sessions_;  // upstream mode, once attached
   tcp::IsnGenerator isn_;
   tcp::SynCookies cookies_;
   std::optional<TimePoint> last_cookie_sent_;

@@ -117,6 +117,10 @@ namespace mqtt_proxy::metrics {
   X(ws_handshake_timeouts, Counter, "WebSocket connections closed: no Upgrade request in time")    \
   X(ws_protocol_errors, Counter,                                                                   \
     "WebSocket connections failed for a frame they sent (close code)")                             \
+  X(upstream_connections, Counter, "connections to the --upstream broker established")             \
+  X(upstream_connect_failures, Counter,                                                            \
+    "connections to the --upstream broker that failed or timed out before they were up")           \
+  X(upstream_lost, Counter, "established connections to the --upstream broker it closed or broke") \
   X(peer_datagrams_in, Counter, "datagrams from configured peers")                                 \
   X(peer_datagrams_out, Counter, "datagrams sent to peers")                                        \
   X(peer_datagrams_unknown_source, Counter,                                                        \

@@ -281,6 +281,52 @@ TEST(Options, WebSocketIsOnAtMProxysPortUnlessTurnedOff) {
   });
 }
 
+TEST(Options, UpstreamModeNamesTheBrokerAndTurnsOffWhatItDoes) {
+  Options o;
+  std::string msg;
+  ASSERT_EQ(parse({}, o, msg), ParseOutcome::Run) << msg;
+  EXPECT_TRUE(o.upstream_host.empty());  // the broker here, by default
+  Options plain;
+  ASSERT_EQ(parse({"--upstream", "10.0.0.4"}, plain, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(plain.upstream_host, "10.0.0.4");
+  EXPECT_EQ(plain.upstream_port, 1883);
+  EXPECT_FALSE(plain.upstream_tls);
+  Options tls;
+  ASSERT_EQ(parse({"--upstream", "broker.example:8883", "--upstream-tls", "--upstream-cafile",
+                   "/etc/ca.pem", "--plugin", "/x.so"},
+                  tls, msg),
+            ParseOutcome::Run)
+      << msg;
+  EXPECT_EQ(tls.upstream_host, "broker.example");
+  EXPECT_EQ(tls.upstream_port, 8883);
+  EXPECT_TRUE(tls.upstream_tls);
+  EXPECT_EQ(tls.upstream_cafile, "/etc/ca.pem");
+  Options v6;
+  ASSERT_EQ(parse({"--upstream", "[fd00::4]:1884"}, v6, msg), ParseOutcome::Run) << msg;
+  EXPECT_EQ(v6.upstream_host, "fd00::4");
+  EXPECT_EQ(v6.upstream_port, 1884);
+  expect_one_line_errors({
+      {{"--upstream", "10.0.0.4:0"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream", "10.0.0.4:70000"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream", "10.0.0.4:"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream", ":1883"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream", "fd00::4"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream", "[fd00::4"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream", "user@host"}, "--upstream must be HOST[:PORT]"},
+      {{"--upstream-tls"}, "--upstream-tls needs --upstream"},
+      {{"--upstream-cafile", "ca.pem"}, "--upstream-cafile needs --upstream"},
+      {{"--upstream", "h", "--upstream-cafile", "ca.pem"},
+       "--upstream-cafile needs --upstream-tls"},
+      {{"--upstream", "h", "-F", "10.0.0.2"}, "--forwarder (-F): UDP peering is off in upstream"},
+      {{"--upstream", "h", "-s", "10.0.0.100"}, "--m2m-server (-s): MQTT2MULTICAST is off"},
+      {{"--upstream", "h", "-u", "a", "-p", "b"}, "--username (-u): the broker's own credentials"},
+      {{"--upstream", "h", "--password-file", "/p"}, "--password-file: the broker's own"},
+  });
+  std::string help;
+  ASSERT_EQ(parse({"-h"}, o, help), ParseOutcome::Exit0);
+  EXPECT_NE(help.find("UDP peering (-F)"), std::string::npos) << "--help says peering is off";
+}
+
 TEST(Options, HelpAndVersionExitZero) {
   Options o;
   std::string msg;

@@ -1270,5 +1270,219 @@ TEST_F(ProxyCoreWs, PortZeroTurnsWebSocketOff) {
   EXPECT_EQ(core_->counters().frames_not_for_us, 1u);
 }
 
+// --- Upstream mode: the client's TCP here, its broker's connection behind a Link
+
+class UpstreamLink final : public upstream::Link {
+ public:
+  void dial(std::uint64_t id) override { dials.push_back(id); }
+  void touch(std::uint64_t id) override { touched.insert(id); }
+  std::vector<std::uint64_t> dials;
+  std::set<std::uint64_t> touched;
+};
+
+// What the link writes to the broker for `id` (all of it), as it tells the core.
+Bytes written_to_broker(upstream::LinkEvents& events, core::ProxyCore& core, std::uint64_t id,
+                        TimePoint now) {
+  Bytes* out = events.outgoing(id);
+  if (!out) return {};
+  Bytes b = std::move(*out);
+  out->clear();
+  events.on_sent(id, now);
+  core.flush(now);
+  return b;
+}
+
+class ProxyCoreUpstream : public ProxyCoreTest {
+ protected:
+  ProxyCoreUpstream() {
+    make_core([](core::CoreConfig& c) { c.upstream.emplace(); });
+    events_ = &core_->attach_upstream(link_);
+  }
+  Bytes written(std::uint64_t id) { return written_to_broker(*events_, *core_, id, now_); }
+  void from_broker(std::uint64_t id, const Bytes& b) {
+    events_->on_upstream_data(id, b, now_);
+    core_->flush(now_);
+  }
+  static Bytes connack_ok() {
+    Bytes b;
+    mqtt::encode_connack(b, mqtt::ProtocolVersion::V311, false, 0, {});
+    return b;
+  }
+
+  UpstreamLink link_;
+  upstream::LinkEvents* events_ = nullptr;
+};
+
+TEST_F(ProxyCoreUpstream, TheConnectGoesToTheBrokerAndPacketsBothWays) {
+  Client c = client(2, 40001);
+  handshake(c);
+  const Bytes connect = connect_packet("c1");
+  send_mqtt(c, connect);
+  ASSERT_EQ(link_.dials.size(), 1u);
+  const std::uint64_t id = link_.dials[0];
+  EXPECT_TRUE(take_mqtt(c).empty());  // no CONNACK of our own: the broker's is awaited
+  events_->on_connected(id, now_);
+  EXPECT_EQ(written(id), connect);
+  from_broker(id, connack_ok());
+  receive(c);
+  auto f = take_mqtt(c);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Connack);
+  EXPECT_EQ(core_->counters().mqtt_clients_online, 1u);
+
+  const Bytes pub = publish_packet("a/b", "up", 1, 1);
+  send_mqtt(c, pub);
+  EXPECT_EQ(written(id), pub);
+  const Bytes down = publish_packet("x/y", "down", 0);
+  from_broker(id, down);
+  receive(c);
+  f = take_mqtt(c);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Publish);
+  EXPECT_TRUE(datagram_types().empty());             // no peering in this mode
+  EXPECT_EQ(core_->broker().connected_count(), 0u);  // nor a broker here
+}
+
+TEST_F(ProxyCoreUpstream, PacketsAndAFinBeforeTheConnackWaitForIt) {
+  Client c = client(2, 40001);
+  handshake(c);
+  const Bytes connect = connect_packet("c1");
+  const Bytes pub = publish_packet("a/b", "early", 1, 1);
+  Bytes burst = connect;
+  append(burst, pub);
+  inject(c.frame(kAck | kPsh, burst));
+  c.snd_nxt = c.snd_nxt + static_cast<std::uint32_t>(burst.size());
+  inject(c.frame(kAck | kFin));  // mosquitto_pub -l's way: everything, then the FIN at once
+  c.snd_nxt = c.snd_nxt + 1;
+  ASSERT_EQ(link_.dials.size(), 1u);
+  const std::uint64_t id = link_.dials[0];
+  EXPECT_FALSE(events_->finished(id));  // the FIN waits behind the PUBLISH
+  events_->on_connected(id, now_);
+  EXPECT_EQ(written(id), connect);
+  from_broker(id, connack_ok());
+  // The PUBLISH went on after the CONNACK, then the FIN ended the session.
+  EXPECT_EQ(written(id), pub);
+  EXPECT_TRUE(events_->finished(id));
+  EXPECT_TRUE(link_.touched.count(id));
+  events_->on_closed(id);
+  EXPECT_EQ(core_->upstream()->size(), 0u);
+}
+
+TEST_F(ProxyCoreUpstream, TheBrokerGoingAwayClosesTheClientWithAFin) {
+  Client c = client(2, 40001);
+  handshake(c);
+  send_mqtt(c, connect_packet("c1"));
+  const std::uint64_t id = link_.dials.at(0);
+  events_->on_connected(id, now_);
+  written(id);
+  from_broker(id, connack_ok());
+  receive(c);
+  take_mqtt(c);
+  events_->on_failed(id, "broker closed the connection", now_);
+  core_->flush(now_);
+  const auto out = drain();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_TRUE(out[0].flags & kFin);
+  EXPECT_EQ(core_->counters().upstream_lost, 1u);
+}
+
+TEST_F(ProxyCoreUpstream, AnUnreachableBrokerIsConnackServerUnavailable) {
+  Client c = client(2, 40001);
+  handshake(c);
+  send_mqtt(c, connect_packet("c1"));
+  const std::uint64_t id = link_.dials.at(0);
+  events_->on_failed(id, "connect to 10.0.0.4:1883: Connection refused", now_);
+  core_->flush(now_);
+  receive(c);
+  const auto f = take_mqtt(c);
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_EQ(f[0].type, mqtt::PacketType::Connack);
+  EXPECT_EQ(to_hex(f[0].body), "00 03");
+  EXPECT_EQ(core_->counters().upstream_connect_failures, 1u);
+}
+
+TEST_F(ProxyCoreUpstream, BeforeTheConnackTheWindowClosesOnAClientThatFloods) {
+  Client c = client(2, 40001);
+  handshake(c);
+  const Bytes connect = connect_packet("c1");
+  // The CONNECT split over two segments, the second carrying the first PUBLISH too.
+  inject(c.frame(kAck | kPsh, Bytes(connect.begin(), connect.begin() + 5)));
+  c.snd_nxt = c.snd_nxt + 5u;
+  receive(c);
+  Bytes rest(connect.begin() + 5, connect.end());
+  append(rest, publish_packet("a/b", "first", 0));
+  inject(c.frame(kAck | kPsh, rest));
+  c.snd_nxt = c.snd_nxt + static_cast<std::uint32_t>(rest.size());
+  receive(c);
+  ASSERT_EQ(link_.dials.size(), 1u);
+  // No CONNACK: what the client sends waits in the receive buffer, which fills.
+  const Bytes pub = publish_packet("a/b", std::string(1000, 'x'), 0);
+  const Seq start = c.snd_nxt;
+  Seq acked = start;
+  for (int i = 0; i < 500; ++i) {
+    inject(c.frame(kAck | kPsh, pub));
+    c.snd_nxt = c.snd_nxt + static_cast<std::uint32_t>(pub.size());
+    for (const auto& o : drain()) acked = o.ack;
+  }
+  EXPECT_LE(acked - start, test_core_config().tcp.rcv_buffer + 0u);
+  EXPECT_GT(acked - start, 0u);
+}
+
+class ProxyCoreWsUpstream : public ProxyCoreWs {
+ protected:
+  void SetUp() override {
+    make_core([](core::CoreConfig& c) { c.upstream.emplace(); });
+    events_ = &core_->attach_upstream(link_);
+  }
+  Bytes written(std::uint64_t id) { return written_to_broker(*events_, *core_, id, now_); }
+  // A CONNECT split over two frames, the second carrying a PUBLISH too; then `close` a Close.
+  std::uint64_t split_connect_then_publish(Client& c, const Bytes& connect, const Bytes& pub,
+                                           bool close) {
+    open(c);
+    send_raw(c, ws_request());
+    take_ws(c);
+    Bytes rest(connect.begin() + 5, connect.end());
+    append(rest, pub);
+    send_raw(c, ws_frame(0x82, Bytes(connect.begin(), connect.begin() + 5)));
+    send_raw(c, ws_frame(0x82, rest));
+    if (close) send_raw(c, ws_frame(0x88, Bytes{std::byte{0x03}, std::byte{0xe8}}));
+    EXPECT_EQ(link_.dials.size(), 1u);
+    return link_.dials.empty() ? 0 : link_.dials[0];
+  }
+  void connack(std::uint64_t id) {
+    Bytes ca;
+    mqtt::encode_connack(ca, mqtt::ProtocolVersion::V311, false, 0, {});
+    events_->on_upstream_data(id, ca, now_);
+    core_->flush(now_);
+  }
+
+  UpstreamLink link_;
+  upstream::LinkEvents* events_ = nullptr;
+};
+
+TEST_F(ProxyCoreWsUpstream, APublishPipelinedBehindASplitConnectGoesOnAfterTheConnack) {
+  Client c = ws_client(2, 40001);
+  const Bytes connect = connect_packet("c1");
+  const Bytes pub = publish_packet("a/b", "early", 1, 1);
+  const std::uint64_t id = split_connect_then_publish(c, connect, pub, false);
+  events_->on_connected(id, now_);
+  EXPECT_EQ(written(id), connect);
+  connack(id);
+  EXPECT_EQ(written(id), pub);
+}
+
+TEST_F(ProxyCoreWsUpstream, ACloseBehindAPipelinedPublishWaitsForIt) {
+  Client c = ws_client(2, 40001);
+  const Bytes connect = connect_packet("c1");
+  const Bytes pub = publish_packet("a/b", "early", 1, 1);
+  const std::uint64_t id = split_connect_then_publish(c, connect, pub, true);
+  EXPECT_FALSE(events_->finished(id));
+  events_->on_connected(id, now_);
+  EXPECT_EQ(written(id), connect);
+  connack(id);
+  EXPECT_EQ(written(id), pub);
+  EXPECT_TRUE(events_->finished(id));  // then the Close ended the session
+}
+
 }  // namespace
 }  // namespace mqtt_proxy::test
