@@ -6,7 +6,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <random>
 #include <set>
 
 #include "client_packets.hpp"
@@ -445,6 +447,122 @@ TEST_F(SessionsTest, AMalformedPacketClosesOnlyThatClientWithAReason) {
   EXPECT_TRUE(sessions->finished(kId));
   EXPECT_EQ(counters.mqtt_protocol_errors, 1u);
 }
+
+// --- A seeded simulation: both streams through one session, whatever the segmentation, the
+// order of events and the backpressure, arrive whole and in order, and nothing stalls. The caller
+// behaves as ProxyCore does: it offers the client's bytes when new ones arrive and when resumed,
+// never otherwise, so a resume the session forgets is a stall the run detects.
+
+constexpr std::uint64_t kSimSeeds = 40;
+
+class SessionsSim : public ::testing::TestWithParam<std::uint64_t> {};
+
+TEST_P(SessionsSim, BothStreamsArriveWholeAndInOrder) {
+  std::mt19937_64 rng(GetParam());
+  auto pick = [&](std::size_t lo, std::size_t hi) {
+    return std::uniform_int_distribution<std::size_t>(lo, hi)(rng);
+  };
+  log::Logger logger;
+  metrics::Counters counters;
+  Clients clients;
+  clients.acking = false;
+  FakeLink link;
+  upstream::SessionsConfig cfg;
+  cfg.relay.max_buffered = pick(1, 3) * 8192;
+  Sessions sessions(cfg, clients, link, logger, counters);
+  constexpr std::uint64_t kId = 9;
+  // The client's stream: CONNECT, then PUBLISHes short and long (over max_unread_frame), QoS 0
+  // and 1, and SUBSCRIBEs. The broker's: CONNACK, then PUBLISHes. No hooks: byte for byte.
+  Bytes up = connect_packet("sim");
+  const std::size_t connect_size = up.size();
+  Bytes down = connack(0);
+  for (int i = 0; i < 60; ++i) {
+    const std::size_t len = pick(0, 9) == 0 ? pick(17000, 70000) : pick(0, 2000);
+    const auto qos = static_cast<std::uint8_t>(pick(0, 1));
+    append(up, pick(0, 5) == 0 ? subscribe_packet("f/" + std::to_string(i), 1)
+                               : publish_packet("t/" + std::to_string(i), std::string(len, 'u'),
+                                                qos, qos ? 1 : 0));
+    append(down, publish_packet("d/" + std::to_string(i), std::string(pick(0, 30000), 'd'), 0));
+  }
+  constexpr std::size_t kRcvBuffer = 65535;
+  Bytes rcv;  // the caller's receive buffer
+  std::size_t up_sent = 0, down_sent = 0;
+  Bytes at_broker, at_client;
+  bool connected = false;
+  TimePoint now{};
+  auto offer = [&] {
+    const std::size_t n = sessions.on_data(kId, rcv, now);
+    rcv.erase(rcv.begin(), rcv.begin() + static_cast<std::ptrdiff_t>(n));
+  };
+  auto settle = [&] {
+    for (int k = 0; k < 100 && !sessions.resumed().empty(); ++k) {
+      sessions.resumed().clear();
+      offer();
+    }
+  };
+  sessions.on_open(kId, wire::SocketAddress{wire::Ipv4Address{0x0a000002}, 40000}, now);
+  const std::size_t steps = 20000;
+  for (std::size_t step = 0; step < steps; ++step) {
+    now += std::chrono::microseconds(100);
+    const bool draining = step > steps / 2;  // every side keeps up: everything must get through
+    switch (pick(0, 4)) {
+      case 0: {  // the client sends a segment (as much as the window allows)
+        const std::size_t n =
+            std::min({pick(1, 4096), kRcvBuffer - rcv.size(), up.size() - up_sent});
+        if (n == 0) break;
+        rcv.insert(rcv.end(), up.begin() + static_cast<std::ptrdiff_t>(up_sent),
+                   up.begin() + static_cast<std::ptrdiff_t>(up_sent + n));
+        up_sent += n;
+        offer();
+        break;
+      }
+      case 1:  // the link writes some of what waits for the broker
+        if (Bytes* out = sessions.outgoing(kId); out && !out->empty()) {
+          const std::size_t n = draining ? out->size() : pick(1, out->size());
+          at_broker.insert(at_broker.end(), out->begin(),
+                           out->begin() + static_cast<std::ptrdiff_t>(n));
+          out->erase(out->begin(), out->begin() + static_cast<std::ptrdiff_t>(n));
+          sessions.on_sent(kId, now);
+        }
+        break;
+      case 2: {  // the broker sends, once it has the CONNECT, while the link may read
+        if (!connected || at_broker.size() < connect_size || !sessions.wants_read(kId)) break;
+        const std::size_t n = std::min(pick(1, 65536), down.size() - down_sent);
+        if (n == 0) break;
+        sessions.on_upstream_data(kId, ByteSpan(down).subspan(down_sent, n), now);
+        down_sent += n;
+        break;
+      }
+      case 3:  // the client acknowledges what it got
+        append(at_client, clients.take(kId));
+        clients.unacked[kId] = 0;
+        sessions.on_client_progress(kId, now);
+        break;
+      default:  // the dial completes
+        if (!connected && !link.dials.empty()) {
+          connected = true;
+          sessions.on_connected(kId, now);
+        }
+        break;
+    }
+    settle();
+    ASSERT_FALSE(sessions.finished(kId))
+        << "step " << step << ": " << counters.mqtt_protocol_errors;
+    // Bounded: the caller's buffer by its window, the client's queue by three times the limit
+    // and a packet.
+    ASSERT_LE(rcv.size(), kRcvBuffer);
+    ASSERT_LE(clients.queued_bytes(kId), 3 * cfg.relay.max_buffered + 70000);
+  }
+  append(at_client, clients.take(kId));
+  EXPECT_EQ(up_sent, up.size()) << "the client's stream stalled";
+  EXPECT_EQ(at_broker.size(), up.size());
+  EXPECT_TRUE(at_broker == up) << "the broker got the client's stream out of order or changed";
+  EXPECT_EQ(down_sent, down.size()) << "the broker's stream stalled";
+  EXPECT_EQ(at_client.size(), down.size());
+  EXPECT_TRUE(at_client == down);
+}
+
+INSTANTIATE_TEST_SUITE_P(Seeds, SessionsSim, ::testing::Range<std::uint64_t>(0, kSimSeeds));
 
 }  // namespace
 }  // namespace mqtt_proxy::test
